@@ -1,0 +1,1 @@
+"""natten-kernels: compiled kernels and the op registry behind natten."""
