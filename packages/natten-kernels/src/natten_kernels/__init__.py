@@ -1,1 +1,20 @@
-"""natten-kernels: compiled kernels and the op registry behind natten."""
+"""natten-kernels: compiled kernels, the ``torch.ops.natten`` op registry, backends and dispatcher."""
+
+from natten_kernels import _library
+from natten_kernels.ops import fake as _fake
+
+__version__ = "0.1.0"
+
+if _library.load():
+    _fake.register()
+    try:  # FLOP formulas for torch.utils.flop_counter.FlopCounterMode
+        from natten_kernels.ops.flops import register_flop_formulas
+    except ImportError:
+        pass
+    else:
+        register_flop_formulas()
+
+from natten_kernels import dispatcher, env  # noqa: E402
+from natten_kernels.backends import BACKENDS, Backend, Problem  # noqa: E402
+
+__all__ = ["BACKENDS", "Backend", "Problem", "dispatcher", "env", "__version__"]

@@ -1,0 +1,92 @@
+"""Declarative backends: what each implementation supports, so the dispatcher can explain refusals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+# Feature names a Problem may need and a Backend may declare.
+FEATURES = (
+    "causal",
+    "dilation",
+    "stride",
+    "rpb",
+    "additional_kv",
+    "gqa",
+    "backward",
+    "forward_ad",
+    "deterministic_backward",
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What one call needs from a backend; built by natten.functional after validation."""
+
+    family: str  # "fused" or "unfused"
+    device: str  # torch device type: "cpu", "cuda", ...
+    dtype: torch.dtype
+    rank: int
+    head_dim: int
+    head_dim_v: int
+    features: frozenset[str] = frozenset()
+
+    def describe(self) -> str:
+        feats = ",".join(sorted(self.features)) or "none"
+        return (
+            f"{self.family} {self.rank}d on {self.device}, {str(self.dtype).removeprefix('torch.')}, "
+            f"head_dim={self.head_dim}, head_dim_v={self.head_dim_v}, features: {feats}"
+        )
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    families: frozenset[str]
+    devices: frozenset[str]
+    dtypes: frozenset[torch.dtype]
+    features: frozenset[str]
+    ranks: frozenset[int] = frozenset({1, 2, 3})
+    max_head_dim: int | None = None
+    head_dim_multiple: int = 1
+    # Kinds switched off by context toggles ("gemm", "tiled"), as the seeds' dispatcher settings do.
+    kinds: frozenset[str] = frozenset()
+    min_compute_capability: int = 0  # CUDA backends: SM version as 10 * major + minor
+    # Returns None when usable in this process, else the reason it is not.
+    unavailable_reason: Callable[[], str | None] = field(default=lambda: None, compare=False)
+
+    def refusal(self, problem: Problem, disabled_kinds: frozenset[str] = frozenset()) -> str | None:
+        """None if this backend can run ``problem``, else a one-line reason."""
+        if problem.family not in self.families:
+            return f"no {problem.family} kernels"
+        if problem.device not in self.devices:
+            return f"runs on {'/'.join(sorted(self.devices))}, not {problem.device}"
+        off = self.kinds & disabled_kinds
+        if off:
+            return f"{'/'.join(sorted(off))} kernels are disabled by the dispatcher settings"
+        why = self.unavailable_reason()
+        if why:
+            return why
+        if problem.dtype not in self.dtypes:
+            names = ", ".join(sorted(str(d).removeprefix("torch.") for d in self.dtypes))
+            return f"dtype {str(problem.dtype).removeprefix('torch.')} not supported (supports {names})"
+        if problem.rank not in self.ranks:
+            return f"{problem.rank}d not supported"
+        for d in {problem.head_dim, problem.head_dim_v}:
+            if self.max_head_dim is not None and d > self.max_head_dim:
+                return f"head dim {d} > {self.max_head_dim}"
+            if d % self.head_dim_multiple:
+                return f"head dim {d} is not a multiple of {self.head_dim_multiple}"
+        missing = problem.features - self.features
+        if missing:
+            return f"does not support {', '.join(sorted(missing))}"
+        return None
+
+    def describe(self) -> str:
+        dtypes = ", ".join(sorted(str(d).removeprefix("torch.") for d in self.dtypes))
+        return (
+            f"{self.name}: {'/'.join(sorted(self.families))} on {'/'.join(sorted(self.devices))}; "
+            f"dtypes {dtypes}; features {', '.join(sorted(self.features))}"
+        )

@@ -1,0 +1,1 @@
+"""Autograd Functions for the fused and unfused op families."""

@@ -1,0 +1,167 @@
+"""Autograd for the unfused ops (heads-first).
+
+The four kernels are closed under differentiation (docs/internals.md), so every backward below is
+written with the differentiable Functions of this file: double backward and gradgradcheck work,
+and the forward-mode rules (``jvp``) reuse the same kernels.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_ops = torch.ops.natten
+
+
+def _zero_invalid(attn: torch.Tensor, params) -> torch.Tensor:
+    """qk used as a linear map: invalid (causal) slots carry 0 instead of -inf."""
+    if any(params[3]):
+        return attn.masked_fill(torch.isneginf(attn), 0.0)
+    return attn
+
+
+def qk(q, k, rpb, params):
+    return NeighborhoodQK.apply(q, k, rpb, *params)
+
+
+def qk_linear(q, k, params, rpb=None):
+    return _zero_invalid(qk(q, k, rpb, params), params)
+
+
+def av(attn, v, params):
+    return NeighborhoodAV.apply(attn, v, *params)
+
+
+def inverse_av(attn, x, params):
+    """out_j = sum over (query i, slot t) whose key is j of attn[i, t] * x_i (the scatter of av)."""
+    return NeighborhoodAVBackward.apply(x, attn, x, *params)[1]
+
+
+class NeighborhoodQK(torch.autograd.Function):
+    """attn[i, t] = q_i . k_{n(i, t)} (+ rpb); -inf on invalid slots."""
+
+    @staticmethod
+    def forward(q, k, rpb, kernel_size, dilation, stride, is_causal):
+        return _ops.na_qk_forward(q, k, rpb, kernel_size, dilation, stride, is_causal)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        q, k, rpb, *params = inputs
+        ctx.save_for_backward(q, k, rpb)
+        ctx.save_for_forward(q, k, rpb)
+        ctx.params = tuple(params)
+
+    @staticmethod
+    def backward(ctx, grad_attn):
+        q, k, rpb = ctx.saved_tensors
+        dq, dk, drpb = NeighborhoodQKBackward.apply(grad_attn, q, k, rpb, *ctx.params)
+        return dq, dk, (drpb if rpb is not None else None), None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, tq, tk, trpb, *_):
+        q, k, rpb = ctx.saved_tensors
+        p = ctx.params
+        out = None
+        if tq is not None:
+            out = qk_linear(tq, k, p)
+        if tk is not None:
+            t = qk_linear(q, tk, p)
+            out = t if out is None else out + t
+        if trpb is not None:  # the bias alone, gathered into slots
+            t = _ops.na_qk_forward(torch.zeros_like(q), k, trpb, *p)
+            out = t if out is None else out + t
+        return out
+
+
+class NeighborhoodQKBackward(torch.autograd.Function):
+    """(grad_attn, q, k, rpb) -> (dq, dk, drpb)."""
+
+    @staticmethod
+    def forward(grad_attn, q, k, rpb, kernel_size, dilation, stride, is_causal):
+        return _ops.na_qk_backward(grad_attn, q, k, rpb, kernel_size, dilation, stride, is_causal)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        grad_attn, q, k, rpb, *params = inputs
+        ctx.save_for_backward(grad_attn, q, k)
+        ctx.has_rpb = rpb is not None
+        ctx.params = tuple(params)
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, g_dq, g_dk, g_drpb):
+        grad_attn, q, k = ctx.saved_tensors
+        p = ctx.params
+        d_grad_attn = d_q = d_k = None
+        terms = []
+        if g_dq is not None:
+            terms.append(qk_linear(g_dq, k, p))
+            d_k = inverse_av(grad_attn, g_dq, p)
+        if g_dk is not None:
+            terms.append(qk_linear(q, g_dk, p))
+            d_q = av(grad_attn, g_dk, p)
+        if ctx.has_rpb and g_drpb is not None:
+            terms.append(qk_linear(torch.zeros_like(q), k, p, rpb=g_drpb))
+        if terms:
+            d_grad_attn = sum(terms[1:], terms[0])
+        return d_grad_attn, d_q, d_k, None, None, None, None, None
+
+
+class NeighborhoodAV(torch.autograd.Function):
+    """out_i = sum_t attn[i, t] v_{n(i, t)} over valid slots."""
+
+    @staticmethod
+    def forward(attn, v, kernel_size, dilation, stride, is_causal):
+        return _ops.na_av_forward(attn, v, kernel_size, dilation, stride, is_causal)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        attn, v, *params = inputs
+        ctx.save_for_backward(attn, v)
+        ctx.save_for_forward(attn, v)
+        ctx.params = tuple(params)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        attn, v = ctx.saved_tensors
+        d_attn, d_v = NeighborhoodAVBackward.apply(grad_out, attn, v, *ctx.params)
+        return d_attn, d_v, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, t_attn, t_v, *_):
+        attn, v = ctx.saved_tensors
+        out = None
+        if t_attn is not None:
+            out = av(t_attn, v, ctx.params)
+        if t_v is not None:
+            t = av(attn, t_v, ctx.params)
+            out = t if out is None else out + t
+        return out
+
+
+class NeighborhoodAVBackward(torch.autograd.Function):
+    """(grad_out, attn, v) -> (grad_attn, dv)."""
+
+    @staticmethod
+    def forward(grad_out, attn, v, kernel_size, dilation, stride, is_causal):
+        return _ops.na_av_backward(grad_out, attn, v, kernel_size, dilation, stride, is_causal)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        grad_out, attn, v, *params = inputs
+        ctx.save_for_backward(grad_out, attn, v)
+        ctx.params = tuple(params)
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, g_grad_attn, g_dv):
+        grad_out, attn, v = ctx.saved_tensors
+        p = ctx.params
+        d_grad_out = d_attn = d_v = None
+        if g_grad_attn is not None:
+            d_grad_out = av(g_grad_attn, v, p)
+            d_v = inverse_av(g_grad_attn, grad_out, p)
+        if g_dv is not None:
+            t = av(attn, g_dv, p)
+            d_grad_out = t if d_grad_out is None else d_grad_out + t
+            d_attn = qk_linear(grad_out, g_dv, p)
+        return d_grad_out, d_attn, d_v, None, None, None, None

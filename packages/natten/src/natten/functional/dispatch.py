@@ -1,0 +1,63 @@
+"""Describe a validated call as a Problem and ask natten_kernels' dispatcher for a backend."""
+
+from __future__ import annotations
+
+import torch
+from natten_kernels import dispatcher
+from natten_kernels.backends import Backend, Problem
+
+from natten import context
+from natten.functional.validation import NAParams
+
+
+def _is_dual(t: torch.Tensor | None) -> bool:
+    if t is None:
+        return False
+    return torch.autograd.forward_ad.unpack_dual(t).tangent is not None
+
+
+def problem_for(
+    family: str,
+    params: NAParams,
+    ref: torch.Tensor,
+    head_dim: int,
+    head_dim_v: int,
+    tensors: tuple,
+    *,
+    rpb: bool = False,
+    additional_kv: bool = False,
+    gqa: bool = False,
+) -> Problem:
+    features = set()
+    if params.any_causal:
+        features.add("causal")
+    if any(d > 1 for d in params.dilation):
+        features.add("dilation")
+    if any(s > 1 for s in params.stride):
+        features.add("stride")
+    if rpb:
+        features.add("rpb")
+    if additional_kv:
+        features.add("additional_kv")
+    if gqa:
+        features.add("gqa")
+    present = [t for t in tensors if isinstance(t, torch.Tensor)]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in present):
+        features.add("backward")
+        if torch.are_deterministic_algorithms_enabled():
+            features.add("deterministic_backward")
+    if any(_is_dual(t) for t in present):
+        features.add("forward_ad")
+    return Problem(
+        family=family,
+        device=ref.device.type,
+        dtype=ref.dtype,
+        rank=params.rank,
+        head_dim=head_dim,
+        head_dim_v=head_dim_v,
+        features=frozenset(features),
+    )
+
+
+def select_backend(problem: Problem) -> Backend:
+    return dispatcher.select(problem, context.disabled_backend_kinds())

@@ -1,0 +1,101 @@
+"""Fused neighborhood attention ``na1d/na2d/na3d``: softmax(scale * q k^T + rpb) v, heads-last."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from natten.autograd.fused import FusedNeighborhoodAttention
+from natten.functional.dispatch import problem_for, select_backend
+from natten.functional.validation import BoolOrTuple, IntOrTuple, check_fused, normalize_params
+
+
+def _na(
+    rank: int,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    kernel_size: IntOrTuple,
+    dilation: IntOrTuple,
+    is_causal: BoolOrTuple,
+    rpb: Optional[torch.Tensor],
+    scale: Optional[float],
+    additional_keys: Optional[torch.Tensor],
+    additional_values: Optional[torch.Tensor],
+    stride: IntOrTuple,
+    return_lse: bool,
+):
+    params = normalize_params(rank, kernel_size, dilation, stride, is_causal)
+    shapes = check_fused(query, key, value, params, rpb, scale, additional_keys, additional_values)
+    select_backend(
+        problem_for(
+            "fused",
+            params,
+            query,
+            shapes.head_dim,
+            shapes.head_dim_v,
+            (query, key, value, rpb, additional_keys, additional_values),
+            rpb=rpb is not None,
+            additional_kv=additional_keys is not None,
+            gqa=shapes.kv_heads != shapes.heads,
+        )
+    )
+    if scale is None:
+        scale = shapes.head_dim**-0.5
+    out, lse = FusedNeighborhoodAttention.apply(
+        query, key, value, rpb, additional_keys, additional_values, *params.as_op_args(), float(scale)
+    )
+    return (out, lse) if return_lse else out
+
+
+_DOC = """{n}-D fused neighborhood attention.
+
+    Args:
+        query: ``[batch, {axes}, heads, head_dim]`` (heads-last).
+        key: ``[batch, {axes}, kv_heads, head_dim]``; ``kv_heads`` must divide ``heads`` (GQA/MQA).
+        value: ``[batch, {axes}, kv_heads, head_dim_v]``.
+        kernel_size: neighborhood size, an int or one per axis (>= 2, ``kernel_size * dilation <= size``).
+        dilation: an int or one per axis (>= 1).
+        is_causal: a bool or one per axis.
+        rpb: relative positional bias ``[heads, {rpb}]``; odd kernels, no causal axis.
+        scale: logit scale; ``None`` means ``head_dim ** -0.5``.
+        additional_keys / additional_values: ``[batch, num_additional, kv_heads, head_dim(_v)]``, extra
+            tokens every query also attends to (no mask, no bias).
+        stride: (keyword) an int or one per axis, ``1 <= stride <= kernel_size``; queries in blocks of
+            ``stride`` share one neighborhood (``stride == kernel_size`` is blocked attention).
+        return_lse: (keyword) also return the logsumexp of the logits, ``[batch, {axes}, heads]``
+            in float32 (float64 for float64 inputs).
+
+    Returns:
+        ``[batch, {axes}, heads, head_dim_v]`` in the dtype of ``query``, or ``(out, lse)``.
+    """
+
+
+def na1d(
+    query, key, value, kernel_size, dilation=1, is_causal=False, rpb=None, scale=None,
+    additional_keys=None, additional_values=None, *, stride=1, return_lse=False,
+):
+    return _na(1, query, key, value, kernel_size, dilation, is_causal, rpb, scale,
+               additional_keys, additional_values, stride, return_lse)
+
+
+def na2d(
+    query, key, value, kernel_size, dilation=1, is_causal=False, rpb=None, scale=None,
+    additional_keys=None, additional_values=None, *, stride=1, return_lse=False,
+):
+    return _na(2, query, key, value, kernel_size, dilation, is_causal, rpb, scale,
+               additional_keys, additional_values, stride, return_lse)
+
+
+def na3d(
+    query, key, value, kernel_size, dilation=1, is_causal=False, rpb=None, scale=None,
+    additional_keys=None, additional_values=None, *, stride=1, return_lse=False,
+):
+    return _na(3, query, key, value, kernel_size, dilation, is_causal, rpb, scale,
+               additional_keys, additional_values, stride, return_lse)
+
+
+na1d.__doc__ = _DOC.format(n=1, axes="length", rpb="2 * kernel_size - 1")
+na2d.__doc__ = _DOC.format(n=2, axes="height, width", rpb="2 * kh - 1, 2 * kw - 1")
+na3d.__doc__ = _DOC.format(n=3, axes="depth, height, width", rpb="2 * kd - 1, 2 * kh - 1, 2 * kw - 1")

@@ -1,0 +1,260 @@
+"""Argument checks for every natten op, run in Python before any kernel.
+
+Errors are ValueError (bad values or shapes) or TypeError (bad types), naming the argument, what was
+expected and what was received.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import torch
+
+IntOrTuple = Union[int, Sequence[int]]
+BoolOrTuple = Union[bool, Sequence[bool]]
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+
+
+@dataclass(frozen=True)
+class NAParams:
+    """Normalized per-axis neighborhood parameters (tuples of length ``rank``)."""
+
+    kernel_size: tuple[int, ...]
+    dilation: tuple[int, ...]
+    stride: tuple[int, ...]
+    is_causal: tuple[bool, ...]
+
+    @property
+    def rank(self) -> int:
+        return len(self.kernel_size)
+
+    @property
+    def num_slots(self) -> int:
+        n = 1
+        for k in self.kernel_size:
+            n *= k
+        return n
+
+    def as_op_args(self) -> tuple[list[int], list[int], list[int], list[bool]]:
+        return list(self.kernel_size), list(self.dilation), list(self.stride), list(self.is_causal)
+
+    @property
+    def any_causal(self) -> bool:
+        return any(self.is_causal)
+
+
+def fused_layout(rank: int) -> str:
+    return f"[batch, {', '.join(_AXES[rank])}, heads, head_dim]"
+
+
+def unfused_layout(rank: int) -> str:
+    return f"[batch, heads, {', '.join(_AXES[rank])}, head_dim]"
+
+
+def _per_axis(value, rank: int, name: str, kind: type) -> tuple:
+    """An int/bool, or a tuple/list of them with one entry per spatial axis."""
+
+    def ok(v) -> bool:
+        if kind is bool:
+            return isinstance(v, bool)
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if ok(value):
+        return (value,) * rank
+    if isinstance(value, (tuple, list)):
+        if len(value) != rank:
+            raise ValueError(f"{name} must have one entry per spatial axis ({rank}); got {tuple(value)}")
+        if not all(ok(v) for v in value):
+            raise TypeError(f"{name} entries must be {kind.__name__}; got {tuple(value)}")
+        return tuple(value)
+    raise TypeError(f"{name} must be a {kind.__name__} or a tuple of {rank} {kind.__name__}s; got {value!r}")
+
+
+def normalize_params(
+    rank: int,
+    kernel_size: IntOrTuple,
+    dilation: IntOrTuple = 1,
+    stride: IntOrTuple = 1,
+    is_causal: BoolOrTuple = False,
+) -> NAParams:
+    """Check the value rules that do not depend on input shapes."""
+    ks = _per_axis(kernel_size, rank, "kernel_size", int)
+    dil = _per_axis(dilation, rank, "dilation", int)
+    st = _per_axis(stride, rank, "stride", int)
+    causal = _per_axis(is_causal, rank, "is_causal", bool)
+    if any(k < 2 for k in ks):
+        raise ValueError(f"kernel_size must be >= 2 on every axis; got {ks}")
+    if any(d < 1 for d in dil):
+        raise ValueError(f"dilation must be >= 1 on every axis; got {dil}")
+    if any(s < 1 or s > k for s, k in zip(st, ks)):
+        raise ValueError(f"stride must satisfy 1 <= stride <= kernel_size on every axis; got stride={st}, kernel_size={ks}")
+    return NAParams(ks, dil, st, causal)
+
+
+def check_spatial_extent(params: NAParams, spatial: Sequence[int], name: str, shape, layout: str) -> None:
+    for axis, (k, d, n) in enumerate(zip(params.kernel_size, params.dilation, spatial)):
+        if k * d > n:
+            raise ValueError(
+                f"kernel_size * dilation must not exceed the input size on every axis; on axis {axis} "
+                f"kernel_size={k} * dilation={d} = {k * d} > {n} in {name} of shape {tuple(shape)} "
+                f"(expected layout {layout}; if a heads axis sits where a spatial axis belongs, permute "
+                f"the tensor)"
+            )
+
+
+def check_tensor(t, name: str, dims: int, layout: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(t).__name__}")
+    if t.dim() != dims:
+        raise ValueError(f"{name} must have {dims} dims {layout}; got shape {tuple(t.shape)}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64; got {t.dtype}")
+
+
+def check_same(ref: torch.Tensor, ref_name: str, other: torch.Tensor, name: str) -> None:
+    if other.dtype != ref.dtype:
+        raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}); got {other.dtype}")
+    if other.device != ref.device:
+        raise ValueError(f"{name} must be on the device of {ref_name} ({ref.device}); got {other.device}")
+
+
+def check_rpb(rpb, params: NAParams, heads: int, ref: torch.Tensor) -> None:
+    if rpb is None:
+        return
+    if not isinstance(rpb, torch.Tensor):
+        raise TypeError(f"rpb must be a torch.Tensor or None; got {type(rpb).__name__}")
+    if params.any_causal:
+        raise ValueError(f"rpb is not supported with causal masking; got is_causal={params.is_causal}")
+    if any(k % 2 == 0 for k in params.kernel_size):
+        raise ValueError(f"rpb requires an odd kernel_size on every axis; got kernel_size={params.kernel_size}")
+    expected = (heads, *(2 * k - 1 for k in params.kernel_size))
+    if tuple(rpb.shape) != expected:
+        raise ValueError(f"rpb must have shape [heads, *(2 * kernel_size - 1)] = {expected}; got {tuple(rpb.shape)}")
+    if rpb.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"rpb must be a floating tensor; got {rpb.dtype}")
+    if rpb.device != ref.device:
+        raise ValueError(f"rpb must be on the device of query ({ref.device}); got {rpb.device}")
+
+
+def check_scale(scale) -> None:
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
+        raise TypeError(f"scale must be a float or None; got {scale!r}")
+
+
+@dataclass(frozen=True)
+class FusedShapes:
+    heads: int
+    kv_heads: int
+    head_dim: int
+    head_dim_v: int
+    num_additional: int
+
+
+def check_fused(query, key, value, params: NAParams, rpb, scale, additional_keys, additional_values) -> FusedShapes:
+    """Heads-last fused op inputs: query [B, *S, H, D], key [B, *S, Hkv, D], value [B, *S, Hkv, Dv]."""
+    rank = params.rank
+    layout = fused_layout(rank)
+    for t, name in ((query, "query"), (key, "key"), (value, "value")):
+        check_tensor(t, name, rank + 3, layout)
+    check_same(query, "query", key, "key")
+    check_same(query, "query", value, "value")
+    b, *spatial, heads, dim = query.shape
+    if tuple(key.shape[:-2]) != (b, *spatial) or tuple(value.shape[:-2]) != (b, *spatial):
+        raise ValueError(
+            f"query, key and value must share batch and spatial axes {layout}; got query {tuple(query.shape)}, "
+            f"key {tuple(key.shape)}, value {tuple(value.shape)}"
+        )
+    kv_heads = key.shape[-2]
+    if key.shape[-1] != dim:
+        raise ValueError(f"key must have the head_dim of query ({dim}); got key of shape {tuple(key.shape)}")
+    if value.shape[-2] != kv_heads:
+        raise ValueError(
+            f"value must have the heads of key ({kv_heads}); got value of shape {tuple(value.shape)}"
+        )
+    if kv_heads == 0 or heads % kv_heads:
+        raise ValueError(
+            f"key/value heads ({kv_heads}) must divide query heads ({heads}) (GQA/MQA); got query "
+            f"{tuple(query.shape)}, key {tuple(key.shape)} in layout {layout}"
+        )
+    check_spatial_extent(params, spatial, "query", query.shape, layout)
+    check_rpb(rpb, params, heads, query)
+    check_scale(scale)
+    n_add = 0
+    if (additional_keys is None) != (additional_values is None):
+        raise ValueError("additional_keys and additional_values must be given together")
+    if additional_keys is not None:
+        add_layout = "[batch, num_additional, kv_heads, head_dim]"
+        check_tensor(additional_keys, "additional_keys", 4, add_layout)
+        check_tensor(additional_values, "additional_values", 4, add_layout)
+        check_same(query, "query", additional_keys, "additional_keys")
+        check_same(query, "query", additional_values, "additional_values")
+        n_add = additional_keys.shape[1]
+        exp_k = (b, n_add, kv_heads, dim)
+        exp_v = (b, n_add, kv_heads, value.shape[-1])
+        if tuple(additional_keys.shape) != exp_k:
+            raise ValueError(f"additional_keys must have shape {add_layout} = {exp_k}; got {tuple(additional_keys.shape)}")
+        if tuple(additional_values.shape) != exp_v:
+            raise ValueError(
+                f"additional_values must have shape {add_layout} = {exp_v}; got {tuple(additional_values.shape)}"
+            )
+    return FusedShapes(heads, kv_heads, dim, value.shape[-1], n_add)
+
+
+def check_unfused_qk(query, key, params: NAParams, rpb, additional_keys) -> None:
+    """Heads-first qk inputs: query/key [B, H, *S, D], additional_keys [B, H, N, D]."""
+    layout = unfused_layout(params.rank)
+    check_tensor(query, "query", params.rank + 3, layout)
+    check_tensor(key, "key", params.rank + 3, layout)
+    check_same(query, "query", key, "key")
+    if key.shape != query.shape:
+        raise ValueError(
+            f"query and key must have the same shape {layout}; got query {tuple(query.shape)}, key {tuple(key.shape)}"
+        )
+    check_spatial_extent(params, query.shape[2:-1], "query", query.shape, layout)
+    check_rpb(rpb, params, query.shape[1], query)
+    if additional_keys is not None:
+        add_layout = "[batch, heads, num_additional, head_dim]"
+        check_tensor(additional_keys, "additional_keys", 4, add_layout)
+        check_same(query, "query", additional_keys, "additional_keys")
+        b, h, d = query.shape[0], query.shape[1], query.shape[-1]
+        if (additional_keys.shape[0], additional_keys.shape[1], additional_keys.shape[3]) != (b, h, d):
+            raise ValueError(
+                f"additional_keys must have shape {add_layout} with batch={b}, heads={h}, head_dim={d}; "
+                f"got {tuple(additional_keys.shape)}"
+            )
+
+
+def check_unfused_av(attn, value, params: NAParams, additional_values) -> None:
+    """Heads-first av inputs: attn [B, H, *S, K (+N)], value [B, H, *S, Dv], additional_values [B, H, N, Dv]."""
+    layout = unfused_layout(params.rank)
+    attn_layout = f"[batch, heads, {', '.join(_AXES[params.rank])}, prod(kernel_size) (+ num_additional)]"
+    check_tensor(attn, "attn", params.rank + 3, attn_layout)
+    check_tensor(value, "value", params.rank + 3, layout)
+    check_same(value, "value", attn, "attn")
+    if tuple(attn.shape[:-1]) != tuple(value.shape[:-1]):
+        raise ValueError(
+            f"attn and value must share batch, heads and spatial axes; got attn {tuple(attn.shape)}, "
+            f"value {tuple(value.shape)}"
+        )
+    check_spatial_extent(params, value.shape[2:-1], "value", value.shape, layout)
+    n_add = 0
+    if additional_values is not None:
+        add_layout = "[batch, heads, num_additional, head_dim]"
+        check_tensor(additional_values, "additional_values", 4, add_layout)
+        check_same(value, "value", additional_values, "additional_values")
+        b, h, d = value.shape[0], value.shape[1], value.shape[-1]
+        if (additional_values.shape[0], additional_values.shape[1], additional_values.shape[3]) != (b, h, d):
+            raise ValueError(
+                f"additional_values must have shape {add_layout} with batch={b}, heads={h}, head_dim={d}; "
+                f"got {tuple(additional_values.shape)}"
+            )
+        n_add = additional_values.shape[2]
+    expected = params.num_slots + n_add
+    if attn.shape[-1] != expected:
+        raise ValueError(
+            f"attn must have prod(kernel_size) + num_additional = {params.num_slots} + {n_add} = {expected} "
+            f"entries in its last axis; got attn of shape {tuple(attn.shape)}"
+        )
