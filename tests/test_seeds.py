@@ -54,7 +54,7 @@ def test_fused_examples():
 
     query_1d, key_1d, value_1d = (torch.randn(2, 40, 4, 32) for _ in range(3))
     query_2d, key_2d, value_2d = (torch.randn(2, 30, 30, 4, 32) for _ in range(3))
-    query_3d, key_3d, value_3d = (torch.randn(1, 30, 12, 12, 2, 16) for _ in range(3))
+    query_3d, key_3d, value_3d = (torch.randn(1, 28, 28, 28, 1, 8) for _ in range(3))
     output_1d = na1d(query_1d, key_1d, value_1d, kernel_size=7, dilation=4, is_causal=True)
     output_2d = na2d(query_2d, key_2d, value_2d, kernel_size=7, dilation=4, is_causal=False)
     output_3d = na3d(query_3d, key_3d, value_3d, kernel_size=7, dilation=4, is_causal=False)

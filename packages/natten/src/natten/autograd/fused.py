@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 _ops = torch.ops.natten
 
@@ -30,8 +29,12 @@ class FusedNeighborhoodAttention(torch.autograd.Function):
         ctx.set_materialize_grads(False)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out, grad_lse):
+        if torch.is_grad_enabled():  # create_graph=True: the fused backward has no derivative of its own
+            raise RuntimeError(
+                "fused neighborhood attention supports first-order gradients only; for double backward "
+                "use the unfused ops (natten.functional.na*d_qk/na*d_av, or natten.use_fused_na(False))"
+            )
         q, k, v, rpb, add_k, add_v, out, lse = ctx.saved_tensors
         if grad_out is None:  # only lse was used downstream
             grad_out = torch.zeros_like(out)

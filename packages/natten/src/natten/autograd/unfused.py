@@ -19,16 +19,18 @@ def _zero_invalid(attn: torch.Tensor, params) -> torch.Tensor:
     return attn
 
 
-def qk(q, k, rpb, params):
-    return NeighborhoodQK.apply(q, k, rpb, *params)
+def qk(q, k, rpb, params, forward_ad=False):
+    fn = NeighborhoodQKForwardAD if forward_ad else NeighborhoodQK
+    return fn.apply(q, k, rpb, *params)
 
 
 def qk_linear(q, k, params, rpb=None):
     return _zero_invalid(qk(q, k, rpb, params), params)
 
 
-def av(attn, v, params):
-    return NeighborhoodAV.apply(attn, v, *params)
+def av(attn, v, params, forward_ad=False):
+    fn = NeighborhoodAVForwardAD if forward_ad else NeighborhoodAV
+    return fn.apply(attn, v, *params)
 
 
 def inverse_av(attn, x, params):
@@ -47,7 +49,6 @@ class NeighborhoodQK(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         q, k, rpb, *params = inputs
         ctx.save_for_backward(q, k, rpb)
-        ctx.save_for_forward(q, k, rpb)
         ctx.params = tuple(params)
 
     @staticmethod
@@ -55,21 +56,6 @@ class NeighborhoodQK(torch.autograd.Function):
         q, k, rpb = ctx.saved_tensors
         dq, dk, drpb = NeighborhoodQKBackward.apply(grad_attn, q, k, rpb, *ctx.params)
         return dq, dk, (drpb if rpb is not None else None), None, None, None, None
-
-    @staticmethod
-    def jvp(ctx, tq, tk, trpb, *_):
-        q, k, rpb = ctx.saved_tensors
-        p = ctx.params
-        out = None
-        if tq is not None:
-            out = qk_linear(tq, k, p)
-        if tk is not None:
-            t = qk_linear(q, tk, p)
-            out = t if out is None else out + t
-        if trpb is not None:  # the bias alone, gathered into slots
-            t = _ops.na_qk_forward(torch.zeros_like(q), k, trpb, *p)
-            out = t if out is None else out + t
-        return out
 
 
 class NeighborhoodQKBackward(torch.autograd.Function):
@@ -117,7 +103,6 @@ class NeighborhoodAV(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         attn, v, *params = inputs
         ctx.save_for_backward(attn, v)
-        ctx.save_for_forward(attn, v)
         ctx.params = tuple(params)
 
     @staticmethod
@@ -125,17 +110,6 @@ class NeighborhoodAV(torch.autograd.Function):
         attn, v = ctx.saved_tensors
         d_attn, d_v = NeighborhoodAVBackward.apply(grad_out, attn, v, *ctx.params)
         return d_attn, d_v, None, None, None, None
-
-    @staticmethod
-    def jvp(ctx, t_attn, t_v, *_):
-        attn, v = ctx.saved_tensors
-        out = None
-        if t_attn is not None:
-            out = av(t_attn, v, ctx.params)
-        if t_v is not None:
-            t = av(attn, t_v, ctx.params)
-            out = t if out is None else out + t
-        return out
 
 
 class NeighborhoodAVBackward(torch.autograd.Function):
@@ -165,3 +139,47 @@ class NeighborhoodAVBackward(torch.autograd.Function):
             d_grad_out = t if d_grad_out is None else d_grad_out + t
             d_attn = qk_linear(grad_out, g_dv, p)
         return d_grad_out, d_attn, d_v, None, None, None, None
+
+
+# Forward-mode AD. Separate classes because torch.compile cannot trace a Function that defines jvp;
+# functional picks these only when a dual tensor is present.
+
+
+class NeighborhoodQKForwardAD(NeighborhoodQK):
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        NeighborhoodQK.setup_context(ctx, inputs, output)
+        ctx.save_for_forward(*inputs[:3])
+
+    @staticmethod
+    def jvp(ctx, tq, tk, trpb, *_):
+        q, k, rpb = ctx.saved_tensors
+        p = ctx.params
+        out = None
+        if tq is not None:
+            out = qk_linear(tq, k, p)
+        if tk is not None:
+            t = qk_linear(q, tk, p)
+            out = t if out is None else out + t
+        if trpb is not None:  # the bias alone, gathered into slots
+            t = _ops.na_qk_forward(torch.zeros_like(q), k, trpb, *p)
+            out = t if out is None else out + t
+        return out
+
+
+class NeighborhoodAVForwardAD(NeighborhoodAV):
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        NeighborhoodAV.setup_context(ctx, inputs, output)
+        ctx.save_for_forward(*inputs[:2])
+
+    @staticmethod
+    def jvp(ctx, t_attn, t_v, *_):
+        attn, v = ctx.saved_tensors
+        out = None
+        if t_attn is not None:
+            out = av(t_attn, v, ctx.params)
+        if t_v is not None:
+            t = av(attn, t_v, ctx.params)
+            out = t if out is None else out + t
+        return out

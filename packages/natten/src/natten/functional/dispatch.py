@@ -46,7 +46,7 @@ def problem_for(
         features.add("backward")
         if torch.are_deterministic_algorithms_enabled():
             features.add("deterministic_backward")
-    if any(_is_dual(t) for t in present):
+    if not torch.compiler.is_compiling() and any(_is_dual(t) for t in present):
         features.add("forward_ad")
     return Problem(
         family=family,

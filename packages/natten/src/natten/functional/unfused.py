@@ -47,13 +47,11 @@ def _qk(rank, query, key, kernel_size, dilation, additional_keys, is_causal, rpb
         )
     params = normalize_params(rank, kernel_size, dilation, stride, is_causal)
     check_unfused_qk(query, key, params, rpb, additional_keys)
-    select_backend(
-        problem_for(
-            "unfused", params, query, query.shape[-1], query.shape[-1], (query, key, rpb),
-            rpb=rpb is not None,
-        )
+    problem = problem_for(
+        "unfused", params, query, query.shape[-1], query.shape[-1], (query, key, rpb), rpb=rpb is not None
     )
-    attn = qk(query, key, rpb, params.as_op_args())
+    select_backend(problem)
+    attn = qk(query, key, rpb, params.as_op_args(), "forward_ad" in problem.features)
     if additional_keys is not None:
         extra = query.flatten(2, -2) @ additional_keys.transpose(-1, -2)
         attn = torch.cat([attn, extra.reshape(*query.shape[:-1], -1)], dim=-1)
@@ -68,11 +66,13 @@ def _av(rank, attn, value, kernel_size, dilation, additional_values, is_causal, 
         )
     params = normalize_params(rank, kernel_size, dilation, stride, is_causal)
     check_unfused_av(attn, value, params, additional_values)
-    select_backend(problem_for("unfused", params, value, value.shape[-1], value.shape[-1], (attn, value)))
+    problem = problem_for("unfused", params, value, value.shape[-1], value.shape[-1], (attn, value))
+    select_backend(problem)
+    forward_ad = "forward_ad" in problem.features
     slots = params.num_slots
     if additional_values is None:
-        return av(attn, value, params.as_op_args())
-    out = av(attn[..., :slots], value, params.as_op_args())
+        return av(attn, value, params.as_op_args(), forward_ad)
+    out = av(attn[..., :slots], value, params.as_op_args(), forward_ad)
     extra = attn[..., slots:].flatten(2, -2) @ additional_values
     return out + extra.reshape(value.shape)
 

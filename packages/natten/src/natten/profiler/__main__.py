@@ -1,0 +1,5 @@
+import sys
+
+from natten.profiler.cli import main
+
+sys.exit(main())

@@ -1,0 +1,161 @@
+"""Run every implementation on one problem and collect a row per implementation."""
+
+from __future__ import annotations
+
+import gc
+import platform
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from natten.profiler.implementations import IMPLEMENTATIONS, Unavailable
+from natten.profiler.problem import ProfileProblem
+from natten.profiler.timing import time_forward_backward
+
+Progress = Callable[[str], None]
+
+
+def stderr_progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Row:
+    impl: str  # key in IMPLEMENTATIONS
+    label: str
+    status: str  # "ok", "skipped" (cannot run here) or "failed" (raised)
+    note: str = ""
+    forward_ms: float | None = None  # medians
+    backward_ms: float | None = None
+    forward_samples: int = 0
+    backward_samples: int = 0
+    forward_flop: int = 0  # useful FLOPs of the problem, the same for every implementation
+    backward_flop: int = 0
+    forward_bytes: int = 0  # least memory traffic of the problem
+    backward_bytes: int = 0
+    max_abs_diff: float | None = None  # of the output against natten's
+
+    @property
+    def total_ms(self) -> float | None:
+        if self.forward_ms is None:
+            return None
+        return self.forward_ms + (self.backward_ms or 0.0)
+
+    def rate(self, what: str, per: str = "flop") -> float | None:
+        """Effective FLOP/s (``per="flop"``) or bytes/s (``per="bytes"``) of ``"forward"``/``"backward"``."""
+        ms = getattr(self, f"{what}_ms")
+        amount = getattr(self, f"{what}_{per}")
+        return amount / (ms * 1e-3) if ms else None
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        for what in ("forward", "backward"):
+            flop_rate, byte_rate = self.rate(what), self.rate(what, "bytes")
+            d[f"{what}_tflops"] = flop_rate / 1e12 if flop_rate else None
+            d[f"{what}_gbps"] = byte_rate / 1e9 if byte_rate else None
+        return d
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, Unavailable) else text
+
+
+def profile(
+    problem: ProfileProblem,
+    impls: Iterable[str] = tuple(IMPLEMENTATIONS),
+    *,
+    backward: bool = True,
+    warmup: int = 1,
+    iters: int = 10,
+    max_seconds: float = 3.0,
+    progress: Progress | None = stderr_progress,
+) -> list[Row]:
+    """Time each implementation on ``problem``; natten first, so the others are checked against it.
+
+    A baseline that cannot run (not installed, too large) gives a ``skipped`` row, one that raises a
+    ``failed`` row; neither stops the others.
+    """
+    impls = sorted(dict.fromkeys(impls), key=lambda key: key != "natten")
+    say = progress or (lambda _: None)
+    fwd_flop, bwd_flop = problem.useful_flops()
+    fwd_bytes, bwd_bytes = problem.ideal_bytes()
+    if not backward:
+        bwd_flop = bwd_bytes = 0
+    qkv = problem.inputs(requires_grad=False)
+    reference = None
+    rows = []
+    for n, key in enumerate(impls, 1):
+        impl = IMPLEMENTATIONS[key]
+        row = Row(key, impl.label, "ok", forward_flop=fwd_flop, backward_flop=bwd_flop,
+                  forward_bytes=fwd_bytes, backward_bytes=bwd_bytes)
+        try:
+            prepared = impl.prepare(problem, qkv, backward)
+            row.label = prepared.label
+            say(f"[{n}/{len(impls)}] {row.label}: {warmup} warm-up + up to {iters} timed iterations ...")
+            samples = time_forward_backward(
+                prepared.forward, prepared.leaves, device=problem.device, backward=backward,
+                warmup=warmup, iters=iters, max_seconds=max_seconds,
+            )
+        except Unavailable as exc:
+            row.status, row.note = "skipped", _one_line(exc)
+        except Exception as exc:  # report and go on: a baseline failing must not hide the others
+            row.status, row.note = "failed", _one_line(exc)
+        else:
+            row.forward_ms, row.backward_ms = samples.forward_median, samples.backward_median
+            row.forward_samples, row.backward_samples = len(samples.forward_ms), len(samples.backward_ms)
+            out = prepared.to_heads_last(samples.output)
+            if key == "natten":
+                reference = out
+            elif reference is not None:
+                row.max_abs_diff = (out.double() - reference.double()).abs().max().item()
+            bwd = f", backward {row.backward_ms:.2f} ms" if backward else ""
+            say(f"      forward {row.forward_ms:.2f} ms{bwd} (median of {row.forward_samples})")
+        if row.status != "ok":
+            say(f"[{n}/{len(impls)}] {row.label}: {row.status}: {row.note}")
+        rows.append(row)
+        prepared = samples = None  # free this implementation's tensors before the next one
+        gc.collect()
+    return rows
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: str) -> str:
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return _cpu_name() if dev.type == "cpu" else dev.type
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return None
+
+
+def environment(device: str = "cpu") -> dict:
+    """Versions, threads and device: printed beside every result."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "natten": _version("natten"),
+        "natten_kernels": _version("natten_kernels"),
+        "natten_legacy": _version("natten_legacy"),
+        "threads": torch.get_num_threads(),
+        "device": device,
+        "device_name": device_name(device),
+        "platform": platform.platform(),
+    }
