@@ -127,7 +127,9 @@ def supported(case: Case, family: str, device: str) -> bool:
     return any(b.refusal(case.problem(family, device)) is None for b in BACKENDS)
 
 
-def fused_cases(device: str = "cpu", dtypes=(torch.float64, torch.float32, torch.float16, torch.bfloat16)) -> list[Case]:
+def fused_cases(
+    device: str = "cpu", dtypes=(torch.float64, torch.float32, torch.float16, torch.bfloat16)
+) -> list[Case]:
     rng = random.Random(1)
     out = []
     for case, dtype in zip(base_cases(), itertools.cycle(dtypes)):

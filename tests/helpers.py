@@ -37,4 +37,4 @@ def cast(inputs: dict, dtype: torch.dtype) -> dict:
 def grads(outputs, inputs: dict, upstream) -> dict:
     tensors = [inputs[n] for n in inputs]
     gs = torch.autograd.grad(outputs, tensors, upstream, allow_unused=True)
-    return {n: g for n, g in zip(inputs, gs)}
+    return dict(zip(inputs, gs))

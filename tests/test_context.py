@@ -61,9 +61,11 @@ def test_autotuner_and_deterministic_mode(caplog):
 def test_memory_preference(pref):
     natten.set_memory_usage_preference(pref)
     assert natten.get_memory_usage_preference() == pref
-    assert [natten.is_memory_usage_default(), natten.is_memory_usage_strict(), natten.is_memory_usage_unrestricted()] == [
-        pref == "default", pref == "strict", pref == "unrestricted"
-    ]
+    assert [
+        natten.is_memory_usage_default(),
+        natten.is_memory_usage_strict(),
+        natten.is_memory_usage_unrestricted(),
+    ] == [pref == "default", pref == "strict", pref == "unrestricted"]
 
 
 def test_gemm_and_tiled_toggles_reach_the_dispatcher():

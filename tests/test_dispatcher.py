@@ -16,15 +16,31 @@ def _problem(**kw):
 
 
 FAKE_GEMM = Backend(
-    name="fake-gemm", families=frozenset({"fused"}), devices=frozenset({"cpu"}),
-    dtypes=frozenset({torch.float16}), features=frozenset({"causal"}), kinds=frozenset({"gemm"}),
-    max_head_dim=64, head_dim_multiple=8,
+    name="fake-gemm",
+    families=frozenset({"fused"}),
+    devices=frozenset({"cpu"}),
+    dtypes=frozenset({torch.float16}),
+    features=frozenset({"causal"}),
+    kinds=frozenset({"gemm"}),
+    max_head_dim=64,
+    head_dim_multiple=8,
 )
 
 
 def test_cpu_backend_is_chosen_for_every_feature():
-    feats = frozenset({"causal", "dilation", "stride", "rpb", "additional_kv", "gqa", "backward", "forward_ad",
-                       "deterministic_backward"})
+    feats = frozenset(
+        {
+            "causal",
+            "dilation",
+            "stride",
+            "rpb",
+            "additional_kv",
+            "gqa",
+            "backward",
+            "forward_ad",
+            "deterministic_backward",
+        }
+    )
     for family in ("fused", "unfused"):
         for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
             assert dispatcher.select(_problem(family=family, dtype=dtype, features=feats)).name == "cpu"
@@ -51,7 +67,9 @@ def test_toggles_skip_backend_kinds_and_order_matters():
     natten.disable_gemm_na()
     chosen = dispatcher.select(p, context.disabled_backend_kinds(), backends=[FAKE_GEMM, *BACKENDS])
     assert chosen.name == "cpu"
-    with pytest.raises(dispatcher.NoBackendError, match="fake-gemm: gemm kernels are disabled by the dispatcher settings"):
+    with pytest.raises(
+        dispatcher.NoBackendError, match="fake-gemm: gemm kernels are disabled by the dispatcher settings"
+    ):
         dispatcher.select(p, context.disabled_backend_kinds(), backends=[FAKE_GEMM])
 
 
@@ -66,8 +84,15 @@ def test_no_backend_error_lists_all():
 def test_env_checks_without_cuda():
     for fn in (env.has_cuda, natten.has_cuda):
         assert fn() is False
-    for fn in (natten.has_half, natten.has_bfloat, natten.has_gemm, natten.has_fna, natten.has_fp32_gemm,
-               natten.has_tf32_gemm, natten.has_fp64_gemm):
+    for fn in (
+        natten.has_half,
+        natten.has_bfloat,
+        natten.has_gemm,
+        natten.has_fna,
+        natten.has_fp32_gemm,
+        natten.has_tf32_gemm,
+        natten.has_fp64_gemm,
+    ):
         assert fn() is False
         assert fn(0) is False
     assert natten.get_device_cc() == 0 and natten.get_device_cc(0) == 0

@@ -47,7 +47,7 @@ def test_axis_pairs_large_axis_closed_form():
     # Non-causal windows never shrink; causal s=1 sums min(p + 1, k) per dilation group.
     assert F.axis_pairs(32768, 2048) == 32768 * 2048
     assert F.axis_pairs(32768, 2048, is_causal=True) == 2048 * 2049 // 2 + (32768 - 2048) * 2048
-    assert F.axis_pairs(32768, 2048, 1, 256, True) == oracle_pairs((32768,), (2048,), (1,), (256,), (True,))
+    assert F.axis_pairs(4099, 512, 3, 64, True) == oracle_pairs((4099,), (512,), (3,), (64,), (True,))
 
 
 # Explicit cases that cover causal + additional KV + GQA + Dv != D in every rank, then the generated ones.

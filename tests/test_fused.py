@@ -15,17 +15,33 @@ CASES = fused_cases("cpu")
 
 def _run(fn, case, t, **kw):
     return fn(
-        t["q"], t["k"], t["v"], case.kernel_size, case.dilation, case.is_causal,
-        rpb=t.get("rpb"), additional_keys=t.get("additional_keys"),
-        additional_values=t.get("additional_values"), stride=case.stride, **kw,
+        t["q"],
+        t["k"],
+        t["v"],
+        case.kernel_size,
+        case.dilation,
+        case.is_causal,
+        rpb=t.get("rpb"),
+        additional_keys=t.get("additional_keys"),
+        additional_values=t.get("additional_values"),
+        stride=case.stride,
+        **kw,
     )
 
 
 def _reference(case, t, **kw):
     return na_reference(
-        t["q"], t["k"], t["v"], case.kernel_size, case.dilation, case.stride, case.is_causal,
-        rpb=t.get("rpb"), additional_keys=t.get("additional_keys"),
-        additional_values=t.get("additional_values"), **kw,
+        t["q"],
+        t["k"],
+        t["v"],
+        case.kernel_size,
+        case.dilation,
+        case.stride,
+        case.is_causal,
+        rpb=t.get("rpb"),
+        additional_keys=t.get("additional_keys"),
+        additional_values=t.get("additional_values"),
+        **kw,
     )
 
 
@@ -120,6 +136,16 @@ def test_double_backward_raises_clearly():
 def test_larger_problem(dtype):
     from dataclasses import replace
 
-    case = replace(CASES[2], spatial=(40, 45), kernel_size=(13, 9), dilation=(2, 3), stride=(1, 1),
-                   is_causal=(False, False), rpb=True, head_dim=32, head_dim_v=32, dtype=dtype)
+    case = replace(
+        CASES[2],
+        spatial=(40, 45),
+        kernel_size=(13, 9),
+        dilation=(2, 3),
+        stride=(1, 1),
+        is_causal=(False, False),
+        rpb=True,
+        head_dim=32,
+        head_dim_v=32,
+        dtype=dtype,
+    )
     test_forward_backward_match_reference(case)

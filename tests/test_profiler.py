@@ -12,8 +12,24 @@ from natten_legacy.reference import neighborhood_slots
 
 from natten.profiler import ProfileProblem, main, neighborhood_mask
 
-TINY = ["--shape", "12", "10", "--kernel-size", "3", "--batch", "1", "--heads", "2", "--head-dim", "8",
-        "--warmup", "0", "--iters", "2", "--quiet"]
+TINY = [
+    "--shape",
+    "12",
+    "10",
+    "--kernel-size",
+    "3",
+    "--batch",
+    "1",
+    "--heads",
+    "2",
+    "--head-dim",
+    "8",
+    "--warmup",
+    "0",
+    "--iters",
+    "2",
+    "--quiet",
+]
 LABELS = ("natten (cpu backend)", "dense SDPA + NA mask", "legacy module attention")
 
 
@@ -54,7 +70,9 @@ def test_missing_legacy_says_how_to_install(capsys, monkeypatch):
 def test_module_entry_point_runs():
     proc = subprocess.run(
         [sys.executable, "-m", "natten.profiler", *TINY, "--impls", "natten", "--json"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["rows"][0]["status"] == "ok"

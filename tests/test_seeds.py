@@ -62,8 +62,13 @@ def test_fused_examples():
     output_3d_t = na3d(
         query_3d, key_3d, value_3d, kernel_size=(7, 3, 5), dilation=(1, 1, 1), is_causal=(True, False, False)
     )
-    for o, q in ((output_1d, query_1d), (output_2d, query_2d), (output_3d, query_3d), (output_2d_t, query_2d),
-                 (output_3d_t, query_3d)):
+    for o, q in (
+        (output_1d, query_1d),
+        (output_2d, query_2d),
+        (output_3d, query_3d),
+        (output_2d_t, query_2d),
+        (output_3d_t, query_3d),
+    ):
         assert o.shape == q.shape and torch.isfinite(o).all()
 
 

@@ -33,15 +33,39 @@ def _pipeline(case, t, qk=None, av=None):
     qk = qk or (lambda *a, **kw: QK[case.rank](*a, **kw))
     av = av or (lambda *a, **kw: AV[case.rank](*a, **kw))
     if qk is na_qk_reference:
-        attn = qk(t["q"], t["k"], case.kernel_size, case.dilation, case.stride, case.is_causal,
-                  rpb=t.get("rpb"), additional_keys=t.get("ak"))
-        out = av(attn.softmax(-1), t["v"], case.kernel_size, case.dilation, case.stride, case.is_causal,
-                 additional_values=t.get("av"))
+        attn = qk(
+            t["q"],
+            t["k"],
+            case.kernel_size,
+            case.dilation,
+            case.stride,
+            case.is_causal,
+            rpb=t.get("rpb"),
+            additional_keys=t.get("ak"),
+        )
+        out = av(
+            attn.softmax(-1),
+            t["v"],
+            case.kernel_size,
+            case.dilation,
+            case.stride,
+            case.is_causal,
+            additional_values=t.get("av"),
+        )
     else:
-        attn = qk(t["q"], t["k"], case.kernel_size, case.dilation, t.get("ak"), case.is_causal, t.get("rpb"),
-                  stride=case.stride)
-        out = av(attn.softmax(-1), t["v"], case.kernel_size, case.dilation, t.get("av"), case.is_causal,
-                 stride=case.stride)
+        attn = qk(
+            t["q"],
+            t["k"],
+            case.kernel_size,
+            case.dilation,
+            t.get("ak"),
+            case.is_causal,
+            t.get("rpb"),
+            stride=case.stride,
+        )
+        out = av(
+            attn.softmax(-1), t["v"], case.kernel_size, case.dilation, t.get("av"), case.is_causal, stride=case.stride
+        )
     return attn, out
 
 
@@ -95,8 +119,14 @@ def test_forward_mode_ad(case):
     def f(*xs):
         return _pipeline(case, dict(zip(names, xs)))[1]
 
-    assert torch.autograd.gradcheck(f, tuple(t.values()), check_forward_ad=True, check_backward_ad=False,
-                                    check_undefined_grad=False, check_batched_grad=False)
+    assert torch.autograd.gradcheck(
+        f,
+        tuple(t.values()),
+        check_forward_ad=True,
+        check_backward_ad=False,
+        check_undefined_grad=False,
+        check_batched_grad=False,
+    )
 
 
 def test_forward_mode_matches_jvp_of_reference():
@@ -110,7 +140,8 @@ def test_forward_mode_matches_jvp_of_reference():
         got = forward_ad.unpack_dual(_pipeline(case, duals)[1]).tangent
     _, ref = torch.func.jvp(
         lambda *xs: _pipeline(case, dict(zip(t, xs)), na_qk_reference, na_av_reference)[1],
-        tuple(t.values()), tuple(tangents.values()),
+        tuple(t.values()),
+        tuple(tangents.values()),
     )
     torch.testing.assert_close(got, ref)
 

@@ -28,7 +28,7 @@ def expected_forward(m, x):
     q, k, v = m.qkv(xp).reshape(B, *Sp, 3, m.num_heads, m.head_dim).unbind(-3)
     out = na_reference(q, k, v, m.kernel_size, m.dilation, m.stride, m.is_causal, rpb=m.rpb, scale=m.scale)
     out = out.reshape(B, *Sp, C)[(slice(None), *(slice(0, L) for L in S))]
-    assert out.shape == (B, *S, C) and R == m.rank
+    assert out.shape == (B, *S, C) and m.rank == R
     return m.proj(out)
 
 
@@ -38,7 +38,10 @@ CASES = {  # id: (spatial, kwargs)
     "2d-k3x5-d(2,1)-s(1,3)-rpb": ((7, 9), dict(kernel_size=(3, 5), dilation=(2, 1), stride=(1, 3), rel_pos_bias=True)),
     "2d-k4-causal(T,F)": ((6, 7), dict(kernel_size=4, is_causal=(True, False))),
     "3d-k3-rpb": ((4, 5, 6), dict(kernel_size=3, rel_pos_bias=True)),
-    "3d-k(2,3,4)-s(2,1,4)-causal(T,F,F)": ((3, 5, 8), dict(kernel_size=(2, 3, 4), stride=(2, 1, 4), is_causal=(True, False, False))),
+    "3d-k(2,3,4)-s(2,1,4)-causal(T,F,F)": (
+        (3, 5, 8),
+        dict(kernel_size=(2, 3, 4), stride=(2, 1, 4), is_causal=(True, False, False)),
+    ),
     # Padding path: some axes shorter than kernel * dilation.
     "1d-k7-pad": ((5,), dict(kernel_size=7, rel_pos_bias=True)),
     "2d-k3-d3-pad": ((5, 10), dict(kernel_size=3, dilation=3, rel_pos_bias=True)),

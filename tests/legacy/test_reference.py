@@ -170,7 +170,7 @@ def test_neighborhood_slots_exhaustive():
                         keys, valid = neighborhood_slots(L, k, d, s, causal)
                         assert keys.shape == valid.shape == (L, k)
                         assert keys.dtype == torch.long and valid.dtype == torch.bool
-                        assert 0 <= int(keys.min()) and int(keys.max()) < L
+                        assert int(keys.min()) >= 0 and int(keys.max()) < L
                         for i in range(L):
                             expect = loop_axis_slots(i, L, k, d, s, causal)
                             got = list(zip(keys[i].tolist(), valid[i].tolist()))
@@ -231,7 +231,12 @@ def test_fused_gqa_additional_kv_matches_loop(case, hkv):
 def test_fused_gradients_match_loop():
     """Autograd through the reference equals autograd through the loop (q, k, v, rpb, extra KV, lse)."""
     S, kernel, dil, stride, causal = (7, 5), (3, 3), (2, 1), (1, 2), (False, False)
-    tensors = [*qkv(S, Hq=4, Hkv=2, seed=21), rand(4, 5, 5, seed=22), rand(2, 2, 2, 4, seed=23), rand(2, 2, 2, 3, seed=24)]
+    tensors = [
+        *qkv(S, Hq=4, Hkv=2, seed=21),
+        rand(4, 5, 5, seed=22),
+        rand(2, 2, 2, 4, seed=23),
+        rand(2, 2, 2, 3, seed=24),
+    ]
     go, gl = rand(2, *S, 4, 3, seed=25), rand(2, *S, 4, seed=26)
 
     def grads(fn):
@@ -244,13 +249,16 @@ def test_fused_gradients_match_loop():
             q, k, v, kernel, dil, stride, causal, rpb=rpb, additional_keys=ak, additional_values=av, return_lse=True
         )
     )
-    loop = grads(lambda q, k, v, rpb, ak, av: loop_na(q, k, v, kernel, dil, stride, causal, rpb=rpb, add_k=ak, add_v=av))
+    loop = grads(
+        lambda q, k, v, rpb, ak, av: loop_na(q, k, v, kernel, dil, stride, causal, rpb=rpb, add_k=ak, add_v=av)
+    )
     for name, a, b in zip(["dq", "dk", "dv", "drpb", "dadd_k", "dadd_v"], ref, loop):
         assert_close(a, b, name=name, **TOL)
 
 
 def test_gradcheck_causal_strided():
     q, k, v = (t.requires_grad_() for t in qkv((6,), Hq=2, Hkv=1, D=2, Dv=2, B=1, seed=31))
+
     def fn(q, k, v):
         return na_reference(q, k, v, 3, 1, 2, True, return_lse=True)
 
@@ -289,14 +297,20 @@ def test_unfused_matches_loop(case):
     assert_close(out, loop_av(w, v, kernel, dil, stride, causal, add_v=add_v), name="av", **TOL)
 
 
-@pytest.mark.parametrize("case", ["1d-k4-s2-causal", "2d-k4x3-s(2,3)-causal(F,T)", "3d-k2x3x3-d(1,1,2)-s(1,2,3)-causal(T,F,F)"])
+@pytest.mark.parametrize(
+    "case", ["1d-k4-s2-causal", "2d-k4x3-s(2,3)-causal(F,T)", "3d-k2x3x3-d(1,1,2)-s(1,2,3)-causal(T,F,F)"]
+)
 def test_unfused_composition_equals_fused(case):
     S, kernel, dil, stride, causal = CASES[case]
     q, k, v = qkv(S, D=4, seed=51)
     add_k, add_v = rand(2, 2, 2, 4, seed=52), rand(2, 2, 2, 3, seed=53)
     scale = 4**-0.5
-    attn = na_qk_reference(heads_first(q) * scale, heads_first(k), kernel, dil, stride, causal, additional_keys=heads_first(add_k))
-    out = na_av_reference(attn.softmax(-1), heads_first(v), kernel, dil, stride, causal, additional_values=heads_first(add_v))
+    attn = na_qk_reference(
+        heads_first(q) * scale, heads_first(k), kernel, dil, stride, causal, additional_keys=heads_first(add_k)
+    )
+    out = na_av_reference(
+        attn.softmax(-1), heads_first(v), kernel, dil, stride, causal, additional_values=heads_first(add_v)
+    )
     fused = na_reference(q, k, v, kernel, dil, stride, causal, additional_keys=add_k, additional_values=add_v)
     assert_close(out.movedim(1, -2), fused, name="qk-softmax-av vs fused", **TOL)
 

@@ -83,7 +83,9 @@ def test_shape_mismatch_is_caught():
 
 
 def test_report_str_is_readable():
-    rep = compare(torch.tensor([1.0, 2.5], dtype=torch.float16), torch.tensor([1.0, 2.0], dtype=torch.float64), atol=0.1)
+    rep = compare(
+        torch.tensor([1.0, 2.5], dtype=torch.float16), torch.tensor([1.0, 2.0], dtype=torch.float64), atol=0.1
+    )
     assert isinstance(rep, Report)
     text = str(rep)
     assert "torch.float16" in text and "torch.float64" in text and "max abs err 5.000e-01" in text
@@ -91,7 +93,9 @@ def test_report_str_is_readable():
 
 
 def test_mixed_dtypes_and_scalars():
-    assert assert_close(torch.tensor(1.0, dtype=torch.bfloat16), torch.tensor(1.0, dtype=torch.float64), atol=0, rtol=0).ok
+    assert assert_close(
+        torch.tensor(1.0, dtype=torch.bfloat16), torch.tensor(1.0, dtype=torch.float64), atol=0, rtol=0
+    ).ok
     rep = compare(torch.tensor(2.0), torch.tensor(1.0), atol=0.5)
     assert rep.worst_index == () and rep.first_bad == [()]
     assert compare(torch.zeros(0, 3), torch.zeros(0, 3), atol=0).ok
@@ -120,7 +124,7 @@ def test_reference_rule_with_eager():
 def test_reference_rule_without_eager_uses_dtype_table():
     ref = torch.linspace(-1, 1, 50, dtype=torch.float64)
     assert_close_to_reference((ref + 1e-3).half(), ref)  # within fp16 tolerance
-    with pytest.raises(AssertionError, match="default tolerances for torch.float32"):
+    with pytest.raises(AssertionError, match=r"default tolerances for torch\.float32"):
         assert_close_to_reference((ref + 1e-3).float(), ref)
     with pytest.raises(AssertionError, match="NaN"):
         bad = ref.clone()

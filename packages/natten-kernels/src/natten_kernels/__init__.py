@@ -7,14 +7,11 @@ __version__ = "0.1.0"
 
 if _library.load():
     _fake.register()
-    try:  # FLOP formulas for torch.utils.flop_counter.FlopCounterMode
-        from natten_kernels.ops.flops import register_flop_formulas
-    except ImportError:
-        pass
-    else:
-        register_flop_formulas()
+    from natten_kernels.ops.flops import register_flop_formulas
 
-from natten_kernels import dispatcher, env  # noqa: E402
-from natten_kernels.backends import BACKENDS, Backend, Problem  # noqa: E402
+    register_flop_formulas()  # FLOP formulas for torch.utils.flop_counter.FlopCounterMode
+
+from natten_kernels import dispatcher, env
+from natten_kernels.backends import BACKENDS, Backend, Problem
 
 __all__ = ["BACKENDS", "Backend", "Problem", "dispatcher", "env", "__version__"]

@@ -22,9 +22,7 @@ def select(
         if why is None:
             return backend
         reasons.append(f"  - {backend.name}: {why}")
-    raise NoBackendError(
-        f"natten has no backend for this problem ({problem.describe()}).\n" + "\n".join(reasons)
-    )
+    raise NoBackendError(f"natten has no backend for this problem ({problem.describe()}).\n" + "\n".join(reasons))
 
 
 def usable_backends(device: str) -> list[tuple[Backend, str | None]]:

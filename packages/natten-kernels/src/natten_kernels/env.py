@@ -59,9 +59,7 @@ def has_gemm(device_index: int | None = None) -> bool:
 
 def has_fp32_gemm(device_index: int | None = None) -> bool:
     """Whether full-precision (float32 inputs, TF32 math) tensor-core kernels run on the CUDA device."""
-    return get_device_cc(device_index) >= 80 and _any_supports(
-        _cuda_backends(device_index, kind="gemm"), torch.float32
-    )
+    return get_device_cc(device_index) >= 80 and _any_supports(_cuda_backends(device_index, kind="gemm"), torch.float32)
 
 
 has_tf32_gemm = has_fp32_gemm
@@ -69,9 +67,7 @@ has_tf32_gemm = has_fp32_gemm
 
 def has_fp64_gemm(device_index: int | None = None) -> bool:
     """Whether float64 tensor-core kernels run on the CUDA device (SM80+)."""
-    return get_device_cc(device_index) >= 80 and _any_supports(
-        _cuda_backends(device_index, kind="gemm"), torch.float64
-    )
+    return get_device_cc(device_index) >= 80 and _any_supports(_cuda_backends(device_index, kind="gemm"), torch.float64)
 
 
 def has_fna(device_index: int | None = None) -> bool:

@@ -101,7 +101,9 @@ class _LegacyNeighborhoodAttention(nn.Module):
         if any(d < 1 for d in dil):
             raise ValueError(f"dilation must be >= 1 on every axis, got {dil}")
         if any(not 1 <= s <= k for s, k in zip(strd, kernel)):
-            raise ValueError(f"stride must be in [1, kernel_size] on every axis, got stride {strd} for kernel_size {kernel}")
+            raise ValueError(
+                f"stride must be in [1, kernel_size] on every axis, got stride {strd} for kernel_size {kernel}"
+            )
         if rel_pos_bias and any(k % 2 == 0 for k in kernel):
             raise ValueError(f"rel_pos_bias needs odd kernel sizes, got kernel_size {kernel}")
         if rel_pos_bias and any(causal):
@@ -137,7 +139,8 @@ class _LegacyNeighborhoodAttention(nn.Module):
         rank = self.rank
         if x.dim() != rank + 2 or x.shape[-1] != self.dim:
             raise ValueError(
-                f"{type(self).__name__} expects x of shape [B, {rank} spatial axes, dim={self.dim}], got {list(x.shape)}"
+                f"{type(self).__name__} expects x of shape [B, {rank} spatial axes, dim={self.dim}], "
+                f"got {list(x.shape)}"
             )
         B, *S, C = x.shape
         # Axes shorter than the dilated window are zero-padded at the end and cropped afterwards,

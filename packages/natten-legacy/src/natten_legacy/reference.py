@@ -58,8 +58,7 @@ def _check_axis(length: int, kernel_size: int, dilation: int, stride: int, axis:
         raise ValueError(f"dilation{where} must be >= 1, got {dilation}")
     if kernel_size * dilation > length:
         raise ValueError(
-            f"kernel_size * dilation{where} must be <= the spatial length, got "
-            f"{kernel_size} * {dilation} > {length}"
+            f"kernel_size * dilation{where} must be <= the spatial length, got {kernel_size} * {dilation} > {length}"
         )
     if not 1 <= stride <= kernel_size:
         raise ValueError(f"stride{where} must be in [1, kernel_size={kernel_size}], got {stride}")
@@ -238,7 +237,9 @@ def _expand_kv_heads(x: Tensor, heads: int, name: str, head_dim: int = 1) -> Ten
     """Repeat kv heads (dim ``head_dim``) so that query head ``h`` reads kv head ``h // (Hq // Hkv)``."""
     hkv = x.shape[head_dim]
     if hkv < 1 or heads % hkv:
-        raise ValueError(f"{name} heads ({hkv}) must divide the query heads ({heads}); got {name} shape {list(x.shape)}")
+        raise ValueError(
+            f"{name} heads ({hkv}) must divide the query heads ({heads}); got {name} shape {list(x.shape)}"
+        )
     return x.repeat_interleave(heads // hkv, dim=head_dim) if hkv != heads else x
 
 
@@ -289,7 +290,9 @@ def na_reference(
         ``out [B, *S, Hq, Dv]``, or ``(out, lse [B, *S, Hq])`` with ``return_lse``.
     """
     if q.dim() < 4 or q.dim() > 6:
-        raise ValueError(f"q must be heads-last [B, *spatial, heads, D] with 1-3 spatial axes, got shape {list(q.shape)}")
+        raise ValueError(
+            f"q must be heads-last [B, *spatial, heads, D] with 1-3 spatial axes, got shape {list(q.shape)}"
+        )
     B, *S, Hq, D = q.shape
     prm = _params(S, kernel_size, dilation, stride, is_causal)
     _check_same("k", k, [B, *S, None, D], "[B, *spatial, kv_heads, D] (heads-last)")
@@ -308,7 +311,9 @@ def na_reference(
     tables = _axis_tables(S, prm, q.device)
     logits = _dense_logits(qf, kf, scale, rpb, S, prm).masked_fill(~_dense_mask(S, tables), float("-inf"))
     if additional_keys is not None:
-        _check_same("additional_keys", additional_keys, [B, None, k.shape[-2], D], "[B, N_add, kv_heads, D] (heads-last)")
+        _check_same(
+            "additional_keys", additional_keys, [B, None, k.shape[-2], D], "[B, N_add, kv_heads, D] (heads-last)"
+        )
         _check_same(
             "additional_values",
             additional_values,
@@ -352,7 +357,9 @@ def na_qk_reference(
         ``-inf`` on invalid (causal, past-the-query) slots.
     """
     if q.dim() < 4 or q.dim() > 6:
-        raise ValueError(f"q must be heads-first [B, heads, *spatial, D] with 1-3 spatial axes, got shape {list(q.shape)}")
+        raise ValueError(
+            f"q must be heads-first [B, heads, *spatial, D] with 1-3 spatial axes, got shape {list(q.shape)}"
+        )
     B, H, *S, D = q.shape
     prm = _params(S, kernel_size, dilation, stride, is_causal)
     _check_same("k", k, [B, None, *S, D], "[B, heads, *spatial, D] (heads-first)")
@@ -392,7 +399,9 @@ def na_av_reference(
         ``out [B, H, *S, Dv]``.
     """
     if v.dim() < 4 or v.dim() > 6:
-        raise ValueError(f"v must be heads-first [B, heads, *spatial, Dv] with 1-3 spatial axes, got shape {list(v.shape)}")
+        raise ValueError(
+            f"v must be heads-first [B, heads, *spatial, Dv] with 1-3 spatial axes, got shape {list(v.shape)}"
+        )
     B, Hv, *S, Dv = v.shape
     prm = _params(S, kernel_size, dilation, stride, is_causal)
     K = 1

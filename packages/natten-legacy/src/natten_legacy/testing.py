@@ -113,9 +113,13 @@ class Report:
         if self.shape_mismatch:
             lines.append("  shape mismatch: values not compared")
             return "\n".join(lines)
-        lines.append(f"  max abs err {self.max_abs_err:.3e}   max rel err {self.max_rel_err:.3e}   ({self.numel} elements)")
+        lines.append(
+            f"  max abs err {self.max_abs_err:.3e}   max rel err {self.max_rel_err:.3e}   ({self.numel} elements)"
+        )
         if self.worst_index is not None:
-            lines.append(f"  worst at {self.worst_index}: actual {self.worst_actual!r} expected {self.worst_expected!r}")
+            lines.append(
+                f"  worst at {self.worst_index}: actual {self.worst_actual!r} expected {self.worst_expected!r}"
+            )
         if self.atol is not None:
             tol = f"  tolerance |a-e| <= {self.atol:.3e} + {self.rtol:.3e} * |e|"
             lines.append(tol + (f"   [{self.rule}]" if self.rule else ""))

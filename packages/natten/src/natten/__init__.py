@@ -56,25 +56,48 @@ def __getattr__(name: str):
             import natten_legacy
         except ImportError as exc:
             raise ImportError(
-                f"natten.{name} is provided by the natten-legacy package: "
-                "pip install natten-legacy (or natten[legacy])"
+                f"natten.{name} is provided by the natten-legacy package: pip install natten-legacy (or natten[legacy])"
             ) from exc
         return getattr(natten_legacy, name)
     raise AttributeError(f"module 'natten' has no attribute {name!r}")
 
 
 __all__ = [
-    "NeighborhoodAttention1D", "NeighborhoodAttention2D", "NeighborhoodAttention3D", *_LEGACY,
+    "NeighborhoodAttention1D",
+    "NeighborhoodAttention2D",
+    "NeighborhoodAttention3D",
+    *_LEGACY,
     "functional",
-    "has_cuda", "has_half", "has_bfloat", "has_gemm", "has_fna", "has_fp32_gemm", "has_tf32_gemm",
-    "has_fp64_gemm", "get_device_cc",
-    "use_fused_na", "enable_fused_na", "disable_fused_na", "is_fused_na_enabled",
-    "use_autotuner", "disable_autotuner", "is_autotuner_enabled", "is_autotuner_enabled_for_forward",
+    "has_cuda",
+    "has_half",
+    "has_bfloat",
+    "has_gemm",
+    "has_fna",
+    "has_fp32_gemm",
+    "has_tf32_gemm",
+    "has_fp64_gemm",
+    "get_device_cc",
+    "use_fused_na",
+    "enable_fused_na",
+    "disable_fused_na",
+    "is_fused_na_enabled",
+    "use_autotuner",
+    "disable_autotuner",
+    "is_autotuner_enabled",
+    "is_autotuner_enabled_for_forward",
     "is_autotuner_enabled_for_backward",
-    "use_kv_parallelism_in_fused_na", "is_kv_parallelism_in_fused_na_enabled",
-    "set_memory_usage_preference", "get_memory_usage_preference", "is_memory_usage_default",
-    "is_memory_usage_strict", "is_memory_usage_unrestricted",
-    "enable_gemm_na", "disable_gemm_na", "is_gemm_na_enabled",
-    "enable_tiled_na", "disable_tiled_na", "is_tiled_na_enabled",
+    "use_kv_parallelism_in_fused_na",
+    "is_kv_parallelism_in_fused_na_enabled",
+    "set_memory_usage_preference",
+    "get_memory_usage_preference",
+    "is_memory_usage_default",
+    "is_memory_usage_strict",
+    "is_memory_usage_unrestricted",
+    "enable_gemm_na",
+    "disable_gemm_na",
+    "is_gemm_na_enabled",
+    "enable_tiled_na",
+    "disable_tiled_na",
+    "is_tiled_na_enabled",
     "__version__",
 ]

@@ -86,8 +86,7 @@ def set_memory_usage_preference(pref: str = "default") -> None:
     """How much extra memory KV parallelism may use: "default", "strict" (less) or "unrestricted"."""
     if pref not in MEMORY_PREFERENCES:
         raise ValueError(
-            f"set_memory_usage_preference: pref must be one of {', '.join(map(repr, MEMORY_PREFERENCES))}; "
-            f"got {pref!r}"
+            f"set_memory_usage_preference: pref must be one of {', '.join(map(repr, MEMORY_PREFERENCES))}; got {pref!r}"
         )
     _settings.memory_preference = pref
 
@@ -129,9 +128,7 @@ def use_autotuner(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"use_autotuner: {name} must be a positive int; got {value!r}")
     if (forward_pass or backward_pass) and _deterministic():
-        logger.warning(
-            "The autotuner cannot be used with PyTorch's deterministic mode; it stays disabled."
-        )
+        logger.warning("The autotuner cannot be used with PyTorch's deterministic mode; it stays disabled.")
         forward_pass = backward_pass = False
     _settings.autotune_forward = bool(forward_pass)
     _settings.autotune_backward = bool(backward_pass)

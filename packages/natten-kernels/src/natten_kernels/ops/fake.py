@@ -29,8 +29,21 @@ def fused_forward(q, k, v, rpb, additional_keys, additional_values, kernel_size,
 
 
 def fused_backward(
-    grad_out, q, k, v, out, lse, grad_lse, rpb, additional_keys, additional_values,
-    kernel_size, dilation, stride, is_causal, scale,
+    grad_out,
+    q,
+    k,
+    v,
+    out,
+    lse,
+    grad_lse,
+    rpb,
+    additional_keys,
+    additional_values,
+    kernel_size,
+    dilation,
+    stride,
+    is_causal,
+    scale,
 ):
     return (
         _contiguous_empty_like(q),

@@ -25,7 +25,8 @@ FlopCounterMode, the fvcore handles of ``natten_flops`` and the profiler.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -86,14 +87,13 @@ def neighborhood_pairs(
     return pairs
 
 
-def _shape(t) -> tuple[int, ...] | None:
-    if t is None:
-        return None
+def _shape(t) -> tuple[int, ...]:
+    """A tensor's shape, or the shape given in its place."""
     return tuple(t.shape) if isinstance(t, torch.Tensor) else tuple(t)
 
 
-def _pairs(q_shape, spatial_axes: slice, params) -> int:
-    return neighborhood_pairs(q_shape[spatial_axes], *params)
+def _spatial(shape: tuple[int, ...], first: int, rank: int) -> tuple[int, ...]:
+    return shape[first : first + rank]
 
 
 # Heads-last fused ops: q [B, *S, Hq, D], v [B, *S, Hkv, Dv], additional KV [B, N_add, Hkv, D(v)].
@@ -102,15 +102,11 @@ def _pairs(q_shape, spatial_axes: slice, params) -> int:
 def _fused_pairs(q, additional_keys, kernel_size, dilation, stride, is_causal) -> int:
     """Attended pairs over the whole batch and all query heads, additional KV included."""
     q = _shape(q)
-    batch, heads = q[0], q[-2]
-    rank = len(kernel_size)
-    tokens = 1
-    for n in q[1 : 1 + rank]:
-        tokens *= n
-    per_head = _pairs(q, slice(1, 1 + rank), (kernel_size, dilation, stride, is_causal))
+    spatial = _spatial(q, 1, len(kernel_size))
+    per_head = neighborhood_pairs(spatial, kernel_size, dilation, stride, is_causal)
     if additional_keys is not None:
-        per_head += tokens * _shape(additional_keys)[1]
-    return batch * heads * per_head
+        per_head += math.prod(spatial) * _shape(additional_keys)[1]
+    return q[0] * q[-2] * per_head
 
 
 def na_fused_forward_macs(
@@ -122,8 +118,21 @@ def na_fused_forward_macs(
 
 
 def na_fused_backward_macs(
-    grad_out, q, k, v, out, lse, grad_lse, rpb, additional_keys, additional_values,
-    kernel_size, dilation, stride, is_causal, scale=None,
+    grad_out,
+    q,
+    k,
+    v,
+    out,
+    lse,
+    grad_lse,
+    rpb,
+    additional_keys,
+    additional_values,
+    kernel_size,
+    dilation,
+    stride,
+    is_causal,
+    scale=None,
 ) -> int:
     """``3 D + 2 Dv`` MACs per attended pair: logit recompute, dP, dV, dQ, dK."""
     d, dv = _shape(q)[-1], _shape(v)[-1]
@@ -136,8 +145,8 @@ def na_fused_backward_macs(
 
 def _unfused_pairs(ref, kernel_size, dilation, stride, is_causal) -> int:
     ref = _shape(ref)
-    rank = len(kernel_size)
-    return ref[0] * ref[1] * _pairs(ref, slice(2, 2 + rank), (kernel_size, dilation, stride, is_causal))
+    spatial = _spatial(ref, 2, len(kernel_size))
+    return ref[0] * ref[1] * neighborhood_pairs(spatial, kernel_size, dilation, stride, is_causal)
 
 
 def na_qk_forward_macs(q, k, rpb, kernel_size, dilation, stride, is_causal) -> int:
@@ -160,7 +169,7 @@ def na_av_backward_macs(grad_out, attn, v, kernel_size, dilation, stride, is_cau
     return 2 * na_av_forward_macs(attn, v, kernel_size, dilation, stride, is_causal)
 
 
-MAC_FORMULAS = {
+MAC_FORMULAS: dict[str, Callable[..., int]] = {
     "na_fused_forward": na_fused_forward_macs,
     "na_fused_backward": na_fused_backward_macs,
     "na_qk_forward": na_qk_forward_macs,
@@ -199,6 +208,5 @@ def register_flop_formulas() -> None:
 
     for name, formula in MAC_FORMULAS.items():
         op = getattr(torch.ops.natten, name)
-        if op in flop_counter.flop_registry:  # a second call (or a reload) must not raise
-            continue
-        flop_counter.register_flop_formula(op)(_flop_formula(formula))
+        if op not in flop_counter.flop_registry:  # a second call (or a reload) must not raise
+            flop_counter.register_flop_formula(op)(_flop_formula(formula))

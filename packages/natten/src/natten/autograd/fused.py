@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from natten.autograd._tracing import untraced
+
 _ops = torch.ops.natten
 
 
@@ -16,8 +18,19 @@ class FusedNeighborhoodAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(q, k, v, rpb, additional_keys, additional_values, kernel_size, dilation, stride, is_causal, scale):
-        return _ops.na_fused_forward(
-            q, k, v, rpb, additional_keys, additional_values, kernel_size, dilation, stride, is_causal, scale
+        return untraced(
+            _ops.na_fused_forward,
+            q,
+            k,
+            v,
+            rpb,
+            additional_keys,
+            additional_values,
+            kernel_size,
+            dilation,
+            stride,
+            is_causal,
+            scale,
         )
 
     @staticmethod

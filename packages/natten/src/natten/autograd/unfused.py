@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from natten.autograd._tracing import untraced
+
 _ops = torch.ops.natten
 
 
@@ -43,7 +45,7 @@ class NeighborhoodQK(torch.autograd.Function):
 
     @staticmethod
     def forward(q, k, rpb, kernel_size, dilation, stride, is_causal):
-        return _ops.na_qk_forward(q, k, rpb, kernel_size, dilation, stride, is_causal)
+        return untraced(_ops.na_qk_forward, q, k, rpb, kernel_size, dilation, stride, is_causal)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -63,7 +65,7 @@ class NeighborhoodQKBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(grad_attn, q, k, rpb, kernel_size, dilation, stride, is_causal):
-        return _ops.na_qk_backward(grad_attn, q, k, rpb, kernel_size, dilation, stride, is_causal)
+        return untraced(_ops.na_qk_backward, grad_attn, q, k, rpb, kernel_size, dilation, stride, is_causal)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -97,7 +99,7 @@ class NeighborhoodAV(torch.autograd.Function):
 
     @staticmethod
     def forward(attn, v, kernel_size, dilation, stride, is_causal):
-        return _ops.na_av_forward(attn, v, kernel_size, dilation, stride, is_causal)
+        return untraced(_ops.na_av_forward, attn, v, kernel_size, dilation, stride, is_causal)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -117,7 +119,7 @@ class NeighborhoodAVBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(grad_out, attn, v, kernel_size, dilation, stride, is_causal):
-        return _ops.na_av_backward(grad_out, attn, v, kernel_size, dilation, stride, is_causal)
+        return untraced(_ops.na_av_backward, grad_out, attn, v, kernel_size, dilation, stride, is_causal)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -153,7 +155,7 @@ class NeighborhoodQKForwardAD(NeighborhoodQK):
 
     @staticmethod
     def jvp(ctx, tq, tk, trpb, *_):
-        q, k, rpb = ctx.saved_tensors
+        q, k, _rpb = ctx.saved_tensors
         p = ctx.params
         out = None
         if tq is not None:

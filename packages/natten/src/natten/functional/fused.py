@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from natten.autograd.fused import FusedNeighborhoodAttention
@@ -19,10 +17,10 @@ def _na(
     kernel_size: IntOrTuple,
     dilation: IntOrTuple,
     is_causal: BoolOrTuple,
-    rpb: Optional[torch.Tensor],
-    scale: Optional[float],
-    additional_keys: Optional[torch.Tensor],
-    additional_values: Optional[torch.Tensor],
+    rpb: torch.Tensor | None,
+    scale: float | None,
+    additional_keys: torch.Tensor | None,
+    additional_values: torch.Tensor | None,
     stride: IntOrTuple,
     return_lse: bool,
 ):
@@ -73,27 +71,99 @@ _DOC = """{n}-D fused neighborhood attention.
 
 
 def na1d(
-    query, key, value, kernel_size, dilation=1, is_causal=False, rpb=None, scale=None,
-    additional_keys=None, additional_values=None, *, stride=1, return_lse=False,
+    query,
+    key,
+    value,
+    kernel_size,
+    dilation=1,
+    is_causal=False,
+    rpb=None,
+    scale=None,
+    additional_keys=None,
+    additional_values=None,
+    *,
+    stride=1,
+    return_lse=False,
 ):
-    return _na(1, query, key, value, kernel_size, dilation, is_causal, rpb, scale,
-               additional_keys, additional_values, stride, return_lse)
+    return _na(
+        1,
+        query,
+        key,
+        value,
+        kernel_size,
+        dilation,
+        is_causal,
+        rpb,
+        scale,
+        additional_keys,
+        additional_values,
+        stride,
+        return_lse,
+    )
 
 
 def na2d(
-    query, key, value, kernel_size, dilation=1, is_causal=False, rpb=None, scale=None,
-    additional_keys=None, additional_values=None, *, stride=1, return_lse=False,
+    query,
+    key,
+    value,
+    kernel_size,
+    dilation=1,
+    is_causal=False,
+    rpb=None,
+    scale=None,
+    additional_keys=None,
+    additional_values=None,
+    *,
+    stride=1,
+    return_lse=False,
 ):
-    return _na(2, query, key, value, kernel_size, dilation, is_causal, rpb, scale,
-               additional_keys, additional_values, stride, return_lse)
+    return _na(
+        2,
+        query,
+        key,
+        value,
+        kernel_size,
+        dilation,
+        is_causal,
+        rpb,
+        scale,
+        additional_keys,
+        additional_values,
+        stride,
+        return_lse,
+    )
 
 
 def na3d(
-    query, key, value, kernel_size, dilation=1, is_causal=False, rpb=None, scale=None,
-    additional_keys=None, additional_values=None, *, stride=1, return_lse=False,
+    query,
+    key,
+    value,
+    kernel_size,
+    dilation=1,
+    is_causal=False,
+    rpb=None,
+    scale=None,
+    additional_keys=None,
+    additional_values=None,
+    *,
+    stride=1,
+    return_lse=False,
 ):
-    return _na(3, query, key, value, kernel_size, dilation, is_causal, rpb, scale,
-               additional_keys, additional_values, stride, return_lse)
+    return _na(
+        3,
+        query,
+        key,
+        value,
+        kernel_size,
+        dilation,
+        is_causal,
+        rpb,
+        scale,
+        additional_keys,
+        additional_values,
+        stride,
+        return_lse,
+    )
 
 
 na1d.__doc__ = _DOC.format(n=1, axes="length", rpb="2 * kernel_size - 1")

@@ -7,15 +7,11 @@ Nested tensors are accepted in the forward pass (each component is run as a batc
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from natten.autograd.unfused import av, qk
 from natten.functional.dispatch import problem_for, select_backend
 from natten.functional.validation import (
-    BoolOrTuple,
-    IntOrTuple,
     check_unfused_av,
     check_unfused_qk,
     normalize_params,
@@ -43,7 +39,9 @@ def _qk(rank, query, key, kernel_size, dilation, additional_keys, is_causal, rpb
     if _is_nested(query, key, additional_keys):
         return _map_nested(
             lambda q, k, ak: _qk(rank, q, k, kernel_size, dilation, ak, is_causal, rpb, stride),
-            query, key, additional_keys,
+            query,
+            key,
+            additional_keys,
         )
     params = normalize_params(rank, kernel_size, dilation, stride, is_causal)
     check_unfused_qk(query, key, params, rpb, additional_keys)
@@ -62,7 +60,9 @@ def _av(rank, attn, value, kernel_size, dilation, additional_values, is_causal, 
     if _is_nested(attn, value, additional_values):
         return _map_nested(
             lambda a, v, av_: _av(rank, a, v, kernel_size, dilation, av_, is_causal, stride),
-            attn, value, additional_values,
+            attn,
+            value,
+            additional_values,
         )
     params = normalize_params(rank, kernel_size, dilation, stride, is_causal)
     check_unfused_av(attn, value, params, additional_values)
@@ -129,7 +129,11 @@ def na3d_av(attn, value, kernel_size, dilation=1, additional_values=None, is_cau
     return _av(3, attn, value, kernel_size, dilation, additional_values, is_causal, stride)
 
 
-for _n, _axes, _rpb in ((1, "length", "2k-1"), (2, "height, width", "2kh-1, 2kw-1"), (3, "depth, height, width", "2kd-1, 2kh-1, 2kw-1")):
+for _n, _axes, _rpb in (
+    (1, "length", "2k-1"),
+    (2, "height, width", "2kh-1, 2kw-1"),
+    (3, "depth, height, width", "2kd-1, 2kh-1, 2kw-1"),
+):
     globals()[f"na{_n}d_qk"].__doc__ = _QK_DOC.format(n=_n, axes=_axes, rpb=_rpb)
     globals()[f"na{_n}d_av"].__doc__ = _AV_DOC.format(n=_n, axes=_axes)
 del _n, _axes, _rpb

@@ -6,13 +6,13 @@ expected and what was received.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 import torch
 
-IntOrTuple = Union[int, Sequence[int]]
-BoolOrTuple = Union[bool, Sequence[bool]]
+IntOrTuple = int | Sequence[int]
+BoolOrTuple = bool | Sequence[bool]
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
@@ -90,7 +90,9 @@ def normalize_params(
     if any(d < 1 for d in dil):
         raise ValueError(f"dilation must be >= 1 on every axis; got {dil}")
     if any(s < 1 or s > k for s, k in zip(st, ks)):
-        raise ValueError(f"stride must satisfy 1 <= stride <= kernel_size on every axis; got stride={st}, kernel_size={ks}")
+        raise ValueError(
+            f"stride must satisfy 1 <= stride <= kernel_size on every axis; got stride={st}, kernel_size={ks}"
+        )
     return NAParams(ks, dil, st, causal)
 
 
@@ -171,9 +173,7 @@ def check_fused(query, key, value, params: NAParams, rpb, scale, additional_keys
     if key.shape[-1] != dim:
         raise ValueError(f"key must have the head_dim of query ({dim}); got key of shape {tuple(key.shape)}")
     if value.shape[-2] != kv_heads:
-        raise ValueError(
-            f"value must have the heads of key ({kv_heads}); got value of shape {tuple(value.shape)}"
-        )
+        raise ValueError(f"value must have the heads of key ({kv_heads}); got value of shape {tuple(value.shape)}")
     if kv_heads == 0 or heads % kv_heads:
         raise ValueError(
             f"key/value heads ({kv_heads}) must divide query heads ({heads}) (GQA/MQA); got query "
@@ -195,7 +195,9 @@ def check_fused(query, key, value, params: NAParams, rpb, scale, additional_keys
         exp_k = (b, n_add, kv_heads, dim)
         exp_v = (b, n_add, kv_heads, value.shape[-1])
         if tuple(additional_keys.shape) != exp_k:
-            raise ValueError(f"additional_keys must have shape {add_layout} = {exp_k}; got {tuple(additional_keys.shape)}")
+            raise ValueError(
+                f"additional_keys must have shape {add_layout} = {exp_k}; got {tuple(additional_keys.shape)}"
+            )
         if tuple(additional_values.shape) != exp_v:
             raise ValueError(
                 f"additional_values must have shape {add_layout} = {exp_v}; got {tuple(additional_values.shape)}"

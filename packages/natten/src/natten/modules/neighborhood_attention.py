@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -26,7 +24,7 @@ class _NeighborhoodAttentionNd(nn.Module):
         is_causal: BoolOrTuple = False,
         rel_pos_bias: bool = False,
         qkv_bias: bool = True,
-        qk_scale: Optional[float] = None,
+        qk_scale: float | None = None,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         *,
@@ -142,19 +140,28 @@ class NeighborhoodAttention3D(_NeighborhoodAttentionNd):
         is_causal: BoolOrTuple = False,
         rel_pos_bias: bool = False,
         qkv_bias: bool = True,
-        qk_scale: Optional[float] = None,
+        qk_scale: float | None = None,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         *,
         stride: IntOrTuple = 1,
-        kernel_size_d: Optional[int] = None,
-        dilation_d: Optional[int] = None,
+        kernel_size_d: int | None = None,
+        dilation_d: int | None = None,
     ):
         kernel_size = _override_depth(kernel_size, kernel_size_d, "kernel_size")
         dilation = _override_depth(dilation, dilation_d, "dilation")
         super().__init__(
-            dim, num_heads, kernel_size, dilation, is_causal, rel_pos_bias, qkv_bias, qk_scale,
-            attn_drop, proj_drop, stride=stride,
+            dim,
+            num_heads,
+            kernel_size,
+            dilation,
+            is_causal,
+            rel_pos_bias,
+            qkv_bias,
+            qk_scale,
+            attn_drop,
+            proj_drop,
+            stride=stride,
         )
 
 

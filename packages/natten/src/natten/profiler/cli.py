@@ -48,26 +48,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("problem")
     defaults = "; ".join(f"{r}D {axes(s)} kernel {axes(k)}" for r, (s, k) in DEFAULTS.items())
-    g.add_argument("--dimension", "-n", type=int, choices=(1, 2, 3),
-                   help=f"spatial rank; defaults to len(--shape), else 2 (shapes when --shape is absent: {defaults})")
+    g.add_argument(
+        "--dimension",
+        "-n",
+        type=int,
+        choices=(1, 2, 3),
+        help=f"spatial rank; defaults to len(--shape), else 2 (shapes when --shape is absent: {defaults})",
+    )
     g.add_argument("--shape", "-s", type=_positive, nargs="+", metavar="N", help="spatial extent per axis")
-    g.add_argument("--kernel-size", "-k", type=_positive, nargs="+", metavar="K", help="neighborhood size (default: see --dimension)")
+    g.add_argument(
+        "--kernel-size",
+        "-k",
+        type=_positive,
+        nargs="+",
+        metavar="K",
+        help="neighborhood size (default: see --dimension)",
+    )
     g.add_argument("--dilation", "-d", type=_positive, nargs="+", metavar="D", help="dilation (default 1)")
     g.add_argument("--stride", type=_positive, nargs="+", metavar="S", help="stride (default 1)")
-    g.add_argument("--causal", type=_bool, nargs="*", metavar="BOOL",
-                   help="causal masking; alone: every axis, or one 1/0 per axis (default: off)")
+    g.add_argument(
+        "--causal",
+        type=_bool,
+        nargs="*",
+        metavar="BOOL",
+        help="causal masking; alone: every axis, or one 1/0 per axis (default: off)",
+    )
     g.add_argument("--batch", "-b", type=_positive, default=2, help="default 2")
     g.add_argument("--heads", type=_positive, default=4, help="default 4")
     g.add_argument("--head-dim", type=_positive, default=32, help="default 32")
     g.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="default float32")
     g.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     r = p.add_argument_group("measurement")
-    r.add_argument("--impls", default=",".join(IMPLEMENTATIONS),
-                   help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)} (default: all)")
+    r.add_argument(
+        "--impls",
+        default=",".join(IMPLEMENTATIONS),
+        help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)} (default: all)",
+    )
     r.add_argument("--warmup", type=int, default=1, help="untimed iterations first (default 1)")
     r.add_argument("--iters", type=_positive, default=10, help="timed iterations at most (default 10)")
-    r.add_argument("--max-time", type=float, default=3.0, metavar="SECONDS",
-                   help="stop timing an implementation after this much timed work (default 3; >= 1 iteration)")
+    r.add_argument(
+        "--max-time",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="stop timing an implementation after this much timed work (default 3; >= 1 iteration)",
+    )
     r.add_argument("--no-backward", action="store_true", help="time the forward only, under inference_mode")
     r.add_argument("--threads", type=_positive, help="torch.set_num_threads before running")
     o = p.add_argument_group("output")
@@ -118,8 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     if progress:
         progress(f"natten.profiler: {problem.describe()}")
     rows = profile(
-        problem, impls, backward=not args.no_backward, warmup=args.warmup, iters=args.iters,
-        max_seconds=args.max_time, progress=progress,
+        problem,
+        impls,
+        backward=not args.no_backward,
+        warmup=args.warmup,
+        iters=args.iters,
+        max_seconds=args.max_time,
+        progress=progress,
     )
     env = environment(problem.device)
     if args.json:

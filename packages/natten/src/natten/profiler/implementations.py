@@ -20,8 +20,7 @@ from natten.functional.validation import normalize_params
 from natten.profiler.problem import ProfileProblem
 
 LEGACY_INSTALL_HINT = (
-    "pip install natten-legacy (or natten[legacy]); from a checkout: "
-    "pip install --no-deps -e ./packages/natten-legacy"
+    "pip install natten-legacy (or natten[legacy]); from a checkout: pip install --no-deps -e ./packages/natten-legacy"
 )
 # Dense SDPA materializes [batch, heads, N, N] logits (plus the [N, N] mask); beyond this it is skipped.
 DENSE_LIMIT_BYTES = 8 * 2**30
@@ -68,9 +67,7 @@ def backend_name(problem: ProfileProblem, requires_grad: bool = True) -> str:
     """The natten backend the dispatcher picks for this problem (raises NoBackendError when none fits)."""
     params = normalize_params(problem.rank, problem.kernel_size, problem.dilation, problem.stride, problem.is_causal)
     ref = torch.empty(0, dtype=problem.dtype, device=problem.device).requires_grad_(requires_grad)
-    return select_backend(
-        problem_for("fused", params, ref, problem.head_dim, problem.head_dim, (ref,))
-    ).name
+    return select_backend(problem_for("fused", params, ref, problem.head_dim, problem.head_dim, (ref,))).name
 
 
 def _natten(problem: ProfileProblem, qkv, requires_grad: bool) -> Prepared:
@@ -96,8 +93,12 @@ def neighborhood_mask(problem: ProfileProblem) -> torch.Tensor:
     keys = torch.arange(n, dtype=torch.float64).reshape(1, 1, *problem.shape, 1)
     qk = getattr(natten_functional, f"na{problem.rank}d_qk")
     slots = qk(
-        torch.ones_like(keys), keys, problem.kernel_size, problem.dilation,
-        is_causal=problem.is_causal, stride=problem.stride,
+        torch.ones_like(keys),
+        keys,
+        problem.kernel_size,
+        problem.dilation,
+        is_causal=problem.is_causal,
+        stride=problem.stride,
     ).reshape(n, -1)
     valid = torch.isfinite(slots)
     rows = torch.arange(n)[:, None].expand_as(slots)
@@ -133,8 +134,12 @@ def _legacy(problem: ProfileProblem, qkv, requires_grad: bool) -> Prepared:
         raise Unavailable(f"natten-legacy is not installed: {LEGACY_INSTALL_HINT}") from exc
     cls = getattr(natten_legacy, f"LegacyNeighborhoodAttention{problem.rank}D")
     module = cls(
-        problem.heads * problem.head_dim, problem.heads, problem.kernel_size, problem.dilation,
-        problem.is_causal, stride=problem.stride,
+        problem.heads * problem.head_dim,
+        problem.heads,
+        problem.kernel_size,
+        problem.dilation,
+        problem.is_causal,
+        stride=problem.stride,
     ).to(device=problem.device, dtype=problem.dtype)
     # The module's attention takes heads-first q, k, v with q already scaled.
     q, k, v = qkv

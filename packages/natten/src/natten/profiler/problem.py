@@ -113,12 +113,12 @@ class ProfileProblem:
     def inputs(self, requires_grad: bool = True, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``q, k, v``: heads-last leaf tensors, the same values for every implementation."""
         gen = torch.Generator().manual_seed(seed)
-        return tuple(
-            torch.randn(self.qkv_shape(), generator=gen, dtype=torch.float32)
-            .to(device=self.device, dtype=self.dtype)
-            .requires_grad_(requires_grad)
-            for _ in range(3)
-        )
+
+        def one() -> torch.Tensor:
+            t = torch.randn(self.qkv_shape(), generator=gen, dtype=torch.float32)
+            return t.to(device=self.device, dtype=self.dtype).requires_grad_(requires_grad)
+
+        return one(), one(), one()
 
     def useful_flops(self) -> tuple[int, int]:
         """``(forward, backward)`` FLOPs of the fused op (design.md §6): forward ``4 * B * H * pairs * D``

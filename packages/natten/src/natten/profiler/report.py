@@ -48,37 +48,49 @@ def format_rows(rows: Sequence[Row], device: str) -> str:
             continue
         fwd_rate, bwd_rate = r.rate("forward"), r.rate("backward")
         speedup = speedup_of(natten, r)
-        lines.append([
-            r.label,
-            _fmt(r.forward_ms, ".2f"),
-            _fmt(r.backward_ms, ".2f"),
-            _fmt(fwd_rate and fwd_rate / div, ".2f"),
-            _fmt(bwd_rate and bwd_rate / div, ".2f"),
-            str(r.forward_samples),
-            _fmt(speedup, ".3g") + ("x" if speedup is not None else ""),
-            _fmt(r.max_abs_diff, ".1e"),
-        ])
-    headers = ["implementation", "fwd ms", "bwd ms", f"fwd {unit}", f"bwd {unit}", "n", "natten speedup",
-               "max |out - natten|"]
+        lines.append(
+            [
+                r.label,
+                _fmt(r.forward_ms, ".2f"),
+                _fmt(r.backward_ms, ".2f"),
+                _fmt(fwd_rate and fwd_rate / div, ".2f"),
+                _fmt(bwd_rate and bwd_rate / div, ".2f"),
+                str(r.forward_samples),
+                _fmt(speedup, ".3g") + ("x" if speedup is not None else ""),
+                _fmt(r.max_abs_diff, ".1e"),
+            ]
+        )
+    headers = [
+        "implementation",
+        "fwd ms",
+        "bwd ms",
+        f"fwd {unit}",
+        f"bwd {unit}",
+        "n",
+        "natten speedup",
+        "max |out - natten|",
+    ]
     return table(headers, lines)
 
 
 def format_report(problem: ProfileProblem, rows: Sequence[Row], env: dict) -> str:
     fwd, bwd = problem.useful_flops()
     legacy = f", natten-legacy {env['natten_legacy']}" if env.get("natten_legacy") else ""
-    return "\n".join([
-        f"problem:  {problem.describe()}",
-        f"FLOPs:    forward {fwd / 1e9:.3f} GFLOP, backward {bwd / 1e9:.3f} GFLOP "
-        "(useful work only: 2 x multiply-adds of attended pairs; docs/flops.md)",
-        f"software: torch {env['torch']}, natten {env['natten']}, natten-kernels {env['natten_kernels']}{legacy}, "
-        f"Python {env['python']}",
-        f"machine:  {env['device_name']}, {env['threads']} torch threads",
-        "",
-        format_rows(rows, problem.device),
-        "",
-        "Times are medians after warm-up (n timed iterations); backward excludes its forward. "
-        "'natten speedup' = this row's fwd+bwd time / natten's.",
-    ])
+    return "\n".join(
+        [
+            f"problem:  {problem.describe()}",
+            f"FLOPs:    forward {fwd / 1e9:.3f} GFLOP, backward {bwd / 1e9:.3f} GFLOP "
+            "(useful work only: 2 x multiply-adds of attended pairs; docs/flops.md)",
+            f"software: torch {env['torch']}, natten {env['natten']}, natten-kernels {env['natten_kernels']}{legacy}, "
+            f"Python {env['python']}",
+            f"machine:  {env['device_name']}, {env['threads']} torch threads",
+            "",
+            format_rows(rows, problem.device),
+            "",
+            "Times are medians after warm-up (n timed iterations); backward excludes its forward. "
+            "'natten speedup' = this row's fwd+bwd time / natten's.",
+        ]
+    )
 
 
 def document(problem: ProfileProblem, rows: Sequence[Row], env: dict) -> dict:

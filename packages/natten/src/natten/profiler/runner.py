@@ -78,47 +78,63 @@ def profile(
     A baseline that cannot run (not installed, too large) gives a ``skipped`` row, one that raises a
     ``failed`` row; neither stops the others.
     """
-    impls = sorted(dict.fromkeys(impls), key=lambda key: key != "natten")
+    order = sorted(dict.fromkeys(impls), key=lambda key: key != "natten")
     say = progress or (lambda _: None)
     fwd_flop, bwd_flop = problem.useful_flops()
     fwd_bytes, bwd_bytes = problem.ideal_bytes()
     if not backward:
         bwd_flop = bwd_bytes = 0
     qkv = problem.inputs(requires_grad=False)
-    reference = None
+    reference: torch.Tensor | None = None
     rows = []
-    for n, key in enumerate(impls, 1):
-        impl = IMPLEMENTATIONS[key]
-        row = Row(key, impl.label, "ok", forward_flop=fwd_flop, backward_flop=bwd_flop,
-                  forward_bytes=fwd_bytes, backward_bytes=bwd_bytes)
-        try:
-            prepared = impl.prepare(problem, qkv, backward)
-            row.label = prepared.label
-            say(f"[{n}/{len(impls)}] {row.label}: {warmup} warm-up + up to {iters} timed iterations ...")
-            samples = time_forward_backward(
-                prepared.forward, prepared.leaves, device=problem.device, backward=backward,
-                warmup=warmup, iters=iters, max_seconds=max_seconds,
-            )
-        except Unavailable as exc:
-            row.status, row.note = "skipped", _one_line(exc)
-        except Exception as exc:  # report and go on: a baseline failing must not hide the others
-            row.status, row.note = "failed", _one_line(exc)
-        else:
-            row.forward_ms, row.backward_ms = samples.forward_median, samples.backward_median
-            row.forward_samples, row.backward_samples = len(samples.forward_ms), len(samples.backward_ms)
-            out = prepared.to_heads_last(samples.output)
-            if key == "natten":
-                reference = out
-            elif reference is not None:
-                row.max_abs_diff = (out.double() - reference.double()).abs().max().item()
-            bwd = f", backward {row.backward_ms:.2f} ms" if backward else ""
-            say(f"      forward {row.forward_ms:.2f} ms{bwd} (median of {row.forward_samples})")
-        if row.status != "ok":
-            say(f"[{n}/{len(impls)}] {row.label}: {row.status}: {row.note}")
+    for n, key in enumerate(order, 1):
+        row = Row(
+            key,
+            IMPLEMENTATIONS[key].label,
+            "ok",
+            forward_flop=fwd_flop,
+            backward_flop=bwd_flop,
+            forward_bytes=fwd_bytes,
+            backward_bytes=bwd_bytes,
+        )
+        out = _measure(
+            row,
+            problem,
+            qkv,
+            f"[{n}/{len(order)}]",
+            say,
+            backward=backward,
+            warmup=warmup,
+            iters=iters,
+            max_seconds=max_seconds,
+        )
+        if out is not None and key == "natten":
+            reference = out
+        elif out is not None and reference is not None:
+            row.max_abs_diff = (out.double() - reference.double()).abs().max().item()
         rows.append(row)
-        prepared = samples = None  # free this implementation's tensors before the next one
-        gc.collect()
+        out = None
+        gc.collect()  # free this implementation's tensors before the next one
     return rows
+
+
+def _measure(row: Row, problem: ProfileProblem, qkv, step: str, say: Progress, **timing) -> torch.Tensor | None:
+    """Fill ``row`` with the timings of one implementation; its output (heads-last), or None."""
+    try:
+        prepared = IMPLEMENTATIONS[row.impl].prepare(problem, qkv, timing["backward"])
+        row.label = prepared.label
+        say(f"{step} {row.label}: {timing['warmup']} warm-up + up to {timing['iters']} timed iterations ...")
+        samples = time_forward_backward(prepared.forward, prepared.leaves, device=problem.device, **timing)
+    except Exception as exc:  # report and go on: a baseline failing must not hide the others
+        row.status = "skipped" if isinstance(exc, Unavailable) else "failed"
+        row.note = _one_line(exc)
+        say(f"{step} {row.label}: {row.status}: {row.note}")
+        return None
+    row.forward_ms, row.backward_ms = samples.forward_median, samples.backward_median
+    row.forward_samples, row.backward_samples = len(samples.forward_ms), len(samples.backward_ms)
+    bwd = f", backward {row.backward_ms:.2f} ms" if row.backward_ms is not None else ""
+    say(f"      forward {row.forward_ms:.2f} ms{bwd} (median of {row.forward_samples})")
+    return prepared.to_heads_last(samples.output)
 
 
 def _cpu_name() -> str:

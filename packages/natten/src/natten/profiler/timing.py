@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -19,21 +19,17 @@ def synchronize(device: str) -> None:
 
 @dataclass
 class Samples:
-    forward_ms: list[float] = field(default_factory=list)
-    backward_ms: list[float] = field(default_factory=list)
-    output: torch.Tensor | None = None  # the last forward's output (detached)
-
-    @staticmethod
-    def median(values: list[float]) -> float | None:
-        return statistics.median(values) if values else None
+    forward_ms: list[float]
+    backward_ms: list[float]  # empty when the backward was not timed
+    output: torch.Tensor  # the last forward's output (detached)
 
     @property
-    def forward_median(self) -> float | None:
-        return self.median(self.forward_ms)
+    def forward_median(self) -> float:
+        return statistics.median(self.forward_ms)
 
     @property
     def backward_median(self) -> float | None:
-        return self.median(self.backward_ms)
+        return statistics.median(self.backward_ms) if self.backward_ms else None
 
 
 def time_forward_backward(
@@ -53,12 +49,13 @@ def time_forward_backward(
     Without it, the forward runs under ``torch.inference_mode``. Timing stops early once the timed
     iterations have used ``max_seconds`` (at least one is always timed), so slow baselines stay cheap.
     """
-    samples = Samples()
+    forward_ms: list[float] = []
+    backward_ms: list[float] = []
     grad_out = None
     spent = 0.0
     for i in range(warmup + max(iters, 1)):
         timed = i >= warmup
-        if timed and samples.forward_ms and spent >= max_seconds:
+        if timed and forward_ms and spent >= max_seconds:
             break
         synchronize(device)
         t0 = time.perf_counter()
@@ -74,8 +71,7 @@ def time_forward_backward(
         t2 = time.perf_counter()
         if timed:
             spent += t2 - t0
-            samples.forward_ms.append((t1 - t0) * 1e3)
+            forward_ms.append((t1 - t0) * 1e3)
             if backward:
-                samples.backward_ms.append((t2 - t1) * 1e3)
-        samples.output = out.detach()
-    return samples
+                backward_ms.append((t2 - t1) * 1e3)
+    return Samples(forward_ms, backward_ms, out.detach())

@@ -13,6 +13,13 @@ from natten_kernels.env import (
 )
 
 __all__ = [
-    "get_device_cc", "has_bfloat", "has_cuda", "has_fna", "has_fp32_gemm", "has_fp64_gemm",
-    "has_gemm", "has_half", "has_tf32_gemm",
+    "get_device_cc",
+    "has_bfloat",
+    "has_cuda",
+    "has_fna",
+    "has_fp32_gemm",
+    "has_fp64_gemm",
+    "has_gemm",
+    "has_half",
+    "has_tf32_gemm",
 ]
