@@ -1,0 +1,109 @@
+// Fused neighborhood attention forward (compiled once per ISA variant).
+//
+// Per chunk of queries (with all query heads of one kv head): logits into small per-item buffers, an exact
+// two-pass softmax per item, then the weighted sum of values; see micro_kernels.h for the blocking.
+// Memory per thread is O(chunk * kernel volume), never O(tokens * kernel volume).
+#include "cpu/kernels.h"
+#include "cpu/micro_kernels.h"
+
+namespace natten::cpu::NATTEN_ISA {
+
+template <typename T>
+void fused_forward(const FusedForwardArgs<T>& a, int64_t begin, int64_t end) {
+  const Shape& sh = a.shape;
+  const Geometry& g = sh.geometry;
+  const int64_t groups = sh.heads / sh.kv_heads;
+  const int64_t dp = round_up(sh.dim, kLanePad), dvp = round_up(sh.dim_v, kLanePad);
+  const int64_t lanes = row_lanes<T>(g.axis[2].kernel), add_lanes = round_up(a.n_add, Vec<T>::size());
+  const int64_t add_at = max_rows(g) * lanes;
+  const int64_t sstride = add_at + add_lanes;
+  const int64_t len = a.query_block, chunks = chunk_count(g, len);
+  const int64_t items = len * groups;
+
+  Scratch<T> s_buf(items * sstride), q_buf(items * dp), qt_buf(items * sh.dim), o_buf(items * dvp), m_buf(items),
+      l_buf(items);
+  Scratch<KeyRow> row_buf(max_rows(g));
+  Scratch<InnerKeys> inner_buf(len);
+  Scratch<Item> item_buf(items);
+  Scratch<Block> block_buf(len);
+  Scratch<int64_t> order_buf(len);
+  T *S = s_buf.get(), *Q = q_buf.get(), *Qt = qt_buf.get(), *O = o_buf.get(), *M = m_buf.get(), *L = l_buf.get();
+  KeyRow* rows = row_buf.get();
+  InnerKeys* inner = inner_buf.get();
+  Item* it = item_buf.get();
+  Block* blocks = block_buf.get();
+
+  for (int64_t task = begin; task < end; ++task) {
+    // Task = (b, chunk, kv head): consecutive tasks read the other heads of the same tokens.
+    const int64_t kvh = task % sh.kv_heads, b = task / (sh.kv_heads * chunks);
+    const Chunk c = plan_chunk(g, (task / sh.kv_heads) % chunks, len, a.rpb.row, rows, inner);
+    if (task + 1 < end) {
+      const int64_t next_kvh = (task + 1) % sh.kv_heads, next_b = (task + 1) / (sh.kv_heads * chunks);
+      const Chunk next = chunk_at(g, ((task + 1) / sh.kv_heads) % chunks, len);
+      for (int64_t gi = 0; gi < groups; ++gi) prefetch_tokens(a.q, next_b, next_kvh * groups + gi, next, sh.dim);
+    }
+    const int64_t nblocks = plan_blocks(inner, c.size, groups, lanes, order_buf.get(), it, blocks);
+    const int64_t n = c.size * groups;
+    // Plain copies first (independent wide loads keep many cache misses in flight), then the transpose
+    // in L1.
+    for (int64_t i = 0; i < n; ++i) {
+      load_channels(Q + i * dp, token_at(a.q, b, kvh * groups + it[i].head, c, it[i].query), sh.dim, dp, a.scale);
+    }
+    transpose_items(Q, dp, n, sh.dim, Qt, items);
+
+    const T* keys = slice_of(a.k_cols, 0, b, kvh);
+    for (int64_t r = 0; r < c.rows; ++r) {  // row by row, each kept in L1 while all blocks use it
+      const T* krow = keys + rows[r].row * a.k_cols.row;
+      for (int64_t bl = 0; bl < nblocks; ++bl) {
+        const Block& blk = blocks[bl];
+        block_dots(Qt + blk.first, items, sh.dim, krow + blk.base, a.k_cols.channel, blk.size, lanes,
+                   S + blk.first * sstride + r * lanes, sstride);
+      }
+    }
+    if (a.n_add > 0) {
+      block_dots(Qt, items, sh.dim, slice_of(a.k_add_cols, 0, b, kvh), a.k_add_cols.channel, n, add_lanes,
+                 S + add_at, sstride);
+    }
+
+    for (int64_t i = 0; i < n; ++i) {
+      T* s = S + i * sstride;
+      const InnerKeys& in = inner[it[i].query];
+      if (a.rpb.data) {
+        add_bias(s, rows, c.rows, lanes, a.rpb.data + (kvh * groups + it[i].head) * a.rpb.head + in.bias - it[i].lo);
+      }
+      T m = masked_max(s, c.rows, lanes, it[i].lo, it[i].hi, -std::numeric_limits<T>::infinity());
+      if (a.n_add > 0) m = masked_max(s + add_at, 1, add_lanes, 0, a.n_add, m);
+      T sum = masked_exp(s, c.rows, lanes, it[i].lo, it[i].hi, m);
+      if (a.n_add > 0) sum += masked_exp(s + add_at, 1, add_lanes, 0, a.n_add, m);
+      M[i] = m;
+      L[i] = sum;
+      for (int64_t ch = 0; ch < dvp; ++ch) O[i * dvp + ch] = T(0);
+    }
+
+    const T* values = slice_of(a.v_rows, 0, b, kvh);
+    const int64_t ks = a.v_rows.key;
+    for (int64_t r = 0; r < c.rows; ++r) {
+      const T* vrow = values + rows[r].row * a.v_rows.row;
+      for (int64_t bl = 0; bl < nblocks; ++bl) {
+        const Block& blk = blocks[bl];
+        block_gather(S + blk.first * sstride + r * lanes, sstride, blk.hi, vrow + blk.base * ks, ks, dvp, blk.size,
+                     O + blk.first * dvp, dvp);
+      }
+    }
+    if (a.n_add > 0) {
+      block_gather(S + add_at, sstride, a.n_add, slice_of(a.v_add_rows, 0, b, kvh), a.v_add_rows.key, dvp,
+                   n, O, dvp);
+    }
+
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t h = kvh * groups + it[i].head, j = it[i].query;
+      store_channels(token_at(a.out, b, h, c, j), O + i * dvp, sh.dim_v, T(1) / L[i]);
+      *token_at(a.lse, b, h, c, j) = M[i] + std::log(L[i]);
+    }
+  }
+}
+
+template void fused_forward<float>(const FusedForwardArgs<float>&, int64_t, int64_t);
+template void fused_forward<double>(const FusedForwardArgs<double>&, int64_t, int64_t);
+
+}  // namespace natten::cpu::NATTEN_ISA

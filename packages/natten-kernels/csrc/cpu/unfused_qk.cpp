@@ -1,0 +1,119 @@
+// Unfused QK: attention logits without softmax, and their gradient (compiled once per ISA variant). Same
+// chunk/block structure as the fused kernels (micro_kernels.h), one head per kv head.
+#include "cpu/kernels.h"
+#include "cpu/micro_kernels.h"
+
+namespace natten::cpu::NATTEN_ISA {
+
+// Task = (b, h, chunk).
+template <typename T>
+void qk_forward(const QKForwardArgs<T>& a, int64_t begin, int64_t end) {
+  const Shape& sh = a.shape;
+  const Geometry& g = sh.geometry;
+  const int64_t slots = kernel_volume(g), tokens = token_count(g);
+  const int64_t lanes = row_lanes<T>(g.axis[2].kernel), sstride = max_rows(g) * lanes;
+  const int64_t len = a.query_block, chunks = chunk_count(g, len);
+
+  Scratch<T> s_buf(len * sstride), qt_buf(len * sh.dim);
+  Scratch<KeyRow> row_buf(max_rows(g));
+  Scratch<InnerKeys> inner_buf(len);
+  Scratch<Item> item_buf(len);
+  Scratch<Block> block_buf(len);
+  Scratch<int64_t> order_buf(len);
+  T *S = s_buf.get(), *Qt = qt_buf.get();
+  KeyRow* rows = row_buf.get();
+  InnerKeys* inner = inner_buf.get();
+  Item* it = item_buf.get();
+  Block* blocks = block_buf.get();
+
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t bh = task / chunks, h = bh % sh.heads, b = bh / sh.heads;
+    const Chunk c = plan_chunk(g, task % chunks, len, a.rpb.row, rows, inner);
+    const int64_t nblocks = plan_blocks(inner, c.size, 1, lanes, order_buf.get(), it, blocks);
+    for (int64_t i = 0; i < c.size; ++i) {
+      transpose_items(token_at(a.q, b, h, c, it[i].query), 0, 1, sh.dim, Qt + i, len);
+    }
+    const T* keys = slice_of(a.k_cols, 0, b, h);
+    for (int64_t r = 0; r < c.rows; ++r) {
+      const T* krow = keys + rows[r].row * a.k_cols.row;
+      for (int64_t bl = 0; bl < nblocks; ++bl) {
+        const Block& blk = blocks[bl];
+        block_dots(Qt + blk.first, len, sh.dim, krow + blk.base, a.k_cols.channel, blk.size, lanes,
+                   S + blk.first * sstride + r * lanes, sstride);
+      }
+    }
+    for (int64_t i = 0; i < c.size; ++i) {
+      T* s = S + i * sstride;
+      const InnerKeys& in = inner[it[i].query];
+      if (a.rpb.data) add_bias(s, rows, c.rows, lanes, a.rpb.data + h * a.rpb.head + in.bias - it[i].lo);
+      scatter_slots(s, rows, c.rows, lanes, it[i].lo, it[i].hi, -std::numeric_limits<T>::infinity(), slots,
+                    a.attn + (bh * tokens + c.first + it[i].query) * slots);
+    }
+  }
+}
+
+// Task = (split, b, h): dq per query, dk and drpb into the task's accumulators.
+template <typename T>
+void qk_backward(const QKBackwardArgs<T>& a, int64_t begin, int64_t end) {
+  const Shape& sh = a.shape;
+  const Geometry& g = sh.geometry;
+  const int64_t slots = kernel_volume(g), tokens = token_count(g);
+  const int64_t dp = round_up(sh.dim, kLanePad);
+  const int64_t lanes = row_lanes<T>(g.axis[2].kernel), sstride = max_rows(g) * lanes;
+  const int64_t len = a.query_block, chunks = chunk_count(g, len);
+
+  Scratch<T> s_buf(len * sstride), q_buf(len * dp), dq_buf(len * dp);
+  Scratch<KeyRow> row_buf(max_rows(g));
+  Scratch<InnerKeys> inner_buf(len);
+  Scratch<Item> item_buf(len);
+  Scratch<Block> block_buf(len);
+  Scratch<int64_t> order_buf(len);
+  T *S = s_buf.get(), *Q = q_buf.get(), *dQ = dq_buf.get();
+  KeyRow* rows = row_buf.get();
+  InnerKeys* inner = inner_buf.get();
+  Item* it = item_buf.get();
+  Block* blocks = block_buf.get();
+
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t bh = task % (sh.batch * sh.heads), split = task / (sh.batch * sh.heads);
+    const int64_t h = bh % sh.heads, b = bh / sh.heads;
+    const T* keys = slice_of(a.k_rows, 0, b, h);
+    T* dk = slice_of(a.dk, split, b, h);
+    T* drpb = a.drpb.data ? a.drpb.data + task * a.drpb.head : nullptr;
+    const int64_t ks = a.k_rows.key, dks = a.dk.key;
+    for (int64_t chunk = split * chunks / a.splits; chunk < (split + 1) * chunks / a.splits; ++chunk) {
+      const Chunk c = plan_chunk(g, chunk, len, a.drpb.row, rows, inner);
+      const int64_t nblocks = plan_blocks(inner, c.size, 1, lanes, order_buf.get(), it, blocks);
+      for (int64_t i = 0; i < c.size; ++i) {
+        const int64_t j = it[i].query;
+        gather_slots(a.dattn + (bh * tokens + c.first + j) * slots, rows, c.rows, lanes, it[i].lo, it[i].hi, S + i * sstride);
+        load_channels(Q + i * dp, token_at(a.q, b, h, c, j), sh.dim, dp, T(1));
+        for (int64_t ch = 0; ch < dp; ++ch) dQ[i * dp + ch] = T(0);
+        if (drpb) {
+          add_bias_grad(S + i * sstride, rows, c.rows, lanes, it[i].lo, it[i].hi,
+                        drpb + inner[it[i].query].bias - it[i].lo);
+        }
+      }
+      for (int64_t r = 0; r < c.rows; ++r) {
+        const T* krow = keys + rows[r].row * a.k_rows.row;
+        T* dkrow = dk + rows[r].row * a.dk.row;
+        for (int64_t bl = 0; bl < nblocks; ++bl) {
+          const Block& blk = blocks[bl];
+          const T* w = S + blk.first * sstride + r * lanes;
+          block_gather(w, sstride, blk.hi, krow + blk.base * ks, ks, dp, blk.size, dQ + blk.first * dp, dp);
+          block_scatter(w, sstride, blk.hi, Q + blk.first * dp, dp, dp, blk.size, dkrow + blk.base * dks, dks);
+        }
+      }
+      for (int64_t i = 0; i < c.size; ++i) {
+        store_channels(token_at(a.dq, b, h, c, it[i].query), dQ + i * dp, sh.dim, T(1));
+      }
+    }
+  }
+}
+
+template void qk_forward<float>(const QKForwardArgs<float>&, int64_t, int64_t);
+template void qk_forward<double>(const QKForwardArgs<double>&, int64_t, int64_t);
+template void qk_backward<float>(const QKBackwardArgs<float>&, int64_t, int64_t);
+template void qk_backward<double>(const QKBackwardArgs<double>&, int64_t, int64_t);
+
+}  // namespace natten::cpu::NATTEN_ISA
