@@ -42,6 +42,23 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class TuningInfo:
+    """What a backend needs to choose a kernel configuration (the op's trailing ``config`` argument)."""
+
+    batch: int
+    heads: int
+    kv_heads: int
+    tokens: int
+    head_dim: int
+    kv_parallel: bool = False
+    memory_preference: str = "default"
+
+
+def _default_configs(info: TuningInfo) -> list[list[int]]:
+    return [[]]
+
+
+@dataclass(frozen=True)
 class Backend:
     name: str
     families: frozenset[str]
@@ -56,6 +73,10 @@ class Backend:
     min_compute_capability: int = 0  # CUDA backends: SM version as 10 * major + minor
     # Returns None when usable in this process, else the reason it is not.
     unavailable_reason: Callable[[], str | None] = field(default=lambda: None, compare=False)
+    # Fused-op configurations: the first entry is the default under the context flags, all of them are
+    # the autotuner's candidates. ``[]`` lets the kernel decide.
+    forward_configs: Callable[[TuningInfo], list[list[int]]] = field(default=_default_configs, compare=False)
+    backward_configs: Callable[[TuningInfo], list[list[int]]] = field(default=_default_configs, compare=False)
 
     def refusal(self, problem: Problem, disabled_kinds: frozenset[str] = frozenset()) -> str | None:
         """None if this backend can run ``problem``, else a one-line reason."""

@@ -5,7 +5,32 @@ from __future__ import annotations
 import torch
 
 from natten_kernels import _library
-from natten_kernels.backends.base import FEATURES, Backend
+from natten_kernels.backends.base import FEATURES, Backend, TuningInfo
+
+# Most per-split dk/dv accumulators KV parallelism may allocate, per thread, by memory preference.
+_SPLITS_PER_THREAD = {"strict": 1, "default": 4, "unrestricted": 16}
+
+
+def forward_configs(info: TuningInfo) -> list[list[int]]:
+    """``[query_block]``: queries per parallel task; ``[]`` is the kernel's own choice."""
+    return [[], [8], [32], [128]]
+
+
+def backward_configs(info: TuningInfo) -> list[list[int]]:
+    """``[splits]``: each split of the queries accumulates its own dk/dv, reduced in a fixed order.
+
+    Without KV parallelism the kernel decides (one split unless (batch, kv head) tasks leave threads
+    idle), or uses exactly one under the "strict" memory preference. With it, splits fill the threads
+    several times over, as far as the memory preference allows.
+    """
+    if not info.kv_parallel:
+        return [[1]] if info.memory_preference == "strict" else [[], [1]]
+    threads = torch.get_num_threads()
+    tasks = max(info.batch * info.kv_heads, 1)
+    cap = max(2, _SPLITS_PER_THREAD[info.memory_preference] * threads)
+    wanted = min(cap, max(2, -(-4 * threads // tasks)))
+    return [[wanted]] + [[s] for s in (1, 2, 4, 8) if s < wanted]
+
 
 CPU = Backend(
     name="cpu",
@@ -14,4 +39,6 @@ CPU = Backend(
     dtypes=frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64}),
     features=frozenset(FEATURES),
     unavailable_reason=_library.load_error,
+    forward_configs=forward_configs,
+    backward_configs=backward_configs,
 )

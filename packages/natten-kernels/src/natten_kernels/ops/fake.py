@@ -22,7 +22,9 @@ def _contiguous_empty_like(t: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(t, memory_format=torch.contiguous_format)
 
 
-def fused_forward(q, k, v, rpb, additional_keys, additional_values, kernel_size, dilation, stride, is_causal, scale):
+def fused_forward(
+    q, k, v, rpb, additional_keys, additional_values, kernel_size, dilation, stride, is_causal, scale, config=()
+):
     out = q.new_empty((*q.shape[:-1], v.shape[-1]))
     lse = q.new_empty(q.shape[:-1], dtype=_lse_dtype(q.dtype))
     return out, lse
@@ -44,6 +46,7 @@ def fused_backward(
     stride,
     is_causal,
     scale,
+    config=(),
 ):
     return (
         _contiguous_empty_like(q),

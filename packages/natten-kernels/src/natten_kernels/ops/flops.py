@@ -110,7 +110,7 @@ def _fused_pairs(q, additional_keys, kernel_size, dilation, stride, is_causal) -
 
 
 def na_fused_forward_macs(
-    q, k, v, rpb, additional_keys, additional_values, kernel_size, dilation, stride, is_causal, scale=None
+    q, k, v, rpb, additional_keys, additional_values, kernel_size, dilation, stride, is_causal, scale=None, *_config
 ) -> int:
     """``D + Dv`` MACs per attended pair (``q . k`` and ``p * v``)."""
     d, dv = _shape(q)[-1], _shape(v)[-1]
@@ -133,6 +133,7 @@ def na_fused_backward_macs(
     stride,
     is_causal,
     scale=None,
+    config=None,
 ) -> int:
     """``3 D + 2 Dv`` MACs per attended pair: logit recompute, dP, dV, dQ, dK."""
     d, dv = _shape(q)[-1], _shape(v)[-1]

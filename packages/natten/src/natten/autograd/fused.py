@@ -9,15 +9,36 @@ from natten.autograd._tracing import untraced
 _ops = torch.ops.natten
 
 
+def problem_key(tensors, op_args) -> tuple:
+    """What identifies a fused problem for the autotuner cache."""
+    shapes = tuple(None if t is None else (tuple(t.shape), t.dtype, t.device) for t in tensors)
+    return (shapes, *(tuple(a) if isinstance(a, list) else a for a in op_args))
+
+
 class FusedNeighborhoodAttention(torch.autograd.Function):
     """(q, k, v, rpb, additional_keys, additional_values) -> (out, lse), heads-last.
 
-    First-order only: the backward is a fused kernel, so double backward raises (use the unfused
-    ops for higher-order derivatives).
+    ``forward_config`` goes to the forward kernel; ``backward_configs`` holds one backward config, or
+    several for the autotuner to choose from at the first backward. First-order only: the backward is
+    a fused kernel, so double backward raises (use the unfused ops for higher-order derivatives).
     """
 
     @staticmethod
-    def forward(q, k, v, rpb, additional_keys, additional_values, kernel_size, dilation, stride, is_causal, scale):
+    def forward(
+        q,
+        k,
+        v,
+        rpb,
+        additional_keys,
+        additional_values,
+        kernel_size,
+        dilation,
+        stride,
+        is_causal,
+        scale,
+        forward_config,
+        backward_configs,
+    ):
         return untraced(
             _ops.na_fused_forward,
             q,
@@ -31,14 +52,16 @@ class FusedNeighborhoodAttention(torch.autograd.Function):
             stride,
             is_causal,
             scale,
+            forward_config,
         )
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        q, k, v, rpb, add_k, add_v, kernel_size, dilation, stride, is_causal, scale = inputs
+        q, k, v, rpb, add_k, add_v, kernel_size, dilation, stride, is_causal, scale, _, backward_configs = inputs
         out, lse = output
         ctx.save_for_backward(q, k, v, rpb, add_k, add_v, out, lse)
         ctx.params = (kernel_size, dilation, stride, is_causal, scale)
+        ctx.backward_configs = backward_configs
         ctx.set_materialize_grads(False)
 
     @staticmethod
@@ -51,9 +74,22 @@ class FusedNeighborhoodAttention(torch.autograd.Function):
         q, k, v, rpb, add_k, add_v, out, lse = ctx.saved_tensors
         if grad_out is None:  # only lse was used downstream
             grad_out = torch.zeros_like(out)
-        dq, dk, dv, drpb, dadd_k, dadd_v = _ops.na_fused_backward(
-            grad_out.contiguous(), q, k, v, out, lse, grad_lse, rpb, add_k, add_v, *ctx.params
-        )
+        grad_out = grad_out.contiguous()
+
+        def run(config):
+            return _ops.na_fused_backward(
+                grad_out, q, k, v, out, lse, grad_lse, rpb, add_k, add_v, *ctx.params, list(config)
+            )
+
+        configs = ctx.backward_configs
+        config = list(configs[0])
+        if len(configs) > 1:
+            from natten import autotuner, context
+
+            steps = context.get_autotuner_steps()
+            key = ("backward", grad_lse is not None, *problem_key((q, k, v, rpb, add_k, add_v), ctx.params))
+            config = autotuner.tune(key, configs, run, q.device, steps["warmup"][1], steps["steps"][1])
+        dq, dk, dv, drpb, dadd_k, dadd_v = run(config)
         return (
             dq,
             dk,
@@ -61,9 +97,5 @@ class FusedNeighborhoodAttention(torch.autograd.Function):
             drpb if rpb is not None else None,
             dadd_k if add_k is not None else None,
             dadd_v if add_v is not None else None,
-            None,
-            None,
-            None,
-            None,
-            None,
+            *(None,) * 7,
         )

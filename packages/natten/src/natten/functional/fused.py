@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import torch
+import math
 
-from natten.autograd.fused import FusedNeighborhoodAttention
+import torch
+from natten_kernels.backends import TuningInfo
+
+from natten import autotuner, context
+from natten.autograd.fused import FusedNeighborhoodAttention, problem_key
 from natten.functional.dispatch import problem_for, select_backend
 from natten.functional.validation import BoolOrTuple, IntOrTuple, check_fused, normalize_params
 
@@ -26,7 +30,7 @@ def _na(
 ):
     params = normalize_params(rank, kernel_size, dilation, stride, is_causal)
     shapes = check_fused(query, key, value, params, rpb, scale, additional_keys, additional_values)
-    select_backend(
+    backend = select_backend(
         problem_for(
             "fused",
             params,
@@ -41,10 +45,41 @@ def _na(
     )
     if scale is None:
         scale = shapes.head_dim**-0.5
-    out, lse = FusedNeighborhoodAttention.apply(
-        query, key, value, rpb, additional_keys, additional_values, *params.as_op_args(), float(scale)
-    )
+    tensors = (query, key, value, rpb, additional_keys, additional_values)
+    op_args = (*params.as_op_args(), float(scale))
+    forward_config, backward_configs = _configs(backend, shapes, query, tensors, op_args)
+    out, lse = FusedNeighborhoodAttention.apply(*tensors, *op_args, forward_config, backward_configs)
     return (out, lse) if return_lse else out
+
+
+def _configs(backend, shapes, query, tensors, op_args) -> tuple[list[int], tuple[tuple[int, ...], ...]]:
+    """The forward config (autotuned when asked) and the backward's candidates (one unless autotuned)."""
+    tokens = math.prod(query.shape[1:-2])
+    info = TuningInfo(
+        batch=query.shape[0],
+        heads=shapes.heads,
+        kv_heads=shapes.kv_heads,
+        tokens=tokens,
+        head_dim=shapes.head_dim,
+        kv_parallel=context.is_kv_parallelism_in_fused_na_enabled(),
+        memory_preference=context.get_memory_usage_preference(),
+    )
+    forward, backward = backend.forward_configs(info), backend.backward_configs(info)
+    tuning = not torch.compiler.is_compiling()
+    steps = context.get_autotuner_steps()
+    config = forward[0]
+    if tuning and context.is_autotuner_enabled_for_forward() and len(forward) > 1:
+        config = autotuner.tune(
+            ("forward", *problem_key(tensors, op_args)),
+            forward,
+            lambda c: torch.ops.natten.na_fused_forward(*tensors, *op_args, c),
+            query.device,
+            steps["warmup"][0],
+            steps["steps"][0],
+        )
+    if not (tuning and context.is_autotuner_enabled_for_backward()):
+        backward = backward[:1]
+    return config, tuple(tuple(c) for c in backward)
 
 
 _DOC = """{n}-D fused neighborhood attention.
