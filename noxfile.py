@@ -22,7 +22,7 @@ TORCH = "torch==2.13.0"
 # build backends. All of them must be in the venv because builds run without isolation.
 BUILD_TOOLS = ["scikit-build-core>=0.10", "cmake>=3.18", "ninja", "hatchling", "setuptools>=64"]
 PURE_PACKAGES = ["./packages/natten", "./packages/natten-flops", "./packages/natten-legacy"]
-TEST_DEPS = ["pytest", "hypothesis", "fvcore"]
+TEST_DEPS = ["pytest", "hypothesis", "fvcore", "triton==3.9.0"]  # triton: interpreted kernel tests
 
 
 def install_natten(session: nox.Session, *extra: str) -> None:

@@ -12,7 +12,7 @@ import importlib
 import sys
 from pathlib import Path
 
-SUITES = ("cpu",)
+SUITES = ("cpu", "gpu")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,9 @@ if _library.load():
     from natten_kernels.ops.flops import register_flop_formulas
 
     register_flop_formulas()  # FLOP formulas for torch.utils.flop_counter.FlopCounterMode
+    from natten_kernels.backends.triton import register_cuda_kernels
+
+    register_cuda_kernels()  # Triton kernels for CUDA tensors (triton itself is imported on first use)
 
 from natten_kernels import dispatcher, env
 from natten_kernels.backends import BACKENDS, Backend, Problem

@@ -1,0 +1,110 @@
+"""The Triton fused backend (natten_kernels/triton): CUDA GPUs of compute capability 8.0 and newer."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from natten_kernels.backends.base import Backend
+
+# What the kernels really implement (forward-mode AD is not: the fused backward has no derivative).
+TRITON_FEATURES = frozenset(
+    {"causal", "dilation", "stride", "rpb", "additional_kv", "gqa", "backward", "deterministic_backward"}
+)
+MIN_CC = 80  # bf16 / tf32 tensor-core dots (tl.dot) as used by the kernels
+
+
+_reason: list[str | None] = []  # computed once (a plain function: torch.compile traces the dispatcher)
+
+
+def unavailable_reason() -> str | None:
+    """None when the kernels can run in this process, else why not."""
+    if not _reason:
+        _reason.append(_check())
+    return _reason[0]
+
+
+def _check() -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed (pip install triton)"
+    if not torch.cuda.is_available():
+        return "no CUDA device (torch.cuda.is_available() is False)"
+    major, minor = torch.cuda.get_device_capability()
+    if 10 * major + minor < MIN_CC:
+        return f"needs compute capability >= {MIN_CC // 10}.{MIN_CC % 10}, device 0 is {major}.{minor}"
+    return None
+
+
+TRITON = Backend(
+    name="triton",
+    families=frozenset({"fused"}),
+    devices=frozenset({"cuda"}),
+    dtypes=frozenset({torch.float16, torch.bfloat16, torch.float32}),
+    features=TRITON_FEATURES,
+    max_head_dim=256,
+    head_dim_multiple=8,
+    kinds=frozenset({"gemm"}),
+    min_compute_capability=MIN_CC,
+    unavailable_reason=unavailable_reason,
+)
+
+
+def register_cuda_kernels() -> bool:
+    """Register the Triton launchers as the CUDA kernels of natten::na_fused_forward/backward.
+
+    Triton is imported lazily, inside the registered functions, so this costs nothing (and needs no
+    triton) on machines that never run a CUDA tensor through the ops.
+    """
+
+    def forward(
+        q, k, v, rpb, additional_keys, additional_values, kernel_size, dilation, stride, is_causal, scale, config=()
+    ):
+        from natten_kernels.triton.ops import na_fused_forward
+
+        return na_fused_forward(
+            q, k, v, rpb, additional_keys, additional_values, kernel_size, dilation, stride, is_causal, scale, config
+        )
+
+    def backward(
+        grad_out,
+        q,
+        k,
+        v,
+        out,
+        lse,
+        grad_lse,
+        rpb,
+        additional_keys,
+        additional_values,
+        kernel_size,
+        dilation,
+        stride,
+        is_causal,
+        scale,
+        config=(),
+    ):
+        from natten_kernels.triton.ops import na_fused_backward
+
+        return na_fused_backward(
+            grad_out,
+            q,
+            k,
+            v,
+            out,
+            lse,
+            grad_lse,
+            rpb,
+            additional_keys,
+            additional_values,
+            kernel_size,
+            dilation,
+            stride,
+            is_causal,
+            scale,
+            config,
+        )
+
+    torch.library.register_kernel("natten::na_fused_forward", "cuda", forward)
+    torch.library.register_kernel("natten::na_fused_backward", "cuda", backward)
+    return True

@@ -1,0 +1,116 @@
+"""Shared by the Triton tests (interpreter on CPU and the GPU suite): run one Case through the Triton
+launchers (or the public API) and compare output, LSE and every gradient with the float64 reference
+on upcast inputs (design.md section 4)."""
+
+from __future__ import annotations
+
+import torch
+from natten_legacy.reference import na_reference
+from natten_legacy.testing import assert_close_to_reference
+
+from cases import Case
+
+NAMES = ("q", "k", "v", "rpb", "additional_keys", "additional_values")
+
+
+def make_inputs(case: Case, device: str, dtype: torch.dtype, seed: int = 0) -> dict:
+    """Inputs drawn in float64 on CPU (fresh per seed) and cast to ``dtype`` on ``device``."""
+    gen = torch.Generator().manual_seed(seed)
+    b, s = case.batch, case.spatial
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+
+    t = {
+        "q": rnd(b, *s, case.heads, case.head_dim),
+        "k": rnd(b, *s, case.kv_heads, case.head_dim),
+        "v": rnd(b, *s, case.kv_heads, case.head_dim_v),
+    }
+    if case.rpb:
+        t["rpb"] = rnd(case.heads, *(2 * k - 1 for k in case.kernel_size))
+    if case.additional:
+        t["additional_keys"] = rnd(b, case.additional, case.kv_heads, case.head_dim)
+        t["additional_values"] = rnd(b, case.additional, case.kv_heads, case.head_dim_v)
+    return t
+
+
+def reference(case: Case, t: dict, upstream, upstream_lse, dtype=torch.float64):
+    """(out, lse, grads) of the reference on ``t`` cast to ``dtype`` (float64: the oracle; the low
+    dtype: the same math in plain torch, the 'eager' error scale)."""
+    x = {n: v.detach().to(dtype).requires_grad_(True) for n, v in t.items()}
+    out, lse = na_reference(
+        x["q"],
+        x["k"],
+        x["v"],
+        case.kernel_size,
+        case.dilation,
+        case.stride,
+        case.is_causal,
+        rpb=x.get("rpb"),
+        additional_keys=x.get("additional_keys"),
+        additional_values=x.get("additional_values"),
+        return_lse=True,
+    )
+    g = torch.autograd.grad((out, lse), list(x.values()), (upstream.to(out.dtype), upstream_lse.to(lse.dtype)))
+    return out.detach(), lse.detach(), dict(zip(x, g))
+
+
+def run_launchers(case: Case, t: dict, upstream, upstream_lse, fwd_config=(), bwd_config=()):
+    from natten_kernels.triton.ops import na_fused_backward, na_fused_forward
+
+    scale = case.head_dim**-0.5
+    args = [t.get(n) for n in NAMES]
+    geo = (list(case.kernel_size), list(case.dilation), list(case.stride), list(case.is_causal))
+    out, lse = na_fused_forward(*args, *geo, scale, list(fwd_config))
+    res = na_fused_backward(
+        upstream, t["q"], t["k"], t["v"], out, lse, upstream_lse, *args[3:], *geo, scale, list(bwd_config)
+    )
+    grads = {n: g for n, g in zip(NAMES, res) if n in t}
+    return out, lse, grads
+
+
+def run_api(case: Case, t: dict, upstream, upstream_lse):
+    """Through natten.functional (dispatcher, torch.library op, autograd)."""
+    import natten.functional as F
+
+    fn = {1: F.na1d, 2: F.na2d, 3: F.na3d}[case.rank]
+    x = {n: v.detach().clone().requires_grad_(True) for n, v in t.items()}
+    out, lse = fn(
+        x["q"],
+        x["k"],
+        x["v"],
+        case.kernel_size,
+        case.dilation,
+        case.is_causal,
+        rpb=x.get("rpb"),
+        additional_keys=x.get("additional_keys"),
+        additional_values=x.get("additional_values"),
+        stride=case.stride,
+        return_lse=True,
+    )
+    g = torch.autograd.grad((out, lse), list(x.values()), (upstream, upstream_lse))
+    return out.detach(), lse.detach(), dict(zip(x, g))
+
+
+def check(case: Case, device: str, runner, seed: int = 0, **kw) -> None:
+    dtype = case.dtype
+    t = make_inputs(case, device, dtype, seed)
+    up, up_lse = _upstreams(case, t, device, dtype, seed)
+    ref_out, ref_lse, ref_g = reference(case, t, up, up_lse)
+    eager_out, eager_lse, eager_g = reference(case, t, up, up_lse, dtype=dtype)
+    out, lse, grads = runner(case, t, up.to(dtype), up_lse.float(), **kw)
+    assert out.dtype == dtype and out.shape == ref_out.shape
+    assert lse.dtype == torch.float32 and lse.shape == ref_lse.shape
+    assert_close_to_reference(out, ref_out, eager=eager_out, name="out")
+    assert_close_to_reference(lse, ref_lse, eager=eager_lse.float(), name="lse")
+    for name, rg in ref_g.items():
+        assert grads[name].dtype == t[name].dtype and grads[name].shape == t[name].shape, name
+        assert_close_to_reference(grads[name], rg, eager=eager_g[name], name=f"d{name}")
+
+
+def _upstreams(case, t, device, dtype, seed):
+    gen = torch.Generator().manual_seed(seed + 1)
+    b, s = case.batch, case.spatial
+    up = torch.randn(b, *s, case.heads, case.head_dim_v, generator=gen, dtype=torch.float64).to(dtype)
+    up_lse = torch.randn(b, *s, case.heads, generator=gen, dtype=torch.float64).float()
+    return up.to(device), up_lse.to(device)

@@ -1,0 +1,158 @@
+"""The GPU suite: the Triton backend on CUDA against the float64 reference on upcast inputs.
+
+Run on the GPU machine with the one command of docs/gpu.md. Skipped without a usable CUDA backend.
+Cases: tests/cases.py's geometry (all features, generated from the backend's declared capabilities)
+in float32 / float16 / bfloat16, head dims 8..256, partial tiles at every border, several tile
+configs, an int64-indexing case over 2^31 elements, bitwise determinism and torch.compile.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import pytest
+import torch
+from natten_kernels.backends.triton import TRITON
+
+if TRITON.unavailable_reason() is not None:
+    pytest.skip(f"triton backend unusable here: {TRITON.unavailable_reason()}", allow_module_level=True)
+
+from cases import Case, fused_cases
+from gpu.naref import check, make_inputs, run_api, run_launchers
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+CASES = fused_cases("cuda", dtypes=DTYPES)
+assert CASES, "no case generated for the triton backend"
+
+# head dims (multiples of 8 up to 256), every dtype, partial tiles at every border (sizes prime-ish)
+HEAD_DIMS = [
+    replace(c, head_dim=d, head_dim_v=d, dtype=dt)
+    for (d, dt), c in zip(
+        itertools.product((24, 32, 64, 128, 256), DTYPES),
+        itertools.cycle(
+            [
+                Case((67,), (13,), (1,), (1,), (False,), rpb=True, heads=2),
+                Case((37, 29), (7, 9), (2, 1), (1, 3), (False, True), heads=4, kv_heads=2, batch=1),
+                Case((9, 13, 18), (3, 5, 7), (1, 2, 1), (2, 1, 1), (True, False, False), batch=1, additional=5),
+            ]
+        ),
+    )
+]
+CONFIGS = [[16, 16, 4, 1], [32, 64, 4, 2], [64, 32, 4, 3], [128, 128, 8, 2]]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_api_matches_reference(case):
+    check(case, "cuda", run_api)
+
+
+@pytest.mark.parametrize("case", HEAD_DIMS, ids=[f"hd{c.head_dim}-{c.id}" for c in HEAD_DIMS])
+def test_head_dims(case):
+    check(case, "cuda", run_api)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=["x".join(map(str, c)) for c in CONFIGS])
+@pytest.mark.parametrize("case", HEAD_DIMS[:6:2], ids=[c.id for c in HEAD_DIMS[:6:2]])
+def test_tile_configs(case, config):
+    c = replace(case, dtype=torch.float16)
+    check(c, "cuda", run_launchers, fwd_config=config, bwd_config=config)
+
+
+def test_large_problem_bf16():
+    """A realistic 2D problem (many full and partial tiles) in bf16."""
+    case = Case(
+        (45, 61),
+        (13, 17),
+        (1, 1),
+        (1, 1),
+        (False, False),
+        heads=4,
+        kv_heads=4,
+        head_dim=64,
+        head_dim_v=64,
+        batch=1,
+        dtype=torch.bfloat16,
+    )
+    check(case, "cuda", run_api)
+
+
+def test_block_sparse_stride():
+    case = Case(
+        (64, 64),
+        (16, 16),
+        (1, 1),
+        (16, 16),
+        (False, False),
+        heads=2,
+        kv_heads=2,
+        head_dim=64,
+        head_dim_v=64,
+        batch=1,
+        dtype=torch.bfloat16,
+    )
+    check(case, "cuda", run_api)
+
+
+def test_backward_bitwise_deterministic():
+    torch.use_deterministic_algorithms(True)
+    case = replace(HEAD_DIMS[1], dtype=torch.bfloat16)
+    runs = []
+    for _ in range(2):
+        t = make_inputs(case, "cuda", case.dtype, seed=3)
+        up = torch.randn(
+            *t["q"].shape[:-1],
+            case.head_dim_v,
+            device="cuda",
+            dtype=case.dtype,
+            generator=torch.Generator("cuda").manual_seed(5),
+        )
+        _out, _lse, g = run_api(case, t, up, torch.zeros(t["q"].shape[:-1], device="cuda"))
+        runs.append(g)
+    for name in runs[0]:
+        assert torch.equal(runs[0][name], runs[1][name]), name
+
+
+def test_int64_indexing_over_2_31_elements():
+    """q/k/v/out hold more than 2^31 elements each: offsets must be 64-bit. Checked on the last tokens
+    (upstream gradient is zero elsewhere, so the slice's gradients are exact) against the reference."""
+    from natten_legacy.reference import na_reference
+
+    import natten.functional as F
+
+    H, D, k = 8, 64, 7
+    L = (1 << 31) // (H * D) + 4099
+    g = torch.Generator("cuda").manual_seed(0)
+    q, kk, v = (torch.randn(1, L, H, D, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(3))
+    assert q.numel() > 2**31
+    for x in (q, kk, v):
+        x.requires_grad_(True)
+    out = F.na1d(q, kk, v, k)
+    M = 256
+    up = torch.zeros_like(out)
+    up[:, -M:] = torch.randn(1, M, H, D, device="cuda", dtype=out.dtype, generator=g)
+    out.backward(up)
+    sl = [x.detach()[:, -M:].double().requires_grad_(True) for x in (q, kk, v)]
+    ref = na_reference(*sl, k)
+    ref.backward(up[:, -M:].double())
+    torch.testing.assert_close(out.detach()[:, -(M - k) :].double(), ref.detach()[:, -(M - k) :], atol=3e-2, rtol=0)
+    for x, r in zip((q, kk, v), sl):
+        torch.testing.assert_close(x.grad[:, -(M - 2 * k) :].double(), r.grad[:, -(M - 2 * k) :], atol=5e-2, rtol=0)
+
+
+def test_torch_compile_fullgraph():
+    from natten import NeighborhoodAttention2D
+
+    m = NeighborhoodAttention2D(dim=128, num_heads=2, kernel_size=7, dilation=2).cuda().half()
+    x = torch.randn(2, 20, 24, 128, device="cuda", dtype=torch.half)
+    eager = m(x)
+    compiled = torch.compile(m, fullgraph=True)
+    torch.testing.assert_close(compiled(x), eager)
+
+
+def test_env_checks():
+    from natten_kernels import env
+
+    assert env.has_fna() and env.has_gemm() and env.has_half() and env.has_tf32_gemm()
+    assert env.has_bfloat() == (env.get_device_cc() >= 80)
+    assert env.get_device_cc() >= 80

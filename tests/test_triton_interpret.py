@@ -1,0 +1,112 @@
+"""The Triton kernels under ``TRITON_INTERPRET=1`` on CPU tensors (CI has no GPU).
+
+Small shapes, float32 and float16 only (bf16 ``tl.dot`` is wrong in the interpreter), one tile
+config per launch (no autotuning here). The launchers are called directly: the ops are registered
+for CUDA only. Skipped when triton is not installed, and on machines with CUDA (the GPU suite,
+tests/gpu, covers those; interpreting there would also switch the real kernels off).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import traceback
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+if torch.cuda.is_available():
+    pytest.skip("CUDA present: run tests/gpu instead", allow_module_level=True)
+pytest.importorskip("triton")
+
+from cases import Case
+from gpu.naref import check, run_launchers
+
+F32, F16 = torch.float32, torch.float16
+
+# Every feature at least once; sizes leave partial tiles at both borders of every axis.
+CASES = [
+    Case((9,), (3,), (1,), (1,), (False,), batch=1, dtype=F32),
+    Case((19,), (4,), (2,), (1,), (True,), batch=1, head_dim=24, head_dim_v=24, dtype=F32),
+    Case((21,), (5,), (1,), (5,), (False,), batch=1, rpb=True, dtype=F32),  # blocked (window) attention
+    Case((20,), (6,), (1,), (3,), (True,), batch=1, additional=3, heads=4, kv_heads=1, dtype=F16),
+    Case((8, 10), (3, 5), (2, 1), (1, 1), (False, False), batch=1, rpb=True, dtype=F32),
+    Case(
+        (7, 9),
+        (4, 3),
+        (1, 2),
+        (2, 3),
+        (True, False),
+        batch=1,
+        additional=2,
+        heads=4,
+        kv_heads=2,
+        head_dim_v=16,
+        dtype=F32,
+    ),
+    Case((9, 11), (5, 4), (1, 1), (1, 2), (False, True), batch=2, head_dim=16, head_dim_v=16, dtype=F16),
+    Case((4, 5, 6), (3, 2, 3), (1, 2, 1), (1, 1, 3), (True, False, True), batch=1, heads=2, kv_heads=1, dtype=F32),
+]
+# (fwd config, bwd config): 16-row tiles so that small problems still span several tiles
+CONFIG = ([16, 16, 4, 1], [16, 16, 4, 1])
+
+
+BLOCK_SPARSE = Case((32,), (16,), (1,), (16,), (False,), batch=1, head_dim=16, head_dim_v=16, dtype=F32)
+# (name, case, fwd config, bwd config); [] = the default (large) tiles
+RUNS = [(c.id, c, *CONFIG) for c in CASES] + [
+    ("default-config", replace(CASES[4], rpb=False, head_dim=32, head_dim_v=32), [], []),
+    ("block-sparse", BLOCK_SPARSE, *CONFIG),
+]
+
+
+def run_all() -> dict:
+    """Check every run; {name: None if it passed, else the failure text}."""
+    results = {}
+    for name, case, fwd, bwd in RUNS:
+        try:
+            check(case, "cpu", run_launchers, fwd_config=fwd, bwd_config=bwd)
+            results[name] = None
+        except Exception:
+            results[name] = traceback.format_exc()
+    return results
+
+
+@pytest.fixture(scope="module")
+def interpreted():
+    """The interpreter must be on before triton is first imported, and importing torch/natten in this
+    process may already have imported triton; so the kernels run in one fresh interpreter process."""
+    here = Path(__file__).resolve().parent
+    code = (
+        f"import json, sys; sys.path[:0] = [{str(here)!r}]\n"
+        "import test_triton_interpret as t\n"
+        "print('@@' + json.dumps(t.run_all()))\n"
+    )
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1200)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@")]
+    assert proc.returncode == 0 and lines, f"interpreter run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1][2:])
+
+
+@pytest.mark.parametrize("name", [r[0] for r in RUNS])
+def test_triton_interpreted_matches_reference(name, interpreted):
+    assert interpreted[name] is None, interpreted[name]
+
+
+def test_block_sparse_tiles_are_full():
+    """Stride and window aligned with the tiles: the tiles line up, so no key tile needs a mask."""
+    from natten_kernels.triton.ops import tile_shapes
+
+    c = BLOCK_SPARSE
+    assert tile_shapes(c.kernel_size, c.dilation, c.stride, c.spatial, 16, 16) == ((1, 1, 16), (1, 1, 16))
+
+
+def test_triton_bad_config_is_a_value_error():
+    from natten_kernels.triton.ops import _parse
+
+    with pytest.raises(ValueError, match="power of two"):
+        _parse([24, 16, 4, 1], 16, torch.float32)
