@@ -15,12 +15,11 @@ import sys
 import textwrap
 from dataclasses import dataclass, replace
 
+import natten_kernels._library as _library
 import pytest
 import torch
 from natten_legacy.reference import na_av_reference, na_qk_reference, na_reference
 from natten_legacy.testing import assert_close, assert_close_to_reference, default_tolerances
-
-import natten_kernels._library as _library
 
 pytestmark = pytest.mark.skipif(not _library.load(), reason=f"natten-kernels library: {_library.load_error()}")
 
@@ -95,8 +94,16 @@ FUSED_CASES = [
     OpCase((13, 10), (7, 5), dilation=(1, 2), rpb=True, dim=16),
     OpCase((8, 12), (4, 6), stride=(2, 3), additional=3, dim_v=12),
     OpCase((7, 9), (3, 3), heads=4, kv_heads=2, dim=16, dim_v=32),
-    OpCase((5, 6, 7), (3, 2, 3), dilation=(1, 2, 2), stride=(1, 2, 3), is_causal=(True, False, False),
-           additional=2, heads=4, kv_heads=2),
+    OpCase(
+        (5, 6, 7),
+        (3, 2, 3),
+        dilation=(1, 2, 2),
+        stride=(1, 2, 3),
+        is_causal=(True, False, False),
+        additional=2,
+        heads=4,
+        kv_heads=2,
+    ),
     OpCase((4, 6, 8), (3, 3, 3), rpb=True, dim=32, dim_v=16),
     OpCase((9, 11), (3, 5), dilation=(2, 1), stride=(1, 2), is_causal=(False, True), dtype=torch.float64),
     OpCase((13, 10), (7, 5), dilation=(1, 2), rpb=True, additional=2, dtype=torch.float64),
@@ -109,8 +116,16 @@ FUSED_EXTENDED = [
     OpCase((32, 32), (9, 9), dilation=(2, 3), rpb=True, additional=5, heads=4, kv_heads=2, dim=64, dim_v=32),
     OpCase((512,), (33,), is_causal=(True,), stride=(4,), dim=32, batch=1),
     OpCase((300,), (64,), dilation=(3,), heads=1, kv_heads=1, dim=128, dim_v=64, batch=1),
-    OpCase((8, 10, 12), (5, 3, 7), dilation=(1, 3, 1), stride=(2, 1, 3), is_causal=(True, False, True),
-           heads=6, kv_heads=3, dim=24),
+    OpCase(
+        (8, 10, 12),
+        (5, 3, 7),
+        dilation=(1, 3, 1),
+        stride=(2, 1, 3),
+        is_causal=(True, False, True),
+        heads=6,
+        kv_heads=3,
+        dim=24,
+    ),
     OpCase((24, 20), (7, 6), rpb=False, is_causal=(True, True), dim=48, dtype=torch.float16),
     OpCase((16, 18), (5, 7), rpb=True, additional=4, dim=32, dtype=torch.bfloat16),
     OpCase((10, 9, 11), (3, 3, 3), dilation=(3, 2, 3), rpb=True, dim=16, dtype=torch.float64),
@@ -183,8 +198,20 @@ def _fused_reference(case, inputs, scale, cotangents, dtype):
     """(out, lse) and the gradients of <out, grad_out> + <lse, grad_lse>, computed in `dtype`."""
     leaves = [None if x is None else x.detach().to(dtype).requires_grad_() for x in inputs]
     q, k, v, rpb, ka, va = leaves
-    out, lse = na_reference(q, k, v, case.kernel_size, case.dilation, case.stride, case.is_causal, rpb=rpb,
-                            scale=scale, additional_keys=ka, additional_values=va, return_lse=True)
+    out, lse = na_reference(
+        q,
+        k,
+        v,
+        case.kernel_size,
+        case.dilation,
+        case.stride,
+        case.is_causal,
+        rpb=rpb,
+        scale=scale,
+        additional_keys=ka,
+        additional_values=va,
+        return_lse=True,
+    )
     cots = [c.to(dtype) for c in cotangents]
     return out.detach(), lse.detach(), _grads((out, lse), cots, leaves)
 
@@ -203,8 +230,9 @@ def _run_fused_case(case, config_forward=(), config_backward=()):
 
     grad_out = _randn(*out.shape, dtype=case.dtype, gen=gen)
     grad_lse = _randn(*lse.shape, dtype=lse.dtype, gen=gen)
-    grads = ops.na_fused_backward(grad_out, q, k, v, out, lse, grad_lse, rpb, ka, va, *case.params, scale,
-                                  list(config_backward))
+    grads = ops.na_fused_backward(
+        grad_out, q, k, v, out, lse, grad_lse, rpb, ka, va, *case.params, scale, list(config_backward)
+    )
     names = ("dq", "dk", "dv", "drpb", "d_additional_keys", "d_additional_values")
     for name, g, x in zip(names, grads, inputs):
         if x is None:
@@ -258,8 +286,11 @@ def test_fused_forward_backward_extended(case):
     "config_forward,config_backward", [((1,), (1,)), ((5,), (2,)), ((64,), (7,))], ids=["q1-s1", "q5-s2", "q64-s7"]
 )
 def test_fused_configs(config_forward, config_backward):
-    _run_fused_case(OpCase((6, 21), (3, 7), dilation=(1, 2), rpb=True, additional=2, heads=4, kv_heads=2),
-                    config_forward, config_backward)
+    _run_fused_case(
+        OpCase((6, 21), (3, 7), dilation=(1, 2), rpb=True, additional=2, heads=4, kv_heads=2),
+        config_forward,
+        config_backward,
+    )
 
 
 def test_fused_backward_is_deterministic():
@@ -280,6 +311,7 @@ def test_fused_non_contiguous_inputs():
     case = OpCase((9, 10), (3, 5), rpb=True, additional=2, heads=2, kv_heads=2, dim=16)
     gen = torch.Generator().manual_seed(2)
     inputs = _fused_inputs(case, gen)
+
     # Same values, scrambled memory: channels-first storage, and every other element of a wider tensor.
     def scramble(x):
         if x is None:
@@ -298,8 +330,16 @@ def test_fused_non_contiguous_inputs():
     g = torch.randn(out.shape, generator=gen)
     grads = ops.na_fused_backward(g, *inputs[:3], out, lse, None, *inputs[3:], *case.params, 0.3)
     scrambled_out = out.transpose(0, 1).contiguous().transpose(0, 1)
-    grads2 = ops.na_fused_backward(g.transpose(0, 1).contiguous().transpose(0, 1), *scrambled[:3], scrambled_out,
-                                   lse, None, *scrambled[3:], *case.params, 0.3)
+    grads2 = ops.na_fused_backward(
+        g.transpose(0, 1).contiguous().transpose(0, 1),
+        *scrambled[:3],
+        scrambled_out,
+        lse,
+        None,
+        *scrambled[3:],
+        *case.params,
+        0.3,
+    )
     for a, b in zip(grads, grads2):
         torch.testing.assert_close(b, a, rtol=0, atol=0)
 
@@ -336,8 +376,9 @@ def _run_unfused_case(case):
     assert tuple(attn.shape) == (B, H, *S, K) and attn.dtype == dt and attn.is_contiguous()
     assert not attn.isnan().any()
     leaves = [None if x is None else x.double().requires_grad_() for x in (q, k, rpb)]
-    ref_attn = na_qk_reference(leaves[0], leaves[1], case.kernel_size, case.dilation, case.stride, case.is_causal,
-                               rpb=leaves[2])
+    ref_attn = na_qk_reference(
+        leaves[0], leaves[1], case.kernel_size, case.dilation, case.stride, case.is_causal, rpb=leaves[2]
+    )
     valid = ref_attn.isfinite()
     eager = None
     if dt in HALF:
@@ -355,8 +396,15 @@ def _run_unfused_case(case):
     eager_grads = [None] * 3
     if dt in HALF:
         half_leaves = [None if x is None else x.detach().requires_grad_() for x in (q, k, rpb)]
-        e = na_qk_reference(half_leaves[0], half_leaves[1], case.kernel_size, case.dilation, case.stride,
-                            case.is_causal, rpb=half_leaves[2])
+        e = na_qk_reference(
+            half_leaves[0],
+            half_leaves[1],
+            case.kernel_size,
+            case.dilation,
+            case.stride,
+            case.is_causal,
+            rpb=half_leaves[2],
+        )
         eager_grads = _grads((e.masked_fill(~valid, 0),), (masked.to(dt),), half_leaves)
     for name, got, r, e in zip(("dq", "dk", "drpb"), (dq, dk, drpb), ref, eager_grads):
         if r is not None:
@@ -427,8 +475,14 @@ def test_empty_batch(dtype):
     out, lse = ops.na_fused_forward(q, kv, kv, rpb, add, add, *params, 0.5)
     assert out.shape == (0, 5, 6, 4, 8) and lse.shape == (0, 5, 6, 4)
     grads = ops.na_fused_backward(out, q, kv, kv, out, lse, lse, rpb, add, add, *params, 0.5)
-    assert [tuple(g.shape) for g in grads] == [tuple(q.shape), tuple(kv.shape), tuple(kv.shape), (4, 5, 5),
-                                              tuple(add.shape), tuple(add.shape)]
+    assert [tuple(g.shape) for g in grads] == [
+        tuple(q.shape),
+        tuple(kv.shape),
+        tuple(kv.shape),
+        (4, 5, 5),
+        tuple(add.shape),
+        tuple(add.shape),
+    ]
     assert (grads[3] == 0).all()
     qh = torch.randn(0, 4, 5, 6, 8, dtype=dtype)
     attn = ops.na_qk_forward(qh, qh, rpb, *params)
@@ -493,9 +547,19 @@ def _fused_call(q, k, v, rpb=None, ka=None, va=None, kernel=(3,), dilation=(1,),
         (dict(ka=torch.randn(2, 3, 2, 8), va=torch.randn(2, 4, 2, 8)), "additional_values must have shape"),
         (dict(q=torch.randn(2, 8, 4, 8).to(torch.int32)), "floating"),
     ],
-    ids=["kernel-too-large", "dilated-too-large", "stride-above-kernel", "rank-mismatch", "heads-not-dividing",
-         "k-spatial-mismatch", "dtype-mismatch", "rpb-shape", "additional-half-given", "additional-shape",
-         "integer-input"],
+    ids=[
+        "kernel-too-large",
+        "dilated-too-large",
+        "stride-above-kernel",
+        "rank-mismatch",
+        "heads-not-dividing",
+        "k-spatial-mismatch",
+        "dtype-mismatch",
+        "rpb-shape",
+        "additional-half-given",
+        "additional-shape",
+        "integer-input",
+    ],
 )
 def test_fused_rejects_memory_unsafe_arguments(kwargs, match):
     args = dict(q=torch.randn(2, 8, 4, 8), k=torch.randn(2, 8, 2, 8), v=torch.randn(2, 8, 2, 8))

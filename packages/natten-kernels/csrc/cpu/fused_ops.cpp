@@ -125,7 +125,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const auto v_cols = pack_columns(v6, d2, acc);
   const auto bias = bias_table(rpb, g, sh.heads, p.rank, acc);
 
-  const int64_t len = chunk_length(groups);
+  const int64_t len = chunk_length(g, groups);
   const int64_t chunks = chunk_count(g, len);
   const int64_t splits = requested_splits > 0 ? std::min(requested_splits, std::max<int64_t>(chunks, 1))
                                               : backward_splits(sh.batch * sh.kv_heads, chunks);
@@ -209,7 +209,8 @@ std::tuple<at::Tensor, at::Tensor> na_fused_forward(const at::Tensor& q, const a
   const auto p = check_fused(q, k, v, additional_keys, additional_values, kernel_size, dilation, stride, is_causal);
   TORCH_CHECK(config.size() <= 1 && (config.empty() || config[0] >= 1),
               "natten: the CPU forward config is [] or [queries per task >= 1], got ", config);
-  const int64_t query_block = config.empty() ? chunk_length(p.shape.heads / p.shape.kv_heads) : config[0];
+  const int64_t query_block = config.empty() ? chunk_length(p.geometry, p.shape.heads / p.shape.kv_heads)
+                                             : std::min(config[0], p.geometry.axis[2].length);
   if (q.scalar_type() == at::kDouble) {
     return fused_forward_impl<double>(p, q, k, v, rpb, additional_keys, additional_values, scale, query_block);
   }

@@ -1,7 +1,10 @@
 #include "cpu/problem.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+
+#include <algorithm>
 
 namespace natten::cpu {
 
@@ -85,20 +88,39 @@ at::Tensor reduce_bias_grad(const at::Tensor& partial, const at::Tensor& rpb, co
   return out;
 }
 
-int64_t chunk_length(int64_t groups) {
-  return std::max<int64_t>(1, 32 / groups);
+int64_t chunk_length(const Geometry& g, int64_t groups) {
+  // Chunks never span lines, so longer ones would only grow the per-thread buffers.
+  return std::min(std::max<int64_t>(1, 32 / groups), g.axis[2].length);
 }
 
 int64_t backward_splits(int64_t slices, int64_t chunks) {
+  // The fewest splits that spread the tasks evenly over the threads (or give every thread two or more),
+  // since every split costs a zeroed accumulator and a reduction pass.
   const int64_t threads = at::get_num_threads();
-  if (slices == 0 || slices % threads == 0 || slices >= 4 * threads) return 1;
-  const int64_t wanted = (4 * threads + slices - 1) / slices;
-  return std::max<int64_t>(1, std::min<int64_t>(wanted, chunks / 4));
+  if (slices == 0) return 1;
+  int64_t splits = 1;
+  while ((slices * splits) % threads != 0 && slices * splits < 2 * threads) ++splits;
+  return std::max<int64_t>(1, std::min<int64_t>(splits, chunks / 4));
 }
 
 at::Tensor reduce_splits(const at::Tensor& acc) {
-  auto total = acc.select(0, 0);
-  for (int64_t s = 1; s < acc.size(0); ++s) total.add_(acc.select(0, s));
+  const int64_t splits = acc.size(0);
+  if (splits == 1) return acc.select(0, 0);
+  TORCH_CHECK(acc.is_contiguous(), "natten: internal error: split accumulators must be contiguous");
+  auto total = at::empty(acc.sizes().slice(1), acc.options());
+  const int64_t n = total.numel();
+  // One pass over all splits, each element summed in split order whatever the thread count.
+  AT_DISPATCH_FLOATING_TYPES(acc.scalar_type(), "natten_reduce_splits", [&] {
+    const scalar_t* in = acc.const_data_ptr<scalar_t>();
+    scalar_t* out = total.data_ptr<scalar_t>();
+    at::parallel_for(0, n, 1 << 14, [&](int64_t begin, int64_t end) {
+      std::copy(in + begin, in + end, out + begin);
+      for (int64_t s = 1; s < splits; ++s) {
+        const scalar_t* part = in + s * n;
+        for (int64_t i = begin; i < end; ++i) out[i] += part[i];
+      }
+    });
+  });
   return total;
 }
 

@@ -48,13 +48,13 @@ at::Tensor reduce_bias_grad(const at::Tensor& partial, const at::Tensor& rpb, co
 
 // Queries per chunk (neighborhood.h) for `groups` query heads per kv head: enough (query, head) pairs to
 // reuse each packed key row many times while the per-chunk buffers stay small.
-int64_t chunk_length(int64_t groups);
+int64_t chunk_length(const Geometry& g, int64_t groups);
 
-// How many chunk ranges a (batch, head) slice of a backward pass is split into: enough tasks to occupy
-// every thread, each split costing one more accumulator slice.
+// How many chunk ranges each (batch, kv head) slice of a backward pass is split into (each with its own
+// dk/dv accumulators): enough tasks to keep every thread busy.
 int64_t backward_splits(int64_t slices, int64_t chunks);
 
-// acc[0] += acc[1] + ... in order; returns acc[0].
+// Sum over the leading (split) dimension, in split order.
 at::Tensor reduce_splits(const at::Tensor& acc);
 
 // Spatial sizes of x as a vector, for building output shapes.

@@ -70,7 +70,7 @@ at::Tensor qk_forward_impl(const UnfusedProblem& p, const at::Tensor& q_in, cons
   a.k_cols = packed_of<const T>(k_cols);
   a.rpb = bias_of<const T>(bias, g);
   a.attn = attn.second.data_ptr<T>();
-  a.query_block = chunk_length(1);
+  a.query_block = chunk_length(g, 1);
   const auto& kern = kernels<T>();
   at::parallel_for(0, p.batch * p.heads * chunk_count(g, a.query_block), 1,
                    [&](int64_t b, int64_t e) { kern.qk_forward(a, b, e); });
@@ -89,7 +89,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> qk_backward_impl(const UnfusedPro
   const auto q = as_accumulation(q_in, acc);
   const auto k_rows = rows_operand(token_view(k_in.contiguous(), g, false), d2, acc);
   const auto bias = bias_table(rpb, g, p.heads, p.rank, acc);
-  const int64_t splits = backward_splits(p.batch * p.heads, chunk_count(g, chunk_length(1)));
+  const int64_t splits = backward_splits(p.batch * p.heads, chunk_count(g, chunk_length(g, 1)));
   RowsGradient dk(k_in, [&g](const at::Tensor& x) { return token_view(x, g, false); }, d2, splits, acc);
   const auto dq = output_pair(q_in.sizes(), q_in.options(), acc);
 
@@ -99,7 +99,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> qk_backward_impl(const UnfusedPro
   a.q = tokens_of<const T>(token_view(q, g, false));
   a.k_rows = packed_of<const T>(k_rows);
   a.dq = tokens_of<T>(token_view(dq.second, g, false));
-  a.query_block = chunk_length(1);
+  a.query_block = chunk_length(g, 1);
   a.splits = splits;
   a.dk = packed_of<T>(dk.packed());
   at::Tensor drpb_acc;
@@ -128,7 +128,7 @@ at::Tensor av_forward_impl(const UnfusedProblem& p, const at::Tensor& attn_in, c
   a.attn = attn.data_ptr<T>();
   a.v_rows = packed_of<const T>(v_rows);
   a.out = tokens_of<T>(token_view(out.second, g, false));
-  a.query_block = chunk_length(1);
+  a.query_block = chunk_length(g, 1);
   const auto& kern = kernels<T>();
   at::parallel_for(0, p.batch * p.heads * chunk_count(g, a.query_block), 1,
                    [&](int64_t b, int64_t e) { kern.av_forward(a, b, e); });
@@ -145,7 +145,7 @@ std::tuple<at::Tensor, at::Tensor> av_backward_impl(const UnfusedProblem& p, con
   const auto dout = as_accumulation(dout_in, acc);
   const auto attn = as_accumulation(attn_in, acc);
   const auto v_cols = pack_columns(token_view(v_in.contiguous(), g, false), d2, acc);
-  const int64_t splits = backward_splits(p.batch * p.heads, chunk_count(g, chunk_length(1)));
+  const int64_t splits = backward_splits(p.batch * p.heads, chunk_count(g, chunk_length(g, 1)));
   RowsGradient dv(v_in, [&g](const at::Tensor& x) { return token_view(x, g, false); }, d2, splits, acc);
   const auto dattn = output_pair(attn_in.sizes(), attn_in.options(), acc);
 
@@ -155,7 +155,7 @@ std::tuple<at::Tensor, at::Tensor> av_backward_impl(const UnfusedProblem& p, con
   a.attn = attn.data_ptr<T>();
   a.v_cols = packed_of<const T>(v_cols);
   a.dattn = dattn.second.data_ptr<T>();
-  a.query_block = chunk_length(1);
+  a.query_block = chunk_length(g, 1);
   a.splits = splits;
   a.dv = packed_of<T>(dv.packed());
   const auto& kern = kernels<T>();

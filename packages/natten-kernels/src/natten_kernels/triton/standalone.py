@@ -13,11 +13,11 @@ import torch
 _SCHEMAS = {
     "na_fused_forward": "(Tensor q, Tensor k, Tensor v, Tensor? rpb, Tensor? additional_keys, "
     "Tensor? additional_values, int[] kernel_size, int[] dilation, int[] stride, bool[] is_causal, "
-    "float scale) -> (Tensor out, Tensor lse)",
+    "float scale, int[] config=[]) -> (Tensor out, Tensor lse)",
     "na_fused_backward": "(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
     "Tensor? grad_lse, Tensor? rpb, Tensor? additional_keys, Tensor? additional_values, int[] kernel_size, "
-    "int[] dilation, int[] stride, bool[] is_causal, float scale) -> (Tensor dq, Tensor dk, Tensor dv, "
-    "Tensor drpb, Tensor d_additional_keys, Tensor d_additional_values)",
+    "int[] dilation, int[] stride, bool[] is_causal, float scale, int[] config=[]) -> "
+    "(Tensor dq, Tensor dk, Tensor dv, Tensor drpb, Tensor d_additional_keys, Tensor d_additional_values)",
     "na_qk_forward": "(Tensor q, Tensor k, Tensor? rpb, int[] kernel_size, int[] dilation, int[] stride, "
     "bool[] is_causal) -> Tensor attn",
     "na_qk_backward": "(Tensor grad_attn, Tensor q, Tensor k, Tensor? rpb, int[] kernel_size, int[] dilation, "
