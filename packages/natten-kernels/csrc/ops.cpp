@@ -20,19 +20,19 @@ TORCH_LIBRARY(natten, m) {
       tags);
   m.def(
       "na_qk_forward(Tensor q, Tensor k, Tensor? rpb, int[] kernel_size, int[] dilation, int[] stride, "
-      "bool[] is_causal) -> Tensor attn",
+      "bool[] is_causal, int[] config=[]) -> Tensor attn",
       tags);
   m.def(
       "na_qk_backward(Tensor grad_attn, Tensor q, Tensor k, Tensor? rpb, int[] kernel_size, int[] dilation, "
-      "int[] stride, bool[] is_causal) -> (Tensor dq, Tensor dk, Tensor drpb)",
+      "int[] stride, bool[] is_causal, int[] config=[]) -> (Tensor dq, Tensor dk, Tensor drpb)",
       tags);
   m.def(
-      "na_av_forward(Tensor attn, Tensor v, int[] kernel_size, int[] dilation, int[] stride, bool[] is_causal) "
-      "-> Tensor out",
+      "na_av_forward(Tensor attn, Tensor v, int[] kernel_size, int[] dilation, int[] stride, bool[] is_causal, "
+      "int[] config=[]) -> Tensor out",
       tags);
   m.def(
       "na_av_backward(Tensor grad_out, Tensor attn, Tensor v, int[] kernel_size, int[] dilation, int[] stride, "
-      "bool[] is_causal) -> (Tensor grad_attn, Tensor dv)",
+      "bool[] is_causal, int[] config=[]) -> (Tensor grad_attn, Tensor dv)",
       tags);
 }
 

@@ -1,5 +1,6 @@
 // CPU implementations of the natten ops (schemas in ops.cpp, semantics in docs/internals.md). `config` of
-// the fused ops: forward [queries per task], backward [query splits]; empty picks the defaults.
+// the fused ops: forward [queries per task], backward [query splits]; empty picks the defaults. The unfused
+// ops' config selects a kernel variant on other devices (CUDA: exact or tensor-core); the CPU has one.
 #pragma once
 
 #include <ATen/core/List.h>
@@ -27,21 +28,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 
 at::Tensor na_qk_forward(const at::Tensor& q, const at::Tensor& k, const std::optional<at::Tensor>& rpb,
                          at::IntArrayRef kernel_size, at::IntArrayRef dilation, at::IntArrayRef stride,
-                         const c10::List<bool>& is_causal);
+                         const c10::List<bool>& is_causal,
+    at::IntArrayRef config);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> na_qk_backward(const at::Tensor& grad_attn, const at::Tensor& q,
                                                               const at::Tensor& k,
                                                               const std::optional<at::Tensor>& rpb,
                                                               at::IntArrayRef kernel_size, at::IntArrayRef dilation,
                                                               at::IntArrayRef stride,
-                                                              const c10::List<bool>& is_causal);
+                                                              const c10::List<bool>& is_causal,
+    at::IntArrayRef config);
 
 at::Tensor na_av_forward(const at::Tensor& attn, const at::Tensor& v, at::IntArrayRef kernel_size,
-                         at::IntArrayRef dilation, at::IntArrayRef stride, const c10::List<bool>& is_causal);
+                         at::IntArrayRef dilation, at::IntArrayRef stride, const c10::List<bool>& is_causal,
+    at::IntArrayRef config);
 
 std::tuple<at::Tensor, at::Tensor> na_av_backward(const at::Tensor& grad_out, const at::Tensor& attn,
                                                   const at::Tensor& v, at::IntArrayRef kernel_size,
                                                   at::IntArrayRef dilation, at::IntArrayRef stride,
-                                                  const c10::List<bool>& is_causal);
+                                                  const c10::List<bool>& is_causal,
+    at::IntArrayRef config);
 
 }  // namespace natten::cpu

@@ -169,7 +169,8 @@ std::tuple<at::Tensor, at::Tensor> av_backward_impl(const UnfusedProblem& p, con
 
 at::Tensor na_qk_forward(const at::Tensor& q, const at::Tensor& k, const std::optional<at::Tensor>& rpb,
                          at::IntArrayRef kernel_size, at::IntArrayRef dilation, at::IntArrayRef stride,
-                         const c10::List<bool>& is_causal) {
+                         const c10::List<bool>& is_causal,
+    at::IntArrayRef /*config*/) {
   const auto p = check_unfused(q, "q", kernel_size, dilation, stride, is_causal);
   check_tensor(k, "k", p.rank + 3);
   check_same_dtype(k, "k", q);
@@ -183,7 +184,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> na_qk_backward(const at::Tensor& 
                                                               const std::optional<at::Tensor>& rpb,
                                                               at::IntArrayRef kernel_size, at::IntArrayRef dilation,
                                                               at::IntArrayRef stride,
-                                                              const c10::List<bool>& is_causal) {
+                                                              const c10::List<bool>& is_causal,
+    at::IntArrayRef /*config*/) {
   const auto p = check_unfused(q, "q", kernel_size, dilation, stride, is_causal);
   check_tensor(k, "k", p.rank + 3);
   check_same_dtype(k, "k", q);
@@ -194,7 +196,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> na_qk_backward(const at::Tensor& 
 }
 
 at::Tensor na_av_forward(const at::Tensor& attn, const at::Tensor& v, at::IntArrayRef kernel_size,
-                         at::IntArrayRef dilation, at::IntArrayRef stride, const c10::List<bool>& is_causal) {
+                         at::IntArrayRef dilation, at::IntArrayRef stride, const c10::List<bool>& is_causal,
+    at::IntArrayRef /*config*/) {
   const auto p = check_unfused(v, "v", kernel_size, dilation, stride, is_causal);
   check_attn(attn, "attn", p);
   if (v.scalar_type() == at::kDouble) return av_forward_impl<double>(p, attn, v);
@@ -204,7 +207,8 @@ at::Tensor na_av_forward(const at::Tensor& attn, const at::Tensor& v, at::IntArr
 std::tuple<at::Tensor, at::Tensor> na_av_backward(const at::Tensor& grad_out, const at::Tensor& attn,
                                                   const at::Tensor& v, at::IntArrayRef kernel_size,
                                                   at::IntArrayRef dilation, at::IntArrayRef stride,
-                                                  const c10::List<bool>& is_causal) {
+                                                  const c10::List<bool>& is_causal,
+    at::IntArrayRef /*config*/) {
   const auto p = check_unfused(v, "v", kernel_size, dilation, stride, is_causal);
   check_attn(attn, "attn", p);
   check_tensor(grad_out, "grad_out", p.rank + 3);

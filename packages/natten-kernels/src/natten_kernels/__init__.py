@@ -10,9 +10,12 @@ if _library.load():
     from natten_kernels.ops.flops import register_flop_formulas
 
     register_flop_formulas()  # FLOP formulas for torch.utils.flop_counter.FlopCounterMode
-    from natten_kernels.backends.triton import register_cuda_kernels
+    from natten_kernels.backends import triton as _fused_cuda
+    from natten_kernels.backends import triton_unfused as _unfused_cuda
 
-    register_cuda_kernels()  # Triton kernels for CUDA tensors (triton itself is imported on first use)
+    # Triton kernels for CUDA tensors (triton itself is imported on first use)
+    _fused_cuda.register_cuda_kernels()
+    _unfused_cuda.register_cuda_kernels()
 
 from natten_kernels import dispatcher, env
 from natten_kernels.backends import BACKENDS, Backend, Problem

@@ -77,6 +77,8 @@ class Backend:
     # the autotuner's candidates. ``[]`` lets the kernel decide.
     forward_configs: Callable[[TuningInfo], list[list[int]]] = field(default=_default_configs, compare=False)
     backward_configs: Callable[[TuningInfo], list[list[int]]] = field(default=_default_configs, compare=False)
+    # What the unfused ops pass as ``config`` so that the device's kernel runs this backend's variant.
+    unfused_config: tuple[int, ...] = ()
 
     def refusal(self, problem: Problem, disabled_kinds: frozenset[str] = frozenset()) -> str | None:
         """None if this backend can run ``problem``, else a one-line reason."""

@@ -65,19 +65,19 @@ def _num_slots(kernel_size) -> int:
     return n
 
 
-def qk_forward(q, k, rpb, kernel_size, dilation, stride, is_causal):
+def qk_forward(q, k, rpb, kernel_size, dilation, stride, is_causal, config=()):
     return q.new_empty((*q.shape[:-1], _num_slots(kernel_size)))
 
 
-def qk_backward(grad_attn, q, k, rpb, kernel_size, dilation, stride, is_causal):
+def qk_backward(grad_attn, q, k, rpb, kernel_size, dilation, stride, is_causal, config=()):
     return _contiguous_empty_like(q), _contiguous_empty_like(k), _empty_like_or_none(rpb, q)
 
 
-def av_forward(attn, v, kernel_size, dilation, stride, is_causal):
+def av_forward(attn, v, kernel_size, dilation, stride, is_causal, config=()):
     return v.new_empty(v.shape)
 
 
-def av_backward(grad_out, attn, v, kernel_size, dilation, stride, is_causal):
+def av_backward(grad_out, attn, v, kernel_size, dilation, stride, is_causal, config=()):
     return _contiguous_empty_like(attn), _contiguous_empty_like(v)
 
 

@@ -150,22 +150,22 @@ def _unfused_pairs(ref, kernel_size, dilation, stride, is_causal) -> int:
     return ref[0] * ref[1] * neighborhood_pairs(spatial, kernel_size, dilation, stride, is_causal)
 
 
-def na_qk_forward_macs(q, k, rpb, kernel_size, dilation, stride, is_causal) -> int:
+def na_qk_forward_macs(q, k, rpb, kernel_size, dilation, stride, is_causal, config=()) -> int:
     """``D`` MACs per attended pair."""
     return _unfused_pairs(q, kernel_size, dilation, stride, is_causal) * _shape(q)[-1]
 
 
-def na_qk_backward_macs(grad_attn, q, k, rpb, kernel_size, dilation, stride, is_causal) -> int:
+def na_qk_backward_macs(grad_attn, q, k, rpb, kernel_size, dilation, stride, is_causal, config=()) -> int:
     """``2 D`` MACs per attended pair: ``dq`` and ``dk``."""
     return 2 * na_qk_forward_macs(q, k, rpb, kernel_size, dilation, stride, is_causal)
 
 
-def na_av_forward_macs(attn, v, kernel_size, dilation, stride, is_causal) -> int:
+def na_av_forward_macs(attn, v, kernel_size, dilation, stride, is_causal, config=()) -> int:
     """``Dv`` MACs per attended pair."""
     return _unfused_pairs(v, kernel_size, dilation, stride, is_causal) * _shape(v)[-1]
 
 
-def na_av_backward_macs(grad_out, attn, v, kernel_size, dilation, stride, is_causal) -> int:
+def na_av_backward_macs(grad_out, attn, v, kernel_size, dilation, stride, is_causal, config=()) -> int:
     """``2 Dv`` MACs per attended pair: ``grad_attn`` and ``dv``."""
     return 2 * na_av_forward_macs(attn, v, kernel_size, dilation, stride, is_causal)
 

@@ -19,13 +19,13 @@ _SCHEMAS = {
     "int[] dilation, int[] stride, bool[] is_causal, float scale, int[] config=[]) -> "
     "(Tensor dq, Tensor dk, Tensor dv, Tensor drpb, Tensor d_additional_keys, Tensor d_additional_values)",
     "na_qk_forward": "(Tensor q, Tensor k, Tensor? rpb, int[] kernel_size, int[] dilation, int[] stride, "
-    "bool[] is_causal) -> Tensor attn",
+    "bool[] is_causal, int[] config=[]) -> Tensor attn",
     "na_qk_backward": "(Tensor grad_attn, Tensor q, Tensor k, Tensor? rpb, int[] kernel_size, int[] dilation, "
-    "int[] stride, bool[] is_causal) -> (Tensor dq, Tensor dk, Tensor drpb)",
-    "na_av_forward": "(Tensor attn, Tensor v, int[] kernel_size, int[] dilation, int[] stride, bool[] is_causal) "
-    "-> Tensor out",
+    "int[] stride, bool[] is_causal, int[] config=[]) -> (Tensor dq, Tensor dk, Tensor drpb)",
+    "na_av_forward": "(Tensor attn, Tensor v, int[] kernel_size, int[] dilation, int[] stride, bool[] is_causal, "
+    "int[] config=[]) -> Tensor out",
     "na_av_backward": "(Tensor grad_out, Tensor attn, Tensor v, int[] kernel_size, int[] dilation, int[] stride, "
-    "bool[] is_causal) -> (Tensor grad_attn, Tensor dv)",
+    "bool[] is_causal, int[] config=[]) -> (Tensor grad_attn, Tensor dv)",
 }
 _lib = None
 
@@ -40,9 +40,11 @@ def ensure_ops() -> bool:
     _lib = torch.library.Library("natten", "DEF")
     for name, schema in _SCHEMAS.items():
         _lib.define(name + schema, tags=(torch.Tag.pt2_compliant_tag,))
-    from natten_kernels.backends.triton import register_cuda_kernels
+    from natten_kernels.backends import triton as fused_cuda
+    from natten_kernels.backends import triton_unfused as unfused_cuda
     from natten_kernels.ops import fake
 
     fake.register()
-    register_cuda_kernels()
+    fused_cuda.register_cuda_kernels()
+    unfused_cuda.register_cuda_kernels()
     return True

@@ -14,6 +14,10 @@ from natten.autograd._tracing import untraced
 _ops = torch.ops.natten
 
 
+# ``params`` below is ``(kernel_size, dilation, stride, is_causal, config)``: the ops' trailing arguments,
+# ``config`` choosing the device kernel's variant (natten.functional takes it from the chosen backend).
+
+
 def _zero_invalid(attn: torch.Tensor, params) -> torch.Tensor:
     """qk used as a linear map: invalid (causal) slots carry 0 instead of -inf."""
     if any(params[3]):
@@ -44,8 +48,8 @@ class NeighborhoodQK(torch.autograd.Function):
     """attn[i, t] = q_i . k_{n(i, t)} (+ rpb); -inf on invalid slots."""
 
     @staticmethod
-    def forward(q, k, rpb, kernel_size, dilation, stride, is_causal):
-        return untraced(_ops.na_qk_forward, q, k, rpb, kernel_size, dilation, stride, is_causal)
+    def forward(q, k, rpb, kernel_size, dilation, stride, is_causal, config):
+        return untraced(_ops.na_qk_forward, q, k, rpb, kernel_size, dilation, stride, is_causal, config)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -57,15 +61,15 @@ class NeighborhoodQK(torch.autograd.Function):
     def backward(ctx, grad_attn):
         q, k, rpb = ctx.saved_tensors
         dq, dk, drpb = NeighborhoodQKBackward.apply(grad_attn, q, k, rpb, *ctx.params)
-        return dq, dk, (drpb if rpb is not None else None), None, None, None, None
+        return dq, dk, (drpb if rpb is not None else None), None, None, None, None, None
 
 
 class NeighborhoodQKBackward(torch.autograd.Function):
     """(grad_attn, q, k, rpb) -> (dq, dk, drpb)."""
 
     @staticmethod
-    def forward(grad_attn, q, k, rpb, kernel_size, dilation, stride, is_causal):
-        return untraced(_ops.na_qk_backward, grad_attn, q, k, rpb, kernel_size, dilation, stride, is_causal)
+    def forward(grad_attn, q, k, rpb, kernel_size, dilation, stride, is_causal, config):
+        return untraced(_ops.na_qk_backward, grad_attn, q, k, rpb, kernel_size, dilation, stride, is_causal, config)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -91,15 +95,15 @@ class NeighborhoodQKBackward(torch.autograd.Function):
             terms.append(qk_linear(torch.zeros_like(q), k, p, rpb=g_drpb))
         if terms:
             d_grad_attn = sum(terms[1:], terms[0])
-        return d_grad_attn, d_q, d_k, None, None, None, None, None
+        return d_grad_attn, d_q, d_k, None, None, None, None, None, None
 
 
 class NeighborhoodAV(torch.autograd.Function):
     """out_i = sum_t attn[i, t] v_{n(i, t)} over valid slots."""
 
     @staticmethod
-    def forward(attn, v, kernel_size, dilation, stride, is_causal):
-        return untraced(_ops.na_av_forward, attn, v, kernel_size, dilation, stride, is_causal)
+    def forward(attn, v, kernel_size, dilation, stride, is_causal, config):
+        return untraced(_ops.na_av_forward, attn, v, kernel_size, dilation, stride, is_causal, config)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -111,15 +115,15 @@ class NeighborhoodAV(torch.autograd.Function):
     def backward(ctx, grad_out):
         attn, v = ctx.saved_tensors
         d_attn, d_v = NeighborhoodAVBackward.apply(grad_out, attn, v, *ctx.params)
-        return d_attn, d_v, None, None, None, None
+        return d_attn, d_v, None, None, None, None, None
 
 
 class NeighborhoodAVBackward(torch.autograd.Function):
     """(grad_out, attn, v) -> (grad_attn, dv)."""
 
     @staticmethod
-    def forward(grad_out, attn, v, kernel_size, dilation, stride, is_causal):
-        return untraced(_ops.na_av_backward, grad_out, attn, v, kernel_size, dilation, stride, is_causal)
+    def forward(grad_out, attn, v, kernel_size, dilation, stride, is_causal, config):
+        return untraced(_ops.na_av_backward, grad_out, attn, v, kernel_size, dilation, stride, is_causal, config)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -140,7 +144,7 @@ class NeighborhoodAVBackward(torch.autograd.Function):
             t = av(attn, g_dv, p)
             d_grad_out = t if d_grad_out is None else d_grad_out + t
             d_attn = qk_linear(grad_out, g_dv, p)
-        return d_grad_out, d_attn, d_v, None, None, None, None
+        return d_grad_out, d_attn, d_v, None, None, None, None, None
 
 
 # Forward-mode AD. Separate classes because torch.compile cannot trace a Function that defines jvp;

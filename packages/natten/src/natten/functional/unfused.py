@@ -48,8 +48,8 @@ def _qk(rank, query, key, kernel_size, dilation, additional_keys, is_causal, rpb
     problem = problem_for(
         "unfused", params, query, query.shape[-1], query.shape[-1], (query, key, rpb), rpb=rpb is not None
     )
-    select_backend(problem)
-    attn = qk(query, key, rpb, params.as_op_args(), "forward_ad" in problem.features)
+    op_params = (*params.as_op_args(), list(select_backend(problem).unfused_config))
+    attn = qk(query, key, rpb, op_params, "forward_ad" in problem.features)
     if additional_keys is not None:
         extra = query.flatten(2, -2) @ additional_keys.transpose(-1, -2)
         attn = torch.cat([attn, extra.reshape(*query.shape[:-1], -1)], dim=-1)
@@ -67,12 +67,12 @@ def _av(rank, attn, value, kernel_size, dilation, additional_values, is_causal, 
     params = normalize_params(rank, kernel_size, dilation, stride, is_causal)
     check_unfused_av(attn, value, params, additional_values)
     problem = problem_for("unfused", params, value, value.shape[-1], value.shape[-1], (attn, value))
-    select_backend(problem)
+    op_params = (*params.as_op_args(), list(select_backend(problem).unfused_config))
     forward_ad = "forward_ad" in problem.features
     slots = params.num_slots
     if additional_values is None:
-        return av(attn, value, params.as_op_args(), forward_ad)
-    out = av(attn[..., :slots], value, params.as_op_args(), forward_ad)
+        return av(attn, value, op_params, forward_ad)
+    out = av(attn[..., :slots], value, op_params, forward_ad)
     extra = attn[..., slots:].flatten(2, -2) @ additional_values
     return out + extra.reshape(value.shape)
 

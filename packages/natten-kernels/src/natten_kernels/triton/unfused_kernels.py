@@ -1,0 +1,519 @@
+"""Triton kernels for the unfused ops (heads-first, attention tensor ``[B, H, L0, L1, L2, K]``).
+
+The four ops (docs/internals.md) reduce to three neighborhood primitives plus the bias gradient:
+
+* ``na_pairs_kernel``:  ``W[i, t] = A_i . B_{n(i,t)} (+ rpb)``, invalid slots ``FILL``
+  (qk forward; grad_attn of av backward with ``A = grad_out, B = v``).
+* ``na_gather_kernel``: ``O_i = sum_t W[i, t] B_{n(i,t)}`` (av forward; dq of qk backward).
+* ``na_scatter_kernel``: ``O_j = sum_{(i,t): n(i,t)=j} W[i, t] A_i`` (dk, dv), per key tile over its
+  inverse neighborhood, so no atomics.
+* ``na_rpb_grad_kernel``: ``drpb[h, r] = sum over batch and queries of W[i, slot(i, r)]``.
+
+Tiling is that of the fused kernels (kernels.py): a program owns a box of queries (or keys) and walks
+the key tiles of its haloed box (or the query tiles of its inverse neighborhood); dilation groups are
+strided addressing. Two ways to move attention weights between the ``[queries, keys]`` pair grid of
+a tile and the ``[queries, slots]`` rows in memory:
+
+* ``GATHER`` (small kernels): whole rows are loaded/stored coalesced and ``tl.gather`` maps slots to
+  tile keys in registers;
+* otherwise each valid pair is loaded/stored at its slot address (masked scatter).
+
+``EXACT`` replaces ``tl.dot`` with a broadcast multiply and sum: plain CUDA-core float32 / float64
+arithmetic, never tensor cores (``disable_gemm_na()``).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from natten_kernels.triton.kernels import _box_rows, _first_start_at_least, _first_true_end, _group, _window
+
+
+@triton.jit
+def _mm(a, b, EXACT: tl.constexpr, PREC: tl.constexpr):
+    """``a @ b`` for ``a [M, K]``, ``b [K, N]``: tensor cores, or exact FMA arithmetic in a's dtype."""
+    if EXACT:
+        return tl.sum(a[:, :, None] * b[None, :, :], axis=1)
+    return tl.dot(a, b, input_precision=PREC)
+
+
+@triton.jit
+def _offsets(b, h, sb, sh, s0, s1, s2, g0, g1, g2, i0, i1, i2, D0, D1, D2):
+    """Element offset of group-local coordinates (i0, i1, i2) of dilation group (g0, g1, g2)."""
+    return (
+        b * sb
+        + h * sh
+        + (g0 + i0 * D0).to(tl.int64) * s0
+        + (g1 + i1 * D1).to(tl.int64) * s1
+        + (g2 + i2 * D2).to(tl.int64) * s2
+    )
+
+
+@triton.jit
+def _pair_slots(qvalid, kvalid, qs0, qe0, qs1, qe1, qs2, qe2, kj0, kj1, kj2, KS1, KS2):
+    """For a [queries, keys] grid of valid tokens: whether the key is in the query's window, and its
+    slot there (0 elsewhere, so the slot is always a safe index)."""
+    inwin = (
+        qvalid[:, None]
+        & kvalid[None, :]
+        & (kj0[None, :] >= qs0[:, None])
+        & (kj0[None, :] < qe0[:, None])
+        & (kj1[None, :] >= qs1[:, None])
+        & (kj1[None, :] < qe1[:, None])
+        & (kj2[None, :] >= qs2[:, None])
+        & (kj2[None, :] < qe2[:, None])
+    )
+    slot = ((kj0[None, :] - qs0[:, None]) * KS1 + (kj1[None, :] - qs1[:, None])) * KS2 + (kj2[None, :] - qs2[:, None])
+    return inwin, tl.where(inwin, slot, 0)
+
+
+@triton.jit
+def _slot_keys(t, qs0, qe0, qs1, qe1, qs2, qe2, KS1, KS2):
+    """For a [queries, slots] grid (slots ``t``): each slot's key and whether it is in the window."""
+    k0 = qs0[:, None] + (t // (KS1 * KS2))[None, :]
+    k1 = qs1[:, None] + ((t // KS2) % KS1)[None, :]
+    k2 = qs2[:, None] + (t % KS2)[None, :]
+    live = (k0 < qe0[:, None]) & (k1 < qe1[:, None]) & (k2 < qe2[:, None])
+    return k0, k1, k2, live
+
+
+@triton.jit
+def na_pairs_kernel(
+    A,
+    B,
+    RPB,
+    W,
+    sab,
+    sah,
+    sa0,
+    sa1,
+    sa2,
+    sbb,
+    sbh,
+    sb0,
+    sb1,
+    sb2,
+    swb,
+    swh,
+    sw0,
+    sw1,
+    sw2,
+    s_rh,
+    s_r0,
+    s_r1,
+    s_r2,
+    L0,
+    L1,
+    L2,
+    KS0,
+    KS1,
+    KS2,
+    DL0,
+    DL1,
+    DL2,
+    ST0,
+    ST1,
+    ST2,
+    NT1,
+    NT2,
+    G,
+    H,
+    HEAD_DIM,
+    FILL: tl.constexpr,
+    C0: tl.constexpr,
+    C1: tl.constexpr,
+    C2: tl.constexpr,
+    T0: tl.constexpr,
+    T1: tl.constexpr,
+    T2: tl.constexpr,
+    KB0: tl.constexpr,
+    KB1: tl.constexpr,
+    KB2: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    KKP: tl.constexpr,
+    HAS_RPB: tl.constexpr,
+    GATHER: tl.constexpr,
+    EXACT: tl.constexpr,
+    ACC: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    BLOCK_Q: tl.constexpr = T0 * T1 * T2
+    BLOCK_K: tl.constexpr = KB0 * KB1 * KB2
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    g0, g1, g2, n0, n1, n2 = _group(pid % G, L0, L1, L2, DL0, DL1, DL2)
+    tile = pid // G
+    qb0 = (tile // (NT1 * NT2)) * T0
+    qb1 = ((tile // NT2) % NT1) * T1
+    qb2 = (tile % NT2) * T2
+    r0, r1, r2 = _box_rows(BLOCK_Q, T1, T2)
+    qi0 = qb0 + r0
+    qi1 = qb1 + r1
+    qi2 = qb2 + r2
+    qvalid = (qi0 < n0) & (qi1 < n1) & (qi2 < n2)
+    a_row = _offsets(b, h, sab, sah, sa0, sa1, sa2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
+    w_row = _offsets(b, h, swb, swh, sw0, sw1, sw2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
+    qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
+    qs1, qe1 = _window(qi1, n1, KS1, ST1, C1)
+    qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
+    lo0, _e0 = _window(qb0, n0, KS0, ST0, C0)
+    lo1, _e1 = _window(qb1, n1, KS1, ST1, C1)
+    lo2, _e2 = _window(qb2, n2, KS2, ST2, C2)
+    _s0, hi0 = _window(tl.minimum(qb0 + T0, n0) - 1, n0, KS0, ST0, C0)
+    _s1, hi1 = _window(tl.minimum(qb1 + T1, n1) - 1, n1, KS1, ST1, C1)
+    _s2, hi2 = _window(tl.minimum(qb2 + T2, n2) - 1, n2, KS2, ST2, C2)
+    nk0 = (hi0 - lo0 + KB0 - 1) // KB0
+    nk1 = (hi1 - lo1 + KB1 - 1) // KB1
+    nk2 = (hi2 - lo2 + KB2 - 1) // KB2
+    total = nk0 * nk1 * nk2 * ((qb0 < n0) & (qb1 < n1) & (qb2 < n2)).to(tl.int32)
+    c0, c1, c2 = _box_rows(BLOCK_K, KB1, KB2)
+    KK = KS0 * KS1 * KS2
+    if GATHER:
+        t = tl.arange(0, KKP)
+        sk0, sk1, sk2, svalid = _slot_keys(t, qs0, qe0, qs1, qe1, qs2, qe2, KS1, KS2)
+        rows = tl.full([BLOCK_Q, KKP], FILL, ACC)
+
+    for it in range(0, total):
+        kb0 = lo0 + (it // (nk1 * nk2)) * KB0
+        kb1 = lo1 + ((it // nk2) % nk1) * KB1
+        kb2 = lo2 + (it % nk2) * KB2
+        kj0 = kb0 + c0
+        kj1 = kb1 + c1
+        kj2 = kb2 + c2
+        kvalid = (kj0 < hi0) & (kj1 < hi1) & (kj2 < hi2)
+        b_row = _offsets(b, h, sbb, sbh, sb0, sb1, sb2, g0, g1, g2, kj0, kj1, kj2, DL0, DL1, DL2)
+        s = tl.zeros([BLOCK_Q, BLOCK_K], ACC)
+        for d0 in range(0, HEAD_DIM, BLOCK_D):
+            offs = d0 + tl.arange(0, BLOCK_D)
+            dm = offs < HEAD_DIM
+            a = tl.load(A + a_row[:, None] + offs[None, :], mask=qvalid[:, None] & dm[None, :], other=0.0)
+            k = tl.load(B + b_row[:, None] + offs[None, :], mask=kvalid[:, None] & dm[None, :], other=0.0)
+            if EXACT:
+                a = a.to(ACC)
+                k = k.to(ACC)
+            s += _mm(a, tl.trans(k), EXACT, PREC)
+        inwin, slot = _pair_slots(qvalid, kvalid, qs0, qe0, qs1, qe1, qs2, qe2, kj0, kj1, kj2, KS1, KS2)
+        if HAS_RPB:  # rpb[h, (k-1) + key - query] per axis
+            bias = tl.load(
+                RPB
+                + h * s_rh
+                + (KS0 - 1 + kj0[None, :] - qi0[:, None]) * s_r0
+                + (KS1 - 1 + kj1[None, :] - qi1[:, None]) * s_r1
+                + (KS2 - 1 + kj2[None, :] - qi2[:, None]) * s_r2,
+                mask=inwin,
+                other=0.0,
+            )
+            s += bias.to(ACC)
+        if GATHER:  # slots whose key lies in this tile take its value
+            p0 = sk0 - kb0
+            p1 = sk1 - kb1
+            p2 = sk2 - kb2
+            here = svalid & (p0 >= 0) & (p0 < KB0) & (p1 >= 0) & (p1 < KB1) & (p2 >= 0) & (p2 < KB2)
+            idx = tl.where(here, (p0 * KB1 + p1) * KB2 + p2, 0)
+            rows = tl.where(here, tl.gather(s, idx, axis=1), rows)
+        else:
+            tl.store(W + w_row[:, None] + slot, s.to(W.dtype.element_ty), mask=inwin)
+
+    if GATHER:
+        tl.store(W + w_row[:, None] + t[None, :], rows.to(W.dtype.element_ty), mask=qvalid[:, None] & (t[None, :] < KK))
+    elif C0 or C1 or C2:  # slots past the query on a causal axis
+        for t0 in range(0, KK, KKP):
+            t = t0 + tl.arange(0, KKP)
+            _k0, _k1, _k2, live = _slot_keys(t, qs0, qe0, qs1, qe1, qs2, qe2, KS1, KS2)
+            fill = tl.full([BLOCK_Q, KKP], FILL, ACC).to(W.dtype.element_ty)
+            tl.store(W + w_row[:, None] + t[None, :], fill, mask=qvalid[:, None] & (t[None, :] < KK) & ~live)
+
+
+@triton.jit
+def na_gather_kernel(
+    W,
+    B,
+    O,  # noqa: E741
+    swb,
+    swh,
+    sw0,
+    sw1,
+    sw2,
+    sbb,
+    sbh,
+    sb0,
+    sb1,
+    sb2,
+    sob,
+    soh,
+    so0,
+    so1,
+    so2,
+    L0,
+    L1,
+    L2,
+    KS0,
+    KS1,
+    KS2,
+    DL0,
+    DL1,
+    DL2,
+    ST0,
+    ST1,
+    ST2,
+    NT1,
+    NT2,
+    G,
+    H,
+    HEAD_DIM,
+    C0: tl.constexpr,
+    C1: tl.constexpr,
+    C2: tl.constexpr,
+    T0: tl.constexpr,
+    T1: tl.constexpr,
+    T2: tl.constexpr,
+    KB0: tl.constexpr,
+    KB1: tl.constexpr,
+    KB2: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    KKP: tl.constexpr,
+    GATHER: tl.constexpr,
+    EXACT: tl.constexpr,
+    ACC: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    """``O_i[d chunk] = sum_t W[i, t] B_{n(i,t)}``; grid (query tiles x groups, d chunks, B x H)."""
+    BLOCK_Q: tl.constexpr = T0 * T1 * T2
+    BLOCK_K: tl.constexpr = KB0 * KB1 * KB2
+    pid = tl.program_id(0)
+    bh = tl.program_id(2)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    g0, g1, g2, n0, n1, n2 = _group(pid % G, L0, L1, L2, DL0, DL1, DL2)
+    tile = pid // G
+    qb0 = (tile // (NT1 * NT2)) * T0
+    qb1 = ((tile // NT2) % NT1) * T1
+    qb2 = (tile % NT2) * T2
+    r0, r1, r2 = _box_rows(BLOCK_Q, T1, T2)
+    qi0 = qb0 + r0
+    qi1 = qb1 + r1
+    qi2 = qb2 + r2
+    qvalid = (qi0 < n0) & (qi1 < n1) & (qi2 < n2)
+    w_row = _offsets(b, h, swb, swh, sw0, sw1, sw2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
+    o_row = _offsets(b, h, sob, soh, so0, so1, so2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
+    offs = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm = offs < HEAD_DIM
+    qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
+    qs1, qe1 = _window(qi1, n1, KS1, ST1, C1)
+    qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
+    lo0, _e0 = _window(qb0, n0, KS0, ST0, C0)
+    lo1, _e1 = _window(qb1, n1, KS1, ST1, C1)
+    lo2, _e2 = _window(qb2, n2, KS2, ST2, C2)
+    _s0, hi0 = _window(tl.minimum(qb0 + T0, n0) - 1, n0, KS0, ST0, C0)
+    _s1, hi1 = _window(tl.minimum(qb1 + T1, n1) - 1, n1, KS1, ST1, C1)
+    _s2, hi2 = _window(tl.minimum(qb2 + T2, n2) - 1, n2, KS2, ST2, C2)
+    nk0 = (hi0 - lo0 + KB0 - 1) // KB0
+    nk1 = (hi1 - lo1 + KB1 - 1) // KB1
+    nk2 = (hi2 - lo2 + KB2 - 1) // KB2
+    total = nk0 * nk1 * nk2 * ((qb0 < n0) & (qb1 < n1) & (qb2 < n2)).to(tl.int32)
+    c0, c1, c2 = _box_rows(BLOCK_K, KB1, KB2)
+    if GATHER:
+        t = tl.arange(0, KKP)
+        rows = tl.load(
+            W + w_row[:, None] + t[None, :], mask=qvalid[:, None] & (t[None, :] < KS0 * KS1 * KS2), other=0.0
+        )
+
+    acc = tl.zeros([BLOCK_Q, BLOCK_D], ACC)
+    for it in range(0, total):
+        kb0 = lo0 + (it // (nk1 * nk2)) * KB0
+        kb1 = lo1 + ((it // nk2) % nk1) * KB1
+        kb2 = lo2 + (it % nk2) * KB2
+        kj0 = kb0 + c0
+        kj1 = kb1 + c1
+        kj2 = kb2 + c2
+        kvalid = (kj0 < hi0) & (kj1 < hi1) & (kj2 < hi2)
+        inwin, slot = _pair_slots(qvalid, kvalid, qs0, qe0, qs1, qe1, qs2, qe2, kj0, kj1, kj2, KS1, KS2)
+        if GATHER:
+            p = tl.where(inwin, tl.gather(rows, slot, axis=1), 0.0)
+        else:
+            p = tl.load(W + w_row[:, None] + slot, mask=inwin, other=0.0)
+        b_row = _offsets(b, h, sbb, sbh, sb0, sb1, sb2, g0, g1, g2, kj0, kj1, kj2, DL0, DL1, DL2)
+        v = tl.load(B + b_row[:, None] + offs[None, :], mask=kvalid[:, None] & dm[None, :], other=0.0)
+        if EXACT:
+            acc += _mm(p.to(ACC), v.to(ACC), EXACT, PREC)
+        else:
+            acc += _mm(p.to(v.dtype), v, EXACT, PREC)
+    tl.store(O + o_row[:, None] + offs[None, :], acc.to(O.dtype.element_ty), mask=qvalid[:, None] & dm[None, :])
+
+
+@triton.jit
+def na_scatter_kernel(
+    W,
+    A,
+    O,  # noqa: E741
+    swb,
+    swh,
+    sw0,
+    sw1,
+    sw2,
+    sab,
+    sah,
+    sa0,
+    sa1,
+    sa2,
+    sob,
+    soh,
+    so0,
+    so1,
+    so2,
+    L0,
+    L1,
+    L2,
+    KS0,
+    KS1,
+    KS2,
+    DL0,
+    DL1,
+    DL2,
+    ST0,
+    ST1,
+    ST2,
+    NK1,
+    NK2,
+    G,
+    H,
+    HEAD_DIM,
+    LOGN,
+    C0: tl.constexpr,
+    C1: tl.constexpr,
+    C2: tl.constexpr,
+    T0: tl.constexpr,
+    T1: tl.constexpr,
+    T2: tl.constexpr,
+    KB0: tl.constexpr,
+    KB1: tl.constexpr,
+    KB2: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    KKP: tl.constexpr,
+    GATHER: tl.constexpr,
+    EXACT: tl.constexpr,
+    ACC: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    """``O_j[d chunk] = sum over (i, t) with n(i, t) = j of W[i, t] A_i``; one program per key tile
+    walks the query tiles of its inverse neighborhood (deterministic, no atomics)."""
+    BLOCK_Q: tl.constexpr = T0 * T1 * T2
+    BLOCK_K: tl.constexpr = KB0 * KB1 * KB2
+    pid = tl.program_id(0)
+    bh = tl.program_id(2)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    g0, g1, g2, n0, n1, n2 = _group(pid % G, L0, L1, L2, DL0, DL1, DL2)
+    tile = pid // G
+    kb0 = (tile // (NK1 * NK2)) * KB0
+    kb1 = ((tile // NK2) % NK1) * KB1
+    kb2 = (tile % NK2) * KB2
+    c0, c1, c2 = _box_rows(BLOCK_K, KB1, KB2)
+    kj0 = kb0 + c0
+    kj1 = kb1 + c1
+    kj2 = kb2 + c2
+    kvalid = (kj0 < n0) & (kj1 < n1) & (kj2 < n2)
+    o_row = _offsets(b, h, sob, soh, so0, so1, so2, g0, g1, g2, kj0, kj1, kj2, DL0, DL1, DL2)
+    offs = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm = offs < HEAD_DIM
+    # inverse neighborhood: queries whose window meets the key tile on every axis
+    pl0 = _first_true_end(n0, kb0, KS0, ST0, C0, LOGN)
+    pl1 = _first_true_end(n1, kb1, KS1, ST1, C1, LOGN)
+    pl2 = _first_true_end(n2, kb2, KS2, ST2, C2, LOGN)
+    ph0 = _first_start_at_least(n0, tl.minimum(kb0 + KB0, n0), KS0, ST0, C0, LOGN)
+    ph1 = _first_start_at_least(n1, tl.minimum(kb1 + KB1, n1), KS1, ST1, C1, LOGN)
+    ph2 = _first_start_at_least(n2, tl.minimum(kb2 + KB2, n2), KS2, ST2, C2, LOGN)
+    nq0 = tl.maximum(ph0 - pl0 + T0 - 1, 0) // T0
+    nq1 = tl.maximum(ph1 - pl1 + T1 - 1, 0) // T1
+    nq2 = tl.maximum(ph2 - pl2 + T2 - 1, 0) // T2
+    total = nq0 * nq1 * nq2 * ((kb0 < n0) & (kb1 < n1) & (kb2 < n2)).to(tl.int32)
+    r0, r1, r2 = _box_rows(BLOCK_Q, T1, T2)
+    t = tl.arange(0, KKP)
+
+    acc = tl.zeros([BLOCK_K, BLOCK_D], ACC)
+    for it in range(0, total):
+        qi0 = pl0 + (it // (nq1 * nq2)) * T0 + r0
+        qi1 = pl1 + ((it // nq2) % nq1) * T1 + r1
+        qi2 = pl2 + (it % nq2) * T2 + r2
+        qvalid = (qi0 < n0) & (qi1 < n1) & (qi2 < n2)
+        qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
+        qs1, qe1 = _window(qi1, n1, KS1, ST1, C1)
+        qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
+        w_row = _offsets(b, h, swb, swh, sw0, sw1, sw2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
+        inwin, slot = _pair_slots(qvalid, kvalid, qs0, qe0, qs1, qe1, qs2, qe2, kj0, kj1, kj2, KS1, KS2)
+        if GATHER:
+            rows = tl.load(
+                W + w_row[:, None] + t[None, :], mask=qvalid[:, None] & (t[None, :] < KS0 * KS1 * KS2), other=0.0
+            )
+            w = tl.where(inwin, tl.gather(rows, slot, axis=1), 0.0)
+        else:
+            w = tl.load(W + w_row[:, None] + slot, mask=inwin, other=0.0)
+        a_row = _offsets(b, h, sab, sah, sa0, sa1, sa2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
+        a = tl.load(A + a_row[:, None] + offs[None, :], mask=qvalid[:, None] & dm[None, :], other=0.0)
+        if EXACT:
+            acc += _mm(tl.trans(w.to(ACC)), a.to(ACC), EXACT, PREC)
+        else:
+            acc += _mm(tl.trans(w.to(a.dtype)), a, EXACT, PREC)
+    tl.store(O + o_row[:, None] + offs[None, :], acc.to(O.dtype.element_ty), mask=kvalid[:, None] & dm[None, :])
+
+
+@triton.jit
+def na_rpb_grad_kernel(
+    W,
+    DRPB,
+    swb,
+    swh,
+    sw0,
+    sw1,
+    sw2,
+    L0,
+    L1,
+    L2,
+    KS0,
+    KS1,
+    KS2,
+    DL0,
+    DL1,
+    DL2,
+    ST0,
+    ST1,
+    ST2,
+    NB,
+    BLOCK_T: tl.constexpr,
+    ACC: tl.constexpr,
+):
+    """drpb[h, r]: one program per (relative position, head) sums W over batch and queries in a fixed
+    order (deterministic). rpb is refused with causal masks, so windows here are never causal."""
+    ridx = tl.program_id(0)
+    h = tl.program_id(1).to(tl.int64)
+    R1 = 2 * KS1 - 1
+    R2 = 2 * KS2 - 1
+    rel0 = ridx // (R1 * R2) - (KS0 - 1)
+    rel1 = (ridx // R2) % R1 - (KS1 - 1)
+    rel2 = ridx % R2 - (KS2 - 1)
+    N = L0 * L1 * L2
+    acc = tl.zeros([BLOCK_T], ACC)
+    for bi in range(0, NB):
+        b = tl.cast(bi, tl.int64)
+        for start in range(0, N, BLOCK_T):
+            i = start + tl.arange(0, BLOCK_T)
+            x0 = i // (L1 * L2)
+            x1 = (i // L2) % L1
+            x2 = i % L2
+            p0 = x0 // DL0
+            p1 = x1 // DL1
+            p2 = x2 // DL2
+            s0, e0 = _window(p0, (L0 - x0 % DL0 + DL0 - 1) // DL0, KS0, ST0, False)
+            s1, e1 = _window(p1, (L1 - x1 % DL1 + DL1 - 1) // DL1, KS1, ST1, False)
+            s2, e2 = _window(p2, (L2 - x2 % DL2 + DL2 - 1) // DL2, KS2, ST2, False)
+            j0 = p0 + rel0
+            j1 = p1 + rel1
+            j2 = p2 + rel2
+            ok = (i < N) & (j0 >= s0) & (j0 < e0) & (j1 >= s1) & (j1 < e1) & (j2 >= s2) & (j2 < e2)
+            slot = ((j0 - s0) * KS1 + (j1 - s1)) * KS2 + (j2 - s2)
+            row = b * swb + h * swh + x0.to(tl.int64) * sw0 + x1.to(tl.int64) * sw1 + x2.to(tl.int64) * sw2
+            acc += tl.load(W + row + tl.where(ok, slot, 0), mask=ok, other=0.0).to(ACC)
+    tl.store(DRPB + h * (R1 * R2 * (2 * KS0 - 1)) + ridx, tl.sum(acc, 0))

@@ -1,0 +1,146 @@
+"""Checks of the unfused pipeline (na*d_qk -> softmax -> na*d_av) against the float64 reference, shared by
+the CPU tests (test_unfused.py) and the GPU suite (gpu/test_unfused_gpu.py)."""
+
+import torch
+from natten_legacy.reference import na_av_reference, na_qk_reference
+from natten_legacy.testing import assert_close_to_reference
+
+import natten.functional as F
+
+QK = {1: F.na1d_qk, 2: F.na2d_qk, 3: F.na3d_qk}
+AV = {1: F.na1d_av, 2: F.na2d_av, 3: F.na3d_av}
+
+
+def inputs(case, dtype=torch.float64, requires_grad=True, device="cpu"):
+    """Fresh random inputs, drawn in float64 on the CPU and cast to ``dtype`` on ``device``."""
+    b, h, s, d = case.batch, case.heads, case.spatial, case.head_dim
+
+    def rnd(*shape):
+        return torch.randn(*shape, dtype=torch.float64).to(device=device, dtype=dtype)
+
+    t = {"q": rnd(b, h, *s, d), "k": rnd(b, h, *s, d), "v": rnd(b, h, *s, d)}
+    if case.rpb:
+        t["rpb"] = rnd(h, *(2 * k - 1 for k in case.kernel_size))
+    if case.additional:
+        t["ak"] = rnd(b, h, case.additional, d)
+        t["av"] = rnd(b, h, case.additional, d)
+    return {n: x.requires_grad_(requires_grad) for n, x in t.items()}
+
+
+def pipeline(case, t, qk=None, av=None):
+    """qk -> softmax -> av, with natten ops (default) or the reference."""
+    qk = qk or (lambda *a, **kw: QK[case.rank](*a, **kw))
+    av = av or (lambda *a, **kw: AV[case.rank](*a, **kw))
+    if qk is na_qk_reference:
+        attn = qk(
+            t["q"],
+            t["k"],
+            case.kernel_size,
+            case.dilation,
+            case.stride,
+            case.is_causal,
+            rpb=t.get("rpb"),
+            additional_keys=t.get("ak"),
+        )
+        out = av(
+            attn.softmax(-1),
+            t["v"],
+            case.kernel_size,
+            case.dilation,
+            case.stride,
+            case.is_causal,
+            additional_values=t.get("av"),
+        )
+    else:
+        attn = qk(
+            t["q"],
+            t["k"],
+            case.kernel_size,
+            case.dilation,
+            t.get("ak"),
+            case.is_causal,
+            t.get("rpb"),
+            stride=case.stride,
+        )
+        out = av(
+            attn.softmax(-1), t["v"], case.kernel_size, case.dilation, t.get("av"), case.is_causal, stride=case.stride
+        )
+    return attn, out
+
+
+def check_matches_reference(case, device="cpu"):
+    """Values (attention weights with their -inf pattern, output) and every input gradient."""
+    low = {n: x.detach().requires_grad_() for n, x in inputs(case, case.dtype, device=device).items()}
+    t = {n: x.detach().double().requires_grad_() for n, x in low.items()}  # upcast: same values
+    ref_attn, ref_out = pipeline(case, t, na_qk_reference, na_av_reference)
+    attn, out = pipeline(case, low)
+    assert attn.device.type == device and attn.dtype == case.dtype
+    # -inf pattern must match exactly (causal slots); finite values within tolerance
+    assert torch.equal(torch.isneginf(attn), torch.isneginf(ref_attn))
+    assert_close_to_reference(attn, ref_attn, name="attn")
+    assert_close_to_reference(out, ref_out, name="out")
+    up = torch.randn_like(ref_out)
+    ref_g = torch.autograd.grad(ref_out, list(t.values()), up)
+    got_g = torch.autograd.grad(out, list(low.values()), up.to(case.dtype))
+    for name, r, g in zip(t, ref_g, got_g):
+        assert g.dtype == low[name].dtype, name
+        assert_close_to_reference(g, r, name=f"d{name}")
+
+
+def tiny(case):
+    from dataclasses import replace
+
+    return replace(case, batch=1, heads=1, head_dim=3, head_dim_v=3, additional=min(case.additional, 2))
+
+
+def check_gradcheck_and_gradgradcheck(case, device="cpu"):
+    case = tiny(case)
+    t = inputs(case, device=device)
+    names = list(t)
+
+    def f(*xs):
+        return pipeline(case, dict(zip(names, xs)))[1]
+
+    assert torch.autograd.gradcheck(f, tuple(t.values()))
+    assert torch.autograd.gradgradcheck(f, tuple(t.values()))
+
+
+def check_forward_mode_ad(case, device="cpu"):
+    case = tiny(case)
+    t = inputs(case, device=device)
+    names = list(t)
+
+    def f(*xs):
+        return pipeline(case, dict(zip(names, xs)))[1]
+
+    assert torch.autograd.gradcheck(
+        f,
+        tuple(t.values()),
+        check_forward_ad=True,
+        check_backward_ad=False,
+        check_undefined_grad=False,
+        check_batched_grad=False,
+    )
+
+
+def check_nested_tensor_forward(device="cpu"):
+    qs = [torch.randn(2, n, 8, dtype=torch.float64, device=device) for n in (9, 12)]
+    ks = [torch.randn_like(q) for q in qs]
+    vs = [torch.randn_like(q) for q in qs]
+    nq, nk, nv = (torch.nested.nested_tensor(x) for x in (qs, ks, vs))
+    attn = F.na1d_qk(nq, nk, kernel_size=5, dilation=1)
+    out = F.na1d_av(attn.softmax(-1), nv, kernel_size=5)
+    assert out.is_nested
+    for o, q, k, v in zip(out.unbind(), qs, ks, vs):
+        ref = na_av_reference(na_qk_reference(q[None], k[None], 5).softmax(-1), v[None], 5)[0]
+        torch.testing.assert_close(o, ref)
+
+
+def check_outputs_fully_written(case, device="cpu"):
+    """Run under the ``poisoned`` fixture: every output and gradient element must have been written."""
+    t = inputs(case, case.dtype, device=device)
+    attn, out = pipeline(case, t)
+    out.float().sum().backward()
+    assert not torch.isnan(attn).any() and not torch.isnan(out).any()
+    for x in t.values():
+        assert not torch.isnan(x.grad).any()
