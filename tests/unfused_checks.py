@@ -144,3 +144,41 @@ def check_outputs_fully_written(case, device="cpu"):
     assert not torch.isnan(attn).any() and not torch.isnan(out).any()
     for x in t.values():
         assert not torch.isnan(x.grad).any()
+
+
+def check_ops(case, ops, config=(), device="cpu"):
+    """The four unfused ops of ``ops`` (``torch.ops.natten`` or a launcher module) with ``config``, each
+    output against the float64 reference and its autograd (qk used as a linear map for its backward)."""
+    geo = (case.kernel_size, case.dilation, case.stride, case.is_causal)
+    args = (*(list(g) for g in geo), list(config))
+    t = inputs(case, case.dtype, requires_grad=False, device=device)
+    q, k, v, rpb = t["q"], t["k"], t["v"], t.get("rpb")
+    x = {n: y.double().requires_grad_() for n, y in t.items() if n in ("q", "k", "rpb")}
+
+    ref_attn = na_qk_reference(x["q"], x["k"], *geo, rpb=x.get("rpb"))
+    attn = ops.na_qk_forward(q, k, rpb, *args)
+    assert attn.dtype == q.dtype and attn.shape == ref_attn.shape
+    assert torch.equal(torch.isneginf(attn), torch.isneginf(ref_attn))
+    assert_close_to_reference(attn, ref_attn.detach(), name="attn")
+
+    up = torch.randn(ref_attn.shape, dtype=torch.float64).to(device=device, dtype=case.dtype)
+    linear = ref_attn.masked_fill(torch.isneginf(ref_attn), 0.0)
+    ref_g = dict(zip(x, torch.autograd.grad(linear, list(x.values()), up.double())))
+    dq, dk, drpb = ops.na_qk_backward(up, q, k, rpb, *args)
+    for name, got in (("q", dq), ("k", dk), ("rpb", drpb)):
+        if name in ref_g:
+            assert got.dtype == t[name].dtype and got.shape == t[name].shape, name
+            assert_close_to_reference(got, ref_g[name], name=f"qk_backward d{name}")
+
+    w = torch.softmax(ref_attn.detach(), -1).to(case.dtype)
+    wx, vx = w.double().requires_grad_(), v.double().requires_grad_()
+    ref_out = na_av_reference(wx, vx, *geo)
+    out = ops.na_av_forward(w, v, *args)
+    assert out.dtype == v.dtype
+    assert_close_to_reference(out, ref_out.detach(), name="av")
+    up = torch.randn(ref_out.shape, dtype=torch.float64).to(device=device, dtype=case.dtype)
+    ref_gw, ref_gv = torch.autograd.grad(ref_out, [wx, vx], up.double())
+    g_attn, dv = ops.na_av_backward(up, w, v, *args)
+    assert g_attn.dtype == w.dtype and dv.dtype == v.dtype
+    assert_close_to_reference(g_attn, ref_gw, name="av_backward dattn")
+    assert_close_to_reference(dv, ref_gv, name="av_backward dv")
