@@ -12,7 +12,7 @@ import importlib
 import sys
 from pathlib import Path
 
-SUITES = ("cpu", "gpu")
+SUITES = ("cpu", "gpu", "gpu_unfused")
 
 
 def main(argv: list[str] | None = None) -> int:

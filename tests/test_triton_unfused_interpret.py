@@ -90,9 +90,9 @@ def test_paths_are_both_exercised():
 
     x = torch.empty(1, 1, 12, 12, 16)
     g = geometry(x, (11, 11), (1, 1), (1, 1), (False, True))
-    assert not _gather(g, parse_config(RUNS[6][2], torch.float32, 16).block_q)
+    assert not _gather(g, parse_config(RUNS[6][2], torch.float32, 16))
     g = geometry(x, (3, 3), (1, 1), (1, 1), (False, False))
-    assert _gather(g, parse_config([GEMM], torch.float32, 16).block_q)
+    assert _gather(g, parse_config([GEMM], torch.float32, 16))
 
 
 @pytest.mark.parametrize(

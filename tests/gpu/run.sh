@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build natten against the machine's torch, then run the GPU suite (and, with --bench, the GPU
-# benchmark suite). Usage on the GPU machine, from the repository root:
+# benchmark suites, fused then unfused). Usage on the GPU machine, from the repository root:
 #   bash tests/gpu/run.sh [--bench] [pytest args...]
 # Logs go to ${OUT:-gpu-logs}/ (build.log, gpu-tests.log, bench.log and the benchmark JSON rows).
 set -o pipefail
@@ -25,5 +25,7 @@ timeout ${GPU_TEST_TIMEOUT:-300} python3 -m pytest tests/gpu -q -p no:cacheprovi
 if [ "$BENCH" = 1 ]; then
     timeout ${GPU_BENCH_TIMEOUT:-300} python3 benchmarks/run.py --suite gpu --out "$LOGS" ${BENCH_ARGS:-} 2>&1 \
         | tee "$LOGS/bench.log" || status=1
+    timeout ${GPU_BENCH_TIMEOUT:-300} python3 benchmarks/run.py --suite gpu_unfused --out "$LOGS" 2>&1 \
+        | tee "$LOGS/bench-unfused.log" || status=1
 fi
 exit $status

@@ -33,9 +33,12 @@ from natten_kernels.triton.kernels import _box_rows, _first_start_at_least, _fir
 @triton.jit
 def _mm(a, b, EXACT: tl.constexpr, PREC: tl.constexpr):
     """``a @ b`` for ``a [M, K]``, ``b [K, N]``: tensor cores, or exact FMA arithmetic in a's dtype."""
-    if EXACT:
-        return tl.sum(a[:, :, None] * b[None, :, :], axis=1)
-    return tl.dot(a, b, input_precision=PREC)
+    if EXACT:  # both branches assign: an early return would still compile the dot
+        # reduce over the innermost axis: Triton 3.6 fails to compile a middle-axis sum of this product
+        c = tl.sum(a[:, None, :] * tl.trans(b)[None, :, :], axis=2)
+    else:
+        c = tl.dot(a, b, input_precision=PREC)
+    return c
 
 
 @triton.jit
@@ -53,18 +56,17 @@ def _offsets(b, h, sb, sh, s0, s1, s2, g0, g1, g2, i0, i1, i2, D0, D1, D2):
 @triton.jit
 def _pair_slots(qvalid, kvalid, qs0, qe0, qs1, qe1, qs2, qe2, kj0, kj1, kj2, KS1, KS2):
     """For a [queries, keys] grid of valid tokens: whether the key is in the query's window, and its
-    slot there (0 elsewhere, so the slot is always a safe index)."""
+    slot there (0 elsewhere, so the slot is always a safe index). Per-axis offsets are compared as
+    unsigned (one compare per axis); the slot is one subtraction of per-row and per-column parts."""
+    u = tl.uint32
     inwin = (
         qvalid[:, None]
         & kvalid[None, :]
-        & (kj0[None, :] >= qs0[:, None])
-        & (kj0[None, :] < qe0[:, None])
-        & (kj1[None, :] >= qs1[:, None])
-        & (kj1[None, :] < qe1[:, None])
-        & (kj2[None, :] >= qs2[:, None])
-        & (kj2[None, :] < qe2[:, None])
+        & ((kj0[None, :] - qs0[:, None]).to(u) < (qe0 - qs0)[:, None].to(u))
+        & ((kj1[None, :] - qs1[:, None]).to(u) < (qe1 - qs1)[:, None].to(u))
+        & ((kj2[None, :] - qs2[:, None]).to(u) < (qe2 - qs2)[:, None].to(u))
     )
-    slot = ((kj0[None, :] - qs0[:, None]) * KS1 + (kj1[None, :] - qs1[:, None])) * KS2 + (kj2[None, :] - qs2[:, None])
+    slot = ((kj0 * KS1 + kj1) * KS2 + kj2)[None, :] - ((qs0 * KS1 + qs1) * KS2 + qs2)[:, None]
     return inwin, tl.where(inwin, slot, 0)
 
 

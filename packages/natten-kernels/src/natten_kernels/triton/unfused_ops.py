@@ -1,9 +1,10 @@
 """Launchers for the unfused Triton kernels: the CUDA implementations of ``natten::na_qk_forward``,
 ``na_qk_backward``, ``na_av_forward`` and ``na_av_backward`` (heads-first; docs/internals.md).
 
-``config`` (every op): ``[variant]`` or ``[variant, block_q, block_k, block_d, num_warps]``, where
+``config`` (every op): ``[variant]`` or ``[variant, block_q, block_k, block_d, num_warps, gather]``, where
 ``variant`` is :data:`EXACT` (CUDA-core float32/float64 arithmetic, every dtype) or :data:`GEMM`
 (``tl.dot`` on tensor cores: float16/bfloat16, float32 as TF32 only where torch allows TF32 matmuls).
+``gather`` is 1 (weights move as whole rows, ``tl.gather`` in registers), 0 (per pair) or -1 (by size).
 ``[]`` picks GEMM, or EXACT for float64. Like the fused launchers they also run under
 ``TRITON_INTERPRET=1`` on CPU tensors.
 """
@@ -33,6 +34,7 @@ class Launch:
     block_k: int
     block_d: int
     num_warps: int
+    gather: int  # 1, 0 or -1 (by size)
     acc: object  # tl.float32 / tl.float64
     prec: str
 
@@ -48,12 +50,15 @@ def parse_config(config, dtype: torch.dtype, head_dim: int) -> Launch:
         raise ValueError("unfused triton config: the gemm variant has no float64 kernels; use the exact variant")
     exact = variant == EXACT
     dim_block = max(16, triton.next_power_of_2(head_dim))
+    gather = -1
     if len(cfg) > 1:
-        if len(cfg) != 5:
+        if len(cfg) not in (5, 6):
             raise ValueError(
-                f"unfused triton config must be [variant] or [variant, block_q, block_k, block_d, num_warps], got {cfg}"
+                "unfused triton config must be [variant] or [variant, block_q, block_k, block_d, num_warps"
+                f"(, gather)], got {cfg}"
             )
-        block_q, block_k, block_d, warps = cfg[1:]
+        block_q, block_k, block_d, warps = cfg[1:5]
+        gather = cfg[5] if len(cfg) == 6 else -1
     elif exact:  # the broadcast product is block_q x block_d x block_k elements
         block_q, block_k, block_d, warps = 16, 32, 8, 4
     else:
@@ -67,7 +72,9 @@ def parse_config(config, dtype: torch.dtype, head_dim: int) -> Launch:
         if v < least or v & (v - 1):
             raise ValueError(f"unfused triton config: {name} must be a power of two >= {least}, got {v}")
     acc = tl.float64 if dtype == torch.float64 else tl.float32
-    return Launch(exact, block_q, block_k, block_d, warps, acc, _precision(dtype))
+    if gather not in (-1, 0, 1):
+        raise ValueError(f"unfused triton config: gather must be -1, 0 or 1, got {gather}")
+    return Launch(exact, block_q, block_k, block_d, warps, gather, acc, _precision(dtype))
 
 
 @dataclass(frozen=True)
@@ -144,8 +151,10 @@ def _slots_pow2(g: Geometry) -> int:
     return triton.next_power_of_2(g.slots)
 
 
-def _gather(g: Geometry, rows: int) -> bool:
-    return _slots_pow2(g) * rows <= _GATHER_ELEMENTS
+def _gather(g: Geometry, lc: Launch) -> bool:
+    if lc.gather >= 0:
+        return bool(lc.gather)
+    return _slots_pow2(g) * lc.block_q <= _GATHER_ELEMENTS
 
 
 def pairs(a, b, rpb, out, g: Geometry, fill: float, lc: Launch) -> None:
@@ -155,7 +164,7 @@ def pairs(a, b, rpb, out, g: Geometry, fill: float, lc: Launch) -> None:
     a3, b3, o3 = _as3(a), _as3(b), _as3(out)
     tq, tk = g.query_box(lc.block_q), g.key_box(lc.block_k)
     nt = _tiles(g.nmax, tq)
-    gather = _gather(g, lc.block_q)
+    gather = _gather(g, lc)
     r = None
     if rpb is not None:
         r = rpb.contiguous().reshape(g.heads, *([1] * (3 - (rpb.dim() - 1))), *rpb.shape[1:])
@@ -232,7 +241,7 @@ def weighted_sum(w, b, out, g: Geometry, lc: Launch) -> None:
         KB2=tk[2],
         BLOCK_D=block_d,
         KKP=_slots_pow2(g),
-        GATHER=_gather(g, lc.block_q),
+        GATHER=_gather(g, lc),
         EXACT=lc.exact,
         ACC=lc.acc,
         PREC=lc.prec,
@@ -272,7 +281,7 @@ def inverse_sum(w, a, out, g: Geometry, lc: Launch) -> None:
         KB2=tk[2],
         BLOCK_D=block_d,
         KKP=_slots_pow2(g),
-        GATHER=_gather(g, lc.block_q),
+        GATHER=_gather(g, lc),
         EXACT=lc.exact,
         ACC=lc.acc,
         PREC=lc.prec,
