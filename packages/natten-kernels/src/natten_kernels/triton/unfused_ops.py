@@ -38,6 +38,9 @@ class Launch:
     acc: object  # tl.float32 / tl.float64
     prec: str
 
+    def kernel_args(self) -> dict:
+        return {"EXACT": self.exact, "ACC": self.acc, "PREC": self.prec, "num_warps": self.num_warps}
+
 
 def parse_config(config, dtype: torch.dtype, head_dim: int) -> Launch:
     import triton.language as tl
@@ -143,6 +146,11 @@ def _strides(x3: torch.Tensor) -> tuple:
     return tuple(x3.stride(i) for i in range(5))
 
 
+def _boxes(tq: tuple, tk: tuple) -> dict:
+    """The query box ``T*`` and key box ``KB*`` as the kernels' constexprs."""
+    return {"T0": tq[0], "T1": tq[1], "T2": tq[2], "KB0": tk[0], "KB1": tk[1], "KB2": tk[2]}
+
+
 def _tiles(n: tuple, t: tuple) -> list:
     return [-(-n[a] // t[a]) for a in range(3)]
 
@@ -187,20 +195,12 @@ def pairs(a, b, rpb, out, g: Geometry, fill: float, lc: Launch) -> None:
         a.shape[-1],
         FILL=fill,
         **g.causal_args(),
-        T0=tq[0],
-        T1=tq[1],
-        T2=tq[2],
-        KB0=tk[0],
-        KB1=tk[1],
-        KB2=tk[2],
+        **_boxes(tq, tk),
         BLOCK_D=min(lc.block_d, max(16 if not lc.exact else 1, triton.next_power_of_2(a.shape[-1]))),
         KKP=_slots_pow2(g) if gather else _FILL_SLOTS,
         HAS_RPB=r is not None,
         GATHER=gather,
-        EXACT=lc.exact,
-        ACC=lc.acc,
-        PREC=lc.prec,
-        num_warps=lc.num_warps,
+        **lc.kernel_args(),
     )
 
 
@@ -233,19 +233,11 @@ def weighted_sum(w, b, out, g: Geometry, lc: Launch) -> None:
         g.heads,
         b.shape[-1],
         **g.causal_args(),
-        T0=tq[0],
-        T1=tq[1],
-        T2=tq[2],
-        KB0=tk[0],
-        KB1=tk[1],
-        KB2=tk[2],
+        **_boxes(tq, tk),
         BLOCK_D=block_d,
         KKP=_slots_pow2(g),
         GATHER=_gather(g, lc),
-        EXACT=lc.exact,
-        ACC=lc.acc,
-        PREC=lc.prec,
-        num_warps=lc.num_warps,
+        **lc.kernel_args(),
     )
 
 
@@ -273,19 +265,11 @@ def inverse_sum(w, a, out, g: Geometry, lc: Launch) -> None:
         a.shape[-1],
         max(g.nmax).bit_length() + 1,
         **g.causal_args(),
-        T0=tq[0],
-        T1=tq[1],
-        T2=tq[2],
-        KB0=tk[0],
-        KB1=tk[1],
-        KB2=tk[2],
+        **_boxes(tq, tk),
         BLOCK_D=block_d,
         KKP=_slots_pow2(g),
         GATHER=_gather(g, lc),
-        EXACT=lc.exact,
-        ACC=lc.acc,
-        PREC=lc.prec,
-        num_warps=lc.num_warps,
+        **lc.kernel_args(),
     )
 
 
