@@ -38,7 +38,7 @@ RUNS = [
     (
         "2d-causal-stride-exact-f16",
         Case((7, 9), (4, 3), (1, 2), (2, 3), (True, False), batch=1, dtype=F16),
-        [EXACT, 4, 8, 4, 2],
+        [EXACT, 16, 16, 16, 2],
     ),
     (
         "3d-causal-gemm",
@@ -54,7 +54,7 @@ RUNS = [
     (
         "2d-large-kernel-rpb-scatter-exact",
         Case((13, 12), (9, 7), (1, 1), (1, 1), (False, False), batch=1, rpb=True, dtype=F32),
-        [EXACT, 256, 16, 4, 4],
+        [EXACT, 256, 16, 16, 4],
     ),
 ]
 

@@ -18,8 +18,8 @@ a tile and the ``[queries, slots]`` rows in memory:
   tile keys in registers;
 * otherwise each valid pair is loaded/stored at its slot address (masked scatter).
 
-``EXACT`` replaces ``tl.dot`` with a broadcast multiply and sum: plain CUDA-core float32 / float64
-arithmetic, never tensor cores (``disable_gemm_na()``).
+``EXACT`` runs every product in IEEE float32 (half inputs upcast) or float64: ``tl.dot`` with
+``input_precision="ieee"``, which Triton lowers to CUDA-core FMAs for float32 (``disable_gemm_na()``).
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ from natten_kernels.triton.kernels import _box_rows, _first_start_at_least, _fir
 
 
 @triton.jit
-def _mm(a, b, EXACT: tl.constexpr, PREC: tl.constexpr):
-    """``a @ b`` for ``a [M, K]``, ``b [K, N]``: tensor cores, or exact FMA arithmetic in a's dtype."""
-    if EXACT:  # both branches assign: an early return would still compile the dot
-        # reduce over the innermost axis: Triton 3.6 fails to compile a middle-axis sum of this product
-        c = tl.sum(a[:, None, :] * tl.trans(b)[None, :, :], axis=2)
+def _mm(a, b, EXACT: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr):
+    """``a @ b`` for ``a [M, K]``, ``b [K, N]``: on tensor cores, or (EXACT) in IEEE float32 / float64,
+    which Triton lowers to FMA instructions for float32."""
+    if EXACT:
+        c = tl.dot(a.to(ACC), b.to(ACC), input_precision="ieee", out_dtype=ACC)
     else:
         c = tl.dot(a, b, input_precision=PREC)
     return c
@@ -193,10 +193,7 @@ def na_pairs_kernel(
             dm = offs < HEAD_DIM
             a = tl.load(A + a_row[:, None] + offs[None, :], mask=qvalid[:, None] & dm[None, :], other=0.0)
             k = tl.load(B + b_row[:, None] + offs[None, :], mask=kvalid[:, None] & dm[None, :], other=0.0)
-            if EXACT:
-                a = a.to(ACC)
-                k = k.to(ACC)
-            s += _mm(a, tl.trans(k), EXACT, PREC)
+            s += _mm(a, tl.trans(k), EXACT, PREC, ACC)
         inwin, slot = _pair_slots(qvalid, kvalid, qs0, qe0, qs1, qe1, qs2, qe2, kj0, kj1, kj2, KS1, KS2)
         if HAS_RPB:  # rpb[h, (k-1) + key - query] per axis
             bias = tl.load(
@@ -339,10 +336,7 @@ def na_gather_kernel(
             p = tl.load(W + w_row[:, None] + slot, mask=inwin, other=0.0)
         b_row = _offsets(b, h, sbb, sbh, sb0, sb1, sb2, g0, g1, g2, kj0, kj1, kj2, DL0, DL1, DL2)
         v = tl.load(B + b_row[:, None] + offs[None, :], mask=kvalid[:, None] & dm[None, :], other=0.0)
-        if EXACT:
-            acc += _mm(p.to(ACC), v.to(ACC), EXACT, PREC)
-        else:
-            acc += _mm(p.to(v.dtype), v, EXACT, PREC)
+        acc += _mm(p.to(v.dtype), v, EXACT, PREC, ACC)
     tl.store(O + o_row[:, None] + offs[None, :], acc.to(O.dtype.element_ty), mask=qvalid[:, None] & dm[None, :])
 
 
@@ -455,10 +449,7 @@ def na_scatter_kernel(
             w = tl.load(W + w_row[:, None] + slot, mask=inwin, other=0.0)
         a_row = _offsets(b, h, sab, sah, sa0, sa1, sa2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
         a = tl.load(A + a_row[:, None] + offs[None, :], mask=qvalid[:, None] & dm[None, :], other=0.0)
-        if EXACT:
-            acc += _mm(tl.trans(w.to(ACC)), a.to(ACC), EXACT, PREC)
-        else:
-            acc += _mm(tl.trans(w.to(a.dtype)), a, EXACT, PREC)
+        acc += _mm(tl.trans(w.to(a.dtype)), a, EXACT, PREC, ACC)
     tl.store(O + o_row[:, None] + offs[None, :], acc.to(O.dtype.element_ty), mask=kvalid[:, None] & dm[None, :])
 
 

@@ -62,18 +62,14 @@ def parse_config(config, dtype: torch.dtype, head_dim: int) -> Launch:
             )
         block_q, block_k, block_d, warps = cfg[1:5]
         gather = cfg[5] if len(cfg) == 6 else -1
-    elif exact:  # the broadcast product is block_q x block_d x block_k elements
-        block_q, block_k, block_d, warps = 16, 32, 8, 4
+    elif exact:  # FMA dots: smaller tiles than tensor cores take
+        block_q, block_k, block_d, warps = 32, 32, 16, 4
     else:
         small = dim_block <= 128
         block_q, block_k, block_d, warps = (64 if small else 32), (64 if small else 32), dim_block, 4
-    for name, v, least in (
-        ("block_q", block_q, 1 if exact else 16),
-        ("block_k", block_k, 1 if exact else 16),
-        ("block_d", block_d, 1 if exact else 16),
-    ):
-        if v < least or v & (v - 1):
-            raise ValueError(f"unfused triton config: {name} must be a power of two >= {least}, got {v}")
+    for name, v in (("block_q", block_q), ("block_k", block_k), ("block_d", block_d)):
+        if v < 16 or v & (v - 1):
+            raise ValueError(f"unfused triton config: {name} must be a power of two >= 16, got {v}")
     acc = tl.float64 if dtype == torch.float64 else tl.float32
     if gather not in (-1, 0, 1):
         raise ValueError(f"unfused triton config: gather must be -1, 0 or 1, got {gather}")
@@ -196,7 +192,7 @@ def pairs(a, b, rpb, out, g: Geometry, fill: float, lc: Launch) -> None:
         FILL=fill,
         **g.causal_args(),
         **_boxes(tq, tk),
-        BLOCK_D=min(lc.block_d, max(16 if not lc.exact else 1, triton.next_power_of_2(a.shape[-1]))),
+        BLOCK_D=min(lc.block_d, max(16, triton.next_power_of_2(a.shape[-1]))),
         KKP=_slots_pow2(g) if gather else _FILL_SLOTS,
         HAS_RPB=r is not None,
         GATHER=gather,
@@ -206,7 +202,9 @@ def pairs(a, b, rpb, out, g: Geometry, fill: float, lc: Launch) -> None:
 
 def _d_chunks(d: int, lc: Launch) -> tuple[int, int]:
     """(block, chunks) over an output's channels: one chunk on tensor cores, many when exact."""
-    block = max(16, triton.next_power_of_2(d)) if not lc.exact else min(lc.block_d, triton.next_power_of_2(d))
+    block = max(16, triton.next_power_of_2(d))
+    if lc.exact:
+        block = min(lc.block_d, block)
     return block, -(-d // block)
 
 
