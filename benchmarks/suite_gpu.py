@@ -5,6 +5,16 @@ kernel), all in the same run. ``python benchmarks/run.py --suite gpu [--only S1,
 Effective TFLOP/s = 4 * B * H * N * K * D / time (backward counts 2.5x forward); ratios are against
 cuDNN dense SDPA measured in this run; medians of ``triton.testing.do_bench`` (L2 flushed by it).
 Tile efficiency = useful (query, key) pairs / pairs the kernel computes (from its tile shapes).
+
+Flex runs on tokens permuted into tiles (2D/3D: each 128-token Flex block is a spatial box, so the
+BlockMask is as sparse as natten's tiles; the permutation is done once, outside the timing), with a
+block mask built by a compiled mask_mod, and dynamo reset per problem (new shapes would otherwise hit
+its recompile limit and fall back to the unfused path).
+
+``--sweep`` times every autotuner candidate of the triton backend (and ``--configs``) per problem,
+forward and backward, compiling them first in parallel (``--precompile`` workers); its rows
+(``sweep-forward`` / ``sweep-backward``) carry the tile efficiency and the raw rate (pairs computed per
+second), from which triton/tiling.py's rate tables are calibrated.
 """
 
 # ruff: noqa: B023  (closures are timed within the loop iteration that defines them)
@@ -14,6 +24,7 @@ import argparse
 import functools
 import math
 import time
+from dataclasses import replace
 
 import torch
 
@@ -37,6 +48,7 @@ PROBLEMS = [
 ]
 TARGETS = {"S1": 0.65, "S1-s256": 0.75, "S2": 0.40, "S3": 0.55, "S3-s16": 0.75, "S6": 0.40, "S6-s": 0.75}
 DT = {"bf16": torch.bfloat16, "fp16": torch.float16}
+FLEX_BLOCK = 128
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,16 +56,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--only", default="", help="comma-separated problem ids (default: all)")
     g.add_argument("--no-flex", action="store_true", help="skip FlexAttention anchors (compile time)")
     g.add_argument("--no-backward", action="store_true")
+    g.add_argument("--sweep", action="store_true", help="time every autotuner candidate config instead")
+    g.add_argument("--configs", default="", help="extra forward sweep configs, e.g. '128,64,8,2;64,32,4,3,1'")
+    g.add_argument("--directions", default="forward,backward,backward-kv", help="sweep: what to time")
+    g.add_argument("--precompile", type=int, default=12, metavar="N", help="sweep: compile in N processes")
 
 
-def _bench(fn) -> float:
+def _bench(fn, rep: int = 200) -> float:
     import triton
 
-    return float(triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median"))
+    return float(triton.testing.do_bench(fn, warmup=25, rep=rep, return_mode="median"))
+
+
+def _selected(args):
+    only = {x for x in args.only.split(",") if x}
+    return [p for p in PROBLEMS if not only or p[0] in only]
+
+
+def _inputs(problem, seed=0):
+    _pid, spatial, B, H, D, dts, *_ = problem
+    g = torch.Generator("cuda").manual_seed(seed)
+    return tuple(torch.randn(B, *spatial, H, D, device="cuda", dtype=DT[dts], generator=g) for _ in range(3))
 
 
 def _axis_windows(n, k, d, s, causal, device="cuda"):
-    """Per-axis (start, end) of group-local windows for every index (torch, for the Flex mask)."""
+    """Per-axis (group, group-local index, start, end) of every index (torch, for the Flex mask)."""
     i = torch.arange(n, device=device)
     g = i % d
     p = i // d
@@ -69,17 +96,69 @@ def _axis_windows(n, k, d, s, causal, device="cuda"):
     return g, p, start, end
 
 
-def _flex_mask(spatial, kernel, dil, stride, causal):
+def _flex_box(spatial, kernel, dil, stride, causal):
+    """The box of FLEX_BLOCK tokens that divides every axis (so tokens can be permuted into tiles) and
+    wastes the fewest pairs as Flex's query and key block; None in 1D (already tiled) or if none fits."""
+    import itertools
+
+    from natten_kernels.triton.tiling import tile_efficiency
+
+    rank = len(spatial)
+    if rank == 1:
+        return None
+    pows = [[1 << e for e in range(8) if n % (1 << e) == 0] for n in spatial]
+    boxes = [b for b in itertools.product(*pows) if math.prod(b) == FLEX_BLOCK]
+    pad = (1,) * (3 - rank)
+
+    def eff(b):
+        return tile_efficiency(spatial, kernel, dil, stride, causal, pad + b, pad + b)
+
+    return max(boxes, key=eff, default=None)
+
+
+def _to_tiles(x, spatial, tbox):
+    """[B, *spatial, H, D] -> [B, H, N, D] with tokens in tile order (row-major tiles of ``tbox``)."""
+    B, H, D = x.shape[0], x.shape[-2], x.shape[-1]
+    rank = len(spatial)
+    if tbox is None:
+        return x.reshape(B, -1, H, D).transpose(1, 2).contiguous()
+    split = [v for n, b in zip(spatial, tbox) for v in (n // b, b)]
+    x = x.reshape(B, *split, H, D)
+    order = [0, 2 * rank + 1, *range(1, 2 * rank, 2), *range(2, 2 * rank + 1, 2), 2 * rank + 2]
+    return x.permute(*order).reshape(B, H, -1, D).contiguous()
+
+
+def _from_tiles(y, spatial, tbox):
+    """Inverse of :func:`_to_tiles`: [B, H, N, D] in tile order -> [B, *spatial, H, D]."""
+    B, H, D = y.shape[0], y.shape[1], y.shape[-1]
+    rank = len(spatial)
+    if tbox is None:
+        return y.transpose(1, 2).reshape(B, *spatial, H, D)
+    grid = [n // b for n, b in zip(spatial, tbox)]
+    y = y.reshape(B, H, *grid, *tbox, D)
+    order = [0, *(v for a in range(rank) for v in (2 + a, 2 + rank + a)), 1, 2 + 2 * rank]
+    return y.permute(*order).reshape(B, *spatial, H, D)
+
+
+def _flex_mask(spatial, kernel, dil, stride, causal, tbox):
+    """mask_mod over token indices in tile order (``tbox``) or row-major order (None)."""
     tabs = [_axis_windows(n, k, d, s, c) for n, k, d, s, c in zip(spatial, kernel, dil, stride, causal)]
-    sizes = list(spatial)
+    rank = len(spatial)
+    grid = [n // b for n, b in zip(spatial, tbox)] if tbox else list(spatial)
+    inner = list(tbox) if tbox else [1] * rank
+    vol = math.prod(inner)
+
+    def coords(i):
+        t, r = i // vol, i % vol
+        out = [None] * rank
+        for a in reversed(range(rank)):
+            out[a] = (t % grid[a]) * inner[a] + r % inner[a]
+            t, r = t // grid[a], r // inner[a]
+        return out
 
     def mask_mod(b, h, qi, ki):
         ok = qi >= 0
-        rq, rk = qi, ki
-        for a in reversed(range(len(sizes))):
-            g, p, st, en = tabs[a]
-            xq, xk = rq % sizes[a], rk % sizes[a]
-            rq, rk = rq // sizes[a], rk // sizes[a]
+        for (g, p, st, en), xq, xk in zip(tabs, coords(qi), coords(ki)):
             pk = p[xk]
             ok = ok & (g[xq] == g[xk]) & (pk >= st[xq]) & (pk < en[xq])
         return ok
@@ -87,156 +166,42 @@ def _flex_mask(spatial, kernel, dil, stride, causal):
     return mask_mod
 
 
-def tile_efficiency(spatial, kernel, dil, stride, causal, cfg) -> float:
-    from natten_kernels.triton.ops import _pad3, tile_shapes
+def _flex_anchors(problem, q, k, v, qh, kh, vh, reference) -> dict:
+    """Flex dense and Flex with the neighborhood mask (tokens permuted into tiles), ms; also the max
+    difference of Flex's NA output from ``reference`` (natten's), which checks the mask."""
+    import torch._dynamo
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
+    _pid, spatial, *_rest, kernel, dil, stride, causal = problem
+    N = math.prod(spatial)
+    torch._dynamo.reset()  # fresh shapes per problem: stay under the recompile limit
+    flex = torch.compile(flex_attention)
+    res = {"flex-dense": _bench(lambda: flex(qh, kh, vh))}
+    tbox = _flex_box(spatial, kernel, dil, stride, causal)
+    qt, kt, vt = (_to_tiles(x, spatial, tbox) for x in (q, k, v))
+    bm = create_block_mask(
+        _flex_mask(spatial, kernel, dil, stride, causal, tbox), None, None, N, N, device="cuda", _compile=True
+    )
+    res["flex-na"] = _bench(lambda: flex(qt, kt, vt, block_mask=bm))
+    out = _from_tiles(flex(qt, kt, vt, block_mask=bm), spatial, tbox)
+    res["flex_max_diff"] = float((out.float() - reference.float()).abs().max())
+    return res
+
+
+def _resolved(problem, config, backward=False):
+    """The config the launcher really runs for ``config`` (``[]``/``0`` entries resolved)."""
+    from natten_kernels.triton.ops import _parse
+
+    _pid, spatial, _B, _H, D, dts, kernel, dil, stride, causal = problem
+    return list(_parse(config, D, DT[dts], (spatial, kernel, dil, stride, causal), backward, torch.device("cuda")))
+
+
+def _tile_efficiency(problem, cfg) -> float:
+    from natten_kernels.triton.tiling import tile_efficiency, tile_shapes
+
+    _pid, spatial, _B, _H, _D, _dt, kernel, dil, stride, causal = problem
     qbox, kbox = tile_shapes(kernel, dil, stride, spatial, cfg[0], cfg[1])
-    L, ks, dl, st, cz = (_pad3(spatial, 1), _pad3(kernel, 1), _pad3(dil, 1), _pad3(stride, 1), _pad3(causal, False))
-    useful, computed = 1.0, 1.0
-    for a in range(3):
-        u = c = 0
-        for g in range(dl[a]):
-            n = -(-(L[a] - g) // dl[a])
-            _gg, _p, start, end = (x.cpu() for x in _axis_windows(n, ks[a], 1, st[a], cz[a], "cpu"))
-            u += int((end - start).sum())
-            for t0 in range(0, n, qbox[a]):
-                last = min(t0 + qbox[a], n) - 1
-                span = int(end[last] - start[t0])
-                c += qbox[a] * math.ceil(span / kbox[a]) * kbox[a]
-        useful *= u
-        computed *= c
-    return useful / computed
-
-
-def run(args: argparse.Namespace) -> tuple[Recorder, bool]:
-    import natten_kernels.triton.standalone as standalone
-
-    standalone.ensure_ops()  # only when the compiled library is missing
-    from natten_kernels.triton.tiling import default_config
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.nn.functional import scaled_dot_product_attention as sdpa
-
-    import natten.functional as F
-
-    rec = Recorder("gpu", "cuda")
-    only = {x for x in args.only.split(",") if x}
-    met = True
-    lines = []
-    for pid, spatial, B, H, D, dts, kernel, dil, stride, causal in PROBLEMS:
-        if only and pid not in only:
-            continue
-        dt = DT[dts]
-        N = math.prod(spatial)
-        K = math.prod(kernel)
-        if any(causal):  # keys actually attended, averaged: causal windows are partly empty
-            K = _attended(spatial, kernel, dil, stride, causal) / N
-        flops = 4 * B * H * N * K * D
-        q, k, v = (torch.randn(B, *spatial, H, D, device="cuda", dtype=dt) for _ in range(3))
-        row = {
-            "problem": pid,
-            "spatial": list(spatial),
-            "B": B,
-            "H": H,
-            "D": D,
-            "dtype": dts,
-            "kernel": list(kernel),
-            "dilation": list(dil),
-            "stride": list(stride),
-            "causal": list(causal),
-        }
-        res = {}
-        t0 = time.perf_counter()
-        fn = {1: F.na1d, 2: F.na2d, 3: F.na3d}[len(spatial)]
-        na = functools.partial(fn, q, k, v, kernel, dil, causal, stride=stride)
-        na()
-        torch.cuda.synchronize()
-        res["natten-triton"] = _bench(na)
-        first_call = time.perf_counter() - t0
-        qh, kh, vh = (x.reshape(B, N, H, D).transpose(1, 2).contiguous() for x in (q, k, v))
-        for name, backend in (("sdpa-cudnn", SDPBackend.CUDNN_ATTENTION), ("sdpa-flash", SDPBackend.FLASH_ATTENTION)):
-            try:
-                with sdpa_kernel([backend]):
-                    res[name] = _bench(lambda: sdpa(qh, kh, vh))
-            except Exception as e:
-                print(f"  {pid}: {name} unavailable: {e!s:.80}")
-        if not args.no_flex:
-            try:
-                from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-
-                flex = torch.compile(flex_attention)
-                res["flex-dense"] = _bench(lambda: flex(qh, kh, vh))
-                bm = create_block_mask(
-                    _flex_mask(spatial, kernel, dil, stride, causal), None, None, N, N, device="cuda"
-                )
-                res["flex-na"] = _bench(lambda: flex(qh, kh, vh, block_mask=bm))
-            except Exception as e:
-                print(f"  {pid}: flex unavailable: {e!s:.120}")
-        dense_flops = 4 * B * H * N * N * D
-        cudnn = res.get("sdpa-cudnn")
-        cudnn_rate = dense_flops / (cudnn * 1e-3) if cudnn else None
-        bytes_moved = 4 * B * N * H * D * q.element_size()
-        eff = tile_efficiency(spatial, kernel, dil, stride, causal, default_config(D, q.element_size()))
-        for impl, ms in res.items():
-            useful = flops if impl in ("natten-triton", "flex-na") else dense_flops
-            rate = useful / (ms * 1e-3)
-            r = rec.add(
-                "forward",
-                **row,
-                impl=impl,
-                ms=ms,
-                tflops=rate / 1e12,
-                ratio_vs_cudnn=(rate / cudnn_rate) if cudnn_rate else None,
-                gbps=bytes_moved / (ms * 1e-3) / 1e9 if impl == "natten-triton" else None,
-                tile_efficiency=eff if impl == "natten-triton" else None,
-                first_call_s=first_call if impl == "natten-triton" else None,
-            )
-            lines.append(r)
-        if pid in TARGETS and cudnn_rate:
-            ratio = flops / (res["natten-triton"] * 1e-3) / cudnn_rate
-            met &= ratio >= TARGETS[pid]
-        if not args.no_backward:
-            qg, kg, vg = (x.detach().requires_grad_(True) for x in (q, k, v))
-            out = fn(qg, kg, vg, kernel, dil, causal, stride=stride)
-            go = torch.randn_like(out)
-
-            def fb():
-                o = fn(qg, kg, vg, kernel, dil, causal, stride=stride)
-                torch.autograd.grad(o, (qg, kg, vg), go)
-
-            fb()
-            ms = _bench(fb)
-            rate = 3.5 * flops / (ms * 1e-3)
-            dense_fb = None
-            if cudnn:
-                qd, kd, vd = (x.detach().requires_grad_(True) for x in (qh, kh, vh))
-                god = torch.randn_like(qh)
-
-                def dfb():
-                    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
-                        o = sdpa(qd, kd, vd)
-                    torch.autograd.grad(o, (qd, kd, vd), god)
-
-                try:
-                    dfb()
-                    dense_fb = _bench(dfb)
-                except Exception as e:
-                    print(f"  {pid}: cudnn backward unavailable: {e!s:.80}")
-            ratio = rate / (3.5 * dense_flops / (dense_fb * 1e-3)) if dense_fb else None
-            lines.append(
-                rec.add(
-                    "fwd+bwd",
-                    **row,
-                    impl="natten-triton",
-                    ms=ms,
-                    tflops=rate / 1e12,
-                    ratio_vs_cudnn=ratio,
-                    cudnn_fwd_bwd_ms=dense_fb,
-                )
-            )
-        _print_problem(pid, [r for r in lines if r["problem"] == pid])
-        del q, k, v
-        torch.cuda.empty_cache()
-    return rec, met
+    return tile_efficiency(spatial, kernel, dil, stride, causal, qbox, kbox)
 
 
 def _attended(spatial, kernel, dil, stride, causal) -> float:
@@ -247,14 +212,301 @@ def _attended(spatial, kernel, dil, stride, causal) -> float:
     return total
 
 
+def _flops(problem) -> float:
+    _pid, spatial, B, H, D, _dt, kernel, dil, stride, causal = problem
+    N = math.prod(spatial)
+    K = _attended(spatial, kernel, dil, stride, causal) / N if any(causal) else math.prod(kernel)
+    return 4 * B * H * N * K * D
+
+
+def _row(problem) -> dict:
+    pid, spatial, B, H, D, dts, kernel, dil, stride, causal = problem
+    return {
+        "problem": pid,
+        "spatial": list(spatial),
+        "B": B,
+        "H": H,
+        "D": D,
+        "dtype": dts,
+        "kernel": list(kernel),
+        "dilation": list(dil),
+        "stride": list(stride),
+        "causal": list(causal),
+    }
+
+
+def _cudnn(qh, kh, vh, backward: bool):
+    """(forward ms, forward+backward ms or None) of cuDNN dense SDPA."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+        fwd = _bench(lambda: sdpa(qh, kh, vh))
+    if not backward:
+        return fwd, None
+    qd, kd, vd = (x.detach().requires_grad_(True) for x in (qh, kh, vh))
+    god = torch.randn_like(qh)
+
+    def dfb():
+        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+            o = sdpa(qd, kd, vd)
+        torch.autograd.grad(o, (qd, kd, vd), god)
+
+    dfb()
+    return fwd, _bench(dfb)
+
+
+def run(args: argparse.Namespace) -> tuple[Recorder, bool]:
+    import natten_kernels.triton.standalone as standalone
+
+    standalone.ensure_ops()  # only when the compiled library is missing
+    if args.sweep:
+        return sweep(args), True
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+    import natten.functional as F
+
+    rec = Recorder("gpu", "cuda")
+    met = True
+    lines = []
+    for problem in _selected(args):
+        pid, spatial, B, H, D, _dt, kernel, dil, stride, causal = problem
+        N = math.prod(spatial)
+        flops = _flops(problem)
+        q, k, v = _inputs(problem)
+        row = _row(problem)
+        res = {}
+        flex_diff = None
+        t0 = time.perf_counter()
+        fn = {1: F.na1d, 2: F.na2d, 3: F.na3d}[len(spatial)]
+        na = functools.partial(fn, q, k, v, kernel, dil, causal, stride=stride)
+        na()
+        torch.cuda.synchronize()
+        first_call = time.perf_counter() - t0
+        res["natten-triton"] = _bench(na)
+        qh, kh, vh = (x.reshape(B, N, H, D).transpose(1, 2).contiguous() for x in (q, k, v))
+        for name, backend in (("sdpa-cudnn", SDPBackend.CUDNN_ATTENTION), ("sdpa-flash", SDPBackend.FLASH_ATTENTION)):
+            try:
+                with sdpa_kernel([backend]):
+                    res[name] = _bench(lambda: sdpa(qh, kh, vh))
+            except Exception as e:
+                print(f"  {pid}: {name} unavailable: {e!s:.80}")
+        if not args.no_flex:
+            try:
+                flex_res = _flex_anchors(problem, q, k, v, qh, kh, vh, na())
+                flex_diff = flex_res.pop("flex_max_diff")
+                res.update(flex_res)
+            except Exception as e:
+                print(f"  {pid}: flex unavailable: {e!s:.120}")
+        dense_flops = 4 * B * H * N * N * D
+        cudnn = res.get("sdpa-cudnn")
+        cudnn_rate = dense_flops / (cudnn * 1e-3) if cudnn else None
+        bytes_moved = 4 * B * N * H * D * q.element_size()
+        cfg = _resolved(problem, [])
+        eff = _tile_efficiency(problem, cfg)
+        for impl, ms in res.items():
+            useful = flops if impl in ("natten-triton", "flex-na") else dense_flops
+            rate = useful / (ms * 1e-3)
+            ours = impl == "natten-triton"
+            lines.append(
+                rec.add(
+                    "forward",
+                    **row,
+                    impl=impl,
+                    ms=ms,
+                    tflops=rate / 1e12,
+                    ratio_vs_cudnn=(rate / cudnn_rate) if cudnn_rate else None,
+                    gbps=bytes_moved / (ms * 1e-3) / 1e9 if ours else None,
+                    tile_efficiency=eff if ours else None,
+                    config=cfg if ours else None,
+                    first_call_s=first_call if ours else None,
+                    max_diff_vs_natten=flex_diff if impl == "flex-na" else None,
+                )
+            )
+        if pid in TARGETS and cudnn_rate:
+            ratio = flops / (res["natten-triton"] * 1e-3) / cudnn_rate
+            met &= ratio >= TARGETS[pid]
+        if not args.no_backward:
+            lines.append(_fwd_bwd_row(rec, problem, fn, q, k, v, qh, kh, vh, flops, dense_flops))
+        _print_problem(pid, [r for r in lines if r["problem"] == pid])
+        del q, k, v
+        torch.cuda.empty_cache()
+    return rec, met
+
+
+def _fwd_bwd_row(rec, problem, fn, q, k, v, qh, kh, vh, flops, dense_flops):
+    pid, _spatial, _B, _H, _D, _dt, kernel, dil, stride, causal = problem
+    qg, kg, vg = (x.detach().requires_grad_(True) for x in (q, k, v))
+    out = fn(qg, kg, vg, kernel, dil, causal, stride=stride)
+    go = torch.randn_like(out)
+
+    def fb():
+        o = fn(qg, kg, vg, kernel, dil, causal, stride=stride)
+        torch.autograd.grad(o, (qg, kg, vg), go)
+
+    fb()
+    ms = _bench(fb)
+    rate = 3.5 * flops / (ms * 1e-3)
+    dense_fb = None
+    try:
+        dense_fb = _cudnn(qh, kh, vh, True)[1]
+    except Exception as e:
+        print(f"  {pid}: cudnn backward unavailable: {e!s:.80}")
+    ratio = rate / (3.5 * dense_flops / (dense_fb * 1e-3)) if dense_fb else None
+    return rec.add(
+        "fwd+bwd",
+        **_row(problem),
+        impl="natten-triton",
+        ms=ms,
+        tflops=rate / 1e12,
+        ratio_vs_cudnn=ratio,
+        cudnn_fwd_bwd_ms=dense_fb,
+        config=_resolved(problem, [], backward=True),
+    )
+
+
 def _print_problem(pid, rows):
     for r in rows:
         ratio = f"{r['ratio_vs_cudnn']:.2f}" if r.get("ratio_vs_cudnn") is not None else "-"
         extra = ""
         if r.get("tile_efficiency") is not None:
             extra = f" tile-eff {r['tile_efficiency']:.2f}  {r['gbps']:.0f} GB/s  first call {r['first_call_s']:.1f}s"
+        if r.get("config"):
+            extra += f"  cfg {r['config']}"
+        if r.get("max_diff_vs_natten") is not None:
+            extra += f"  max diff vs natten {r['max_diff_vs_natten']:.1e}"
         print(
             f"{pid:10s} {r['kind']:8s} {r['impl']:14s} {r['ms']:9.3f} ms {r['tflops']:7.1f} TFLOP/s  "
             f"x cuDNN {ratio}{extra}",
             flush=True,
         )
+
+
+# ----------------------------------------------------------------------------- sweep
+
+
+def _sweep_jobs(args):
+    """(problem, direction, config) for every candidate of the backend (and --configs), deduplicated
+    after resolution; backward candidates with and without KV parallelism."""
+    from natten_kernels.backends import TuningInfo
+    from natten_kernels.backends.triton import TRITON
+
+    extra = [[int(x) for x in c.split(",")] for c in args.configs.split(";") if c]
+    wanted = set(args.directions.split(","))
+    jobs = []
+    for problem in _selected(args):
+        _pid, spatial, B, H, D, *_ = problem
+        info = TuningInfo(B, H, H, math.prod(spatial), D)
+        for direction, cands in (
+            ("forward", TRITON.forward_configs(info) + extra),
+            ("backward", TRITON.backward_configs(info)),
+            ("backward-kv", TRITON.backward_configs(replace(info, kv_parallel=True))),
+        ):
+            if direction not in wanted:
+                continue
+            seen = set()
+            for c in cands:
+                cfg = tuple(_resolved(problem, c, backward=direction != "forward"))
+                if cfg not in seen:
+                    seen.add(cfg)
+                    jobs.append((problem, direction, list(cfg)))
+    return jobs
+
+
+def _run_job(problem, direction, cfg, tensors):
+    """One call of the launcher(s) for a sweep job; returns a callable to time."""
+    from natten_kernels.triton.ops import na_fused_backward, na_fused_forward
+
+    _pid, _spatial, _B, _H, D, _dt, kernel, dil, stride, causal = problem
+    q, k, v = tensors
+    args = (list(kernel), list(dil), list(stride), list(causal), D**-0.5)
+    if direction == "forward":
+        return lambda: na_fused_forward(q, k, v, None, None, None, *args, cfg)
+    out, lse = na_fused_forward(q, k, v, None, None, None, *args, [])
+    go = torch.randn_like(out)
+    return lambda: na_fused_backward(go, q, k, v, out, lse, None, None, None, None, *args, cfg)
+
+
+def _warm(job):
+    """Compile one sweep job in a worker process (fills triton's on-disk cache); '' or the error."""
+    try:
+        import natten_kernels.triton.standalone as standalone
+
+        standalone.ensure_ops()
+        problem, direction, cfg = job
+        _run_job(problem, direction, cfg, _inputs(problem))()
+        torch.cuda.synchronize()
+        return ""
+    except Exception as e:
+        return f"{type(e).__name__}: {e!s:.200}"
+
+
+def sweep(args) -> Recorder:
+    """Time every sweep job (compiled first in ``--precompile`` worker processes; a job that fails to
+    compile or run there is reported and skipped here, so a bad config cannot poison this process)."""
+    import multiprocessing as mp
+
+    rec = Recorder("gpu-sweep", "cuda")
+    jobs = _sweep_jobs(args)
+    t0 = time.perf_counter()
+    errors = {}
+    if args.precompile > 1:
+        with mp.get_context("spawn").Pool(args.precompile) as pool:
+            for job, err in zip(jobs, pool.map(_warm, jobs, chunksize=1)):
+                if err:
+                    errors[(job[0][0], job[1], tuple(job[2]))] = err
+    print(f"sweep: {len(jobs)} jobs compiled in {time.perf_counter() - t0:.0f}s, {len(errors)} failed", flush=True)
+    current, tensors, reference = None, None, None
+    for problem, direction, cfg in jobs:
+        pid, spatial, B, H, D, *_ = problem
+        if current is not problem:
+            current, tensors = problem, _inputs(problem)
+            qh, kh, vh = (x.reshape(B, -1, H, D).transpose(1, 2).contiguous() for x in tensors)
+            cudnn_fwd, cudnn_fb = _cudnn(qh, kh, vh, "backward" in args.directions)
+            del qh, kh, vh
+            reference = None
+        key = (pid, direction, tuple(cfg))
+        row = {**_row(problem), "direction": direction, "config": cfg}
+        if key in errors:
+            rec.add("sweep", **row, error=errors[key])
+            print(f"{pid:10s} {direction:12s} {cfg!s:22s} FAILED {errors[key][:100]}", flush=True)
+            continue
+        try:
+            fn = _run_job(problem, direction, cfg, tensors)
+            res = fn()
+            # every forward config must agree with the first one timed (the default)
+            err = None
+            if direction == "forward":
+                if reference is None:
+                    reference = res[0].float()
+                err = float((res[0].float() - reference).abs().max())
+            ms = _bench(fn, rep=100)
+        except Exception as e:
+            rec.add("sweep", **row, error=f"{type(e).__name__}: {e!s:.200}")
+            print(f"{pid:10s} {direction:12s} {cfg!s:22s} FAILED {e!s:.100}", flush=True)
+            continue
+        flops = _flops(problem) * (1.0 if direction == "forward" else 2.5)  # the backward counts 2.5x
+        dense_ms = cudnn_fwd if direction == "forward" else (cudnn_fb and cudnn_fb - cudnn_fwd)
+        eff = _tile_efficiency(problem, cfg)
+        # useful FLOPs per ms over cuDNN's dense FLOPs per ms (the same 1x / 2.5x factor on both sides)
+        ratio = (_flops(problem) / ms) / (4 * B * H * math.prod(spatial) ** 2 * D / dense_ms) if dense_ms else None
+        r = rec.add(
+            "sweep",
+            **row,
+            ms=ms,
+            tflops=flops / (ms * 1e-3) / 1e12,
+            raw_tflops=flops / eff / (ms * 1e-3) / 1e12,
+            ratio_vs_cudnn=ratio,
+            tile_efficiency=eff,
+            gbps=4 * B * math.prod(spatial) * H * D * tensors[0].element_size() / (ms * 1e-3) / 1e9,
+            max_diff_vs_default=err,
+        )
+        print(
+            f"{pid:10s} {direction:12s} {cfg!s:22s} {ms:8.3f} ms {r['tflops']:6.1f} TFLOP/s"
+            f" (raw {r['raw_tflops']:6.1f})"
+            f" x cuDNN {ratio if ratio is None else round(ratio, 3)} eff {eff:.3f} {r['gbps']:6.0f} GB/s"
+            + (f" diff {err:.2e}" if err is not None else ""),
+            flush=True,
+        )
+    return rec

@@ -60,6 +60,10 @@ BLOCK_SPARSE = Case((32,), (16,), (1,), (16,), (False,), batch=1, head_dim=16, h
 RUNS = [(c.id, c, *CONFIG) for c in CASES] + [
     ("default-config", replace(CASES[4], rpb=False, head_dim=32, head_dim_v=32), [], []),
     ("block-sparse", BLOCK_SPARSE, *CONFIG),
+    # KV-parallel backward (variant 1: dq by atomics in the dk/dv pass); TMA needs CUDA, so the forward
+    # variant falls back to pointer loads here
+    ("kv-parallel", CASES[5], [16, 16, 4, 1, 1], [16, 16, 4, 1, 1]),
+    ("kv-parallel-rpb-default-tiles", CASES[4], [], [0, 0, 0, 0, 1]),
 ]
 
 
@@ -110,3 +114,31 @@ def test_triton_bad_config_is_a_value_error():
 
     with pytest.raises(ValueError, match="power of two"):
         _parse([24, 16, 4, 1], 16, torch.float32)
+
+
+def test_tile_efficiency_counts_pairs():
+    """The analytic tile efficiency equals a brute-force count of the pairs the kernel computes."""
+    from natten_kernels.triton.tiling import _window, tile_efficiency
+
+    n, k, s, t, kb = 23, 5, 2, 4, 8
+    for causal in (False, True):
+        useful = sum(e - b for b, e in (_window(p, n, k, s, causal) for p in range(n)))
+        computed = 0
+        for q0 in range(0, n, t):
+            lo = _window(q0, n, k, s, causal)[0]
+            hi = _window(min(q0 + t, n) - 1, n, k, s, causal)[1]
+            computed += t * kb * -(-(hi - lo) // kb)
+        got = tile_efficiency((n,), (k,), (1,), (s,), (causal,), (1, 1, t), (1, 1, kb))
+        assert abs(got - useful / computed) < 1e-12
+
+
+def test_defaults_and_zero_entries():
+    """``[]`` and ``0`` entries resolve per problem: small windows get smaller tiles than large ones."""
+    from natten_kernels.triton.ops import _parse
+
+    small = _parse([], 32, torch.float16, ((56, 56), (7, 7), (1, 1), (1, 1), (False, False)))
+    large = _parse([], 128, torch.bfloat16, ((32768,), (2048,), (1,), (1,), (False,)))
+    assert small[0] * small[1] < large[0] * large[1]
+    assert _parse([0, 0, 0, 0, 1], 128, torch.bfloat16, ((4096,), (512,), (1,), (1,), (False,)))[4] == 1
+    assert _parse([128, 64, 8, 2], 128, torch.bfloat16)[4] == 0  # an explicit config without variant
+    assert _parse([0, 32, 4, 0], 64, torch.float16)[1:3] == (32, 4)

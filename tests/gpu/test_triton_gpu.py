@@ -40,6 +40,8 @@ HEAD_DIMS = [
     )
 ]
 CONFIGS = [[16, 16, 4, 1], [32, 64, 4, 2], [64, 32, 4, 3], [128, 128, 8, 2]]
+# the variants (fifth entry): forward TMA loads, backward KV parallelism (dq by atomics)
+VARIANTS = [[16, 16, 4, 1, 1], [64, 32, 4, 3, 1], [128, 64, 8, 3, 1], [0, 0, 0, 0, 1]]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -57,6 +59,43 @@ def test_head_dims(case):
 def test_tile_configs(case, config):
     c = replace(case, dtype=torch.float16)
     check(c, "cuda", run_launchers, fwd_config=config, bwd_config=config)
+
+
+@pytest.mark.parametrize("config", VARIANTS, ids=["x".join(map(str, c)) for c in VARIANTS])
+@pytest.mark.parametrize("case", CASES[::7], ids=[c.id for c in CASES[::7]])
+def test_variants(case, config):
+    """TMA loads (forward) and the KV-parallel backward on the generated feature cases."""
+    check(replace(case, dtype=torch.float16), "cuda", run_launchers, fwd_config=config, bwd_config=config)
+
+
+def test_kv_parallel_and_autotuner_through_the_api():
+    """use_kv_parallelism_in_fused_na / use_autotuner pick the backend's candidates; results still match."""
+    import natten
+    from natten import autotuner
+
+    case = replace(HEAD_DIMS[4], dtype=torch.float16)
+    assert not torch.are_deterministic_algorithms_enabled()
+    natten.use_kv_parallelism_in_fused_na(True)
+    natten.use_autotuner(True, True, 1, 1, 1, 1)
+    try:
+        autotuner.clear_cache()
+        check(case, "cuda", run_api)
+        chosen = autotuner.cached_configs()
+        assert any(k[0] == "forward" for k in chosen) and any(k[0] == "backward" for k in chosen)
+        assert all(len(c) == 5 and c[4] == 1 for k, c in chosen.items() if k[0] == "backward"), chosen
+    finally:
+        natten.use_autotuner(forward_pass=False, backward_pass=False)
+        natten.use_kv_parallelism_in_fused_na(False)
+
+
+def test_default_configs_follow_the_window():
+    """Small windows get small tiles (tile efficiency), large ones the fastest 128-row tiles."""
+    from natten_kernels.triton.ops import _parse
+
+    small = _parse([], 64, torch.float16, ((128, 128), (13, 13), (1, 1), (1, 1), (False, False)))
+    large = _parse([], 128, torch.bfloat16, ((32768,), (2048,), (1,), (1,), (False,)))
+    assert small[0] * small[1] < large[0] * large[1]
+    assert large[0] == 128
 
 
 def test_large_problem_bf16():
@@ -96,21 +135,24 @@ def test_block_sparse_stride():
 
 def test_backward_bitwise_deterministic():
     torch.use_deterministic_algorithms(True)
-    case = replace(HEAD_DIMS[1], dtype=torch.bfloat16)
-    runs = []
-    for _ in range(2):
-        t = make_inputs(case, "cuda", case.dtype, seed=3)
-        up = torch.randn(
-            *t["q"].shape[:-1],
-            case.head_dim_v,
-            device="cuda",
-            dtype=case.dtype,
-            generator=torch.Generator("cuda").manual_seed(5),
-        )
-        _out, _lse, g = run_api(case, t, up, torch.zeros(t["q"].shape[:-1], device="cuda"))
-        runs.append(g)
-    for name in runs[0]:
-        assert torch.equal(runs[0][name], runs[1][name]), name
+    try:
+        case = replace(HEAD_DIMS[1], dtype=torch.bfloat16)
+        runs = []
+        for _ in range(2):
+            t = make_inputs(case, "cuda", case.dtype, seed=3)
+            up = torch.randn(
+                *t["q"].shape[:-1],
+                case.head_dim_v,
+                device="cuda",
+                dtype=case.dtype,
+                generator=torch.Generator("cuda").manual_seed(5),
+            )
+            _out, _lse, g = run_api(case, t, up, torch.zeros(t["q"].shape[:-1], device="cuda"))
+            runs.append(g)
+        for name in runs[0]:
+            assert torch.equal(runs[0][name], runs[1][name]), name
+    finally:  # later tests turn KV parallelism / the autotuner on, which deterministic mode refuses
+        torch.use_deterministic_algorithms(False)
 
 
 def test_int64_indexing_over_2_31_elements():

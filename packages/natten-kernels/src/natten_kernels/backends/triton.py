@@ -6,7 +6,8 @@ import importlib.util
 
 import torch
 
-from natten_kernels.backends.base import Backend
+from natten_kernels.backends.base import Backend, TuningInfo
+from natten_kernels.triton import tiling  # pure Python: importing it needs no triton
 
 # What the kernels really implement (forward-mode AD is not: the fused backward has no derivative).
 TRITON_FEATURES = frozenset(
@@ -36,6 +37,22 @@ def _check() -> str | None:
     return None
 
 
+def forward_configs(info: TuningInfo) -> list[list[int]]:
+    """``[block_q, block_k, num_warps, num_stages, variant]``; ``[]`` = the per-problem default (tile
+    efficiency x measured rate, chosen by the launcher, which sees the window); the autotuner also
+    times every measured configuration of the head dim (variant 1 = TMA loads)."""
+    return [[], *tiling.candidates(info.head_dim)]
+
+
+def backward_configs(info: TuningInfo) -> list[list[int]]:
+    """``[resident block, streamed block, num_warps, num_stages, variant]``, deterministic by default;
+    with KV parallelism (unless memory is "strict": it adds a float32 dq buffer) every candidate is
+    the KV-parallel variant 1 (dq by atomics in the dk/dv pass)."""
+    if not (info.kv_parallel and info.memory_preference != "strict"):
+        return [[], *tiling.candidates(info.head_dim, backward=True)]
+    return [[0, 0, 0, 0, 1], *tiling.candidates(info.head_dim, backward=True, kv_parallel=True)]
+
+
 TRITON = Backend(
     name="triton",
     families=frozenset({"fused"}),
@@ -47,6 +64,8 @@ TRITON = Backend(
     kinds=frozenset({"gemm"}),
     min_compute_capability=MIN_CC,
     unavailable_reason=unavailable_reason,
+    forward_configs=forward_configs,
+    backward_configs=backward_configs,
 )
 
 

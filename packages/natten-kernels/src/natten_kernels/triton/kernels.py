@@ -2,16 +2,22 @@
 
 Geometry shared by every kernel (see docs/internals.md and design.md section 3):
 
-* The problem is rank 3; 1D/2D problems arrive with leading unit axes (kernel 1, stride 1).
+* The problem is rank 3; 1D/2D problems arrive with leading unit axes (kernel 1, stride 1). ``RANK``
+  (constexpr) says which axes are real: axis ``a`` is active when ``a >= 3 - RANK``; inactive axes
+  cost nothing (no window, mask or index math).
 * Dilation is handled by partitioning: a program works inside one dilation group ``(g0, g1, g2)``;
   group-local coordinate ``p`` maps to the token ``g + p * d`` (strided addressing, never a copy).
 * A query tile is a box ``T0 x T1 x T2`` of group-local coordinates; flattened to ``BLOCK_Q`` rows.
   Its keys are the union of its windows, a haloed box ``[lo, hi)`` per axis (windows are monotonic
   in the query coordinate, so the box comes from the first and last query of the tile).
-  Key tiles are boxes ``K0 x K1 x K2`` that tile that halo box; nothing outside it is loaded.
-* A key tile is *full* when every query of the tile attends every key of it (per axis: the latest
-  window start is at or before the tile and the earliest window end at or after it). Full tiles
-  take a branch with no mask at all; only partially visited tiles compute the mask.
+  Key tiles are boxes ``K0 x K1 x K2`` that tile that halo box; nothing outside it is loaded. On an
+  axis the key tiles start on a multiple of the key box when that costs no extra tile (more tiles
+  are then fully visited), else at ``lo``.
+* Masks are per axis: on an axis where every query's window contains the key tile (the latest
+  window start is at or before it, the earliest window end at or after it) the tile needs no mask;
+  a tile pays only for the axes on which it is partially visited, and a fully visited tile for none.
+* Addresses: a tile's base offset is one int64 scalar; the offsets of its rows relative to that base
+  are computed once per program (int32 unless ``REL64``), so the hot loop adds one scalar per tile.
 * Softmax runs in base 2 (``exp2``) with ``scale * log2(e)`` folded into the logits.
 """
 
@@ -22,6 +28,9 @@ import triton.language as tl
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
+
+
+# ----------------------------------------------------------------------------- geometry helpers
 
 
 @triton.jit
@@ -56,6 +65,83 @@ def _box_rows(BLOCK: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr):
 
 
 @triton.jit
+def _split(t, n1, n2, RANK: tl.constexpr):
+    """Tile index ``t`` -> per-axis tile numbers (row-major over the active axes)."""
+    i0 = 0
+    i1 = 0
+    i2 = t
+    if RANK == 2:
+        i1 = t // n2
+        i2 = t % n2
+    if RANK == 3:
+        i0 = t // (n1 * n2)
+        i1 = (t // n2) % n1
+        i2 = t % n2
+    return i0, i1, i2
+
+
+@triton.jit
+def _span(qb, T: tl.constexpr, n, KS, ST, C: tl.constexpr, KB: tl.constexpr):
+    """Keys of the query tile ``[qb, qb + T)`` on one axis: the first key tile's start, the number of
+    key tiles, the halo end, the latest window start and the earliest window end."""
+    lo, emin = _window(qb, n, KS, ST, C)
+    smax, hi = _window(tl.minimum(qb + T, n) - 1, n, KS, ST, C)
+    cnt = (hi - lo + KB - 1) // KB
+    alo = lo - lo % KB
+    aligned = ((hi - alo + KB - 1) // KB == cnt).to(tl.int32)  # grid-aligned tiles when free
+    return lo - (lo - alo) * aligned, cnt, hi, smax, emin
+
+
+@triton.jit
+def _inside(kj, qs, qe):
+    """``qs <= kj < qe`` in one unsigned compare (a key left of the window wraps to a huge value)."""
+    return (kj - qs).to(tl.uint32) < (qe - qs).to(tl.uint32)
+
+
+@triton.jit
+def _mask_axis(s, kb, KB: tl.constexpr, smax, emin, kj, qs, qe):
+    """Mask scores to the windows along one axis, unless every query's window on this axis contains
+    the key tile ``[kb, kb + KB)`` (latest start at or before it, earliest end at or after it): a tile
+    only pays for the axes on which it is partially visited. ``kj``/``qs``/``qe`` come pre-broadcast."""
+    if (smax > kb) | (kb + KB > emin):
+        s = tl.where(_inside(kj, qs, qe), s, float("-inf"))
+    return s
+
+
+@triton.jit
+def _rows_ok(i0, i1, i2, n0, n1, n2, RANK: tl.constexpr):
+    ok = i2 < n2
+    if RANK >= 2:
+        ok = ok & (i1 < n1)
+    if RANK >= 3:
+        ok = ok & (i0 < n0)
+    return ok
+
+
+@triton.jit
+def _off(c0, c1, c2, DL0, DL1, DL2, s0, s1, s2, WIDE: tl.constexpr):
+    """Memory offset of group-local coordinates (dilation-strided); int64 when ``WIDE``."""
+    if WIDE:  # tl.cast also takes plain ints (a coordinate of an inactive axis is the constant 0)
+        c0 = tl.cast(c0 * DL0, tl.int64)
+        c1 = tl.cast(c1 * DL1, tl.int64)
+        c2 = tl.cast(c2 * DL2, tl.int64)
+    else:
+        c0 = c0 * DL0
+        c1 = c1 * DL1
+        c2 = c2 * DL2
+    return c0 * s0 + c1 * s1 + c2 * s2
+
+
+@triton.jit
+def _cols(rows_ok, offs, DIM: tl.constexpr, BLOCK: tl.constexpr):
+    """Load/store mask of a [rows, BLOCK] tile: no column mask when the head dim fills the block."""
+    mask = rows_ok[:, None]
+    if DIM != BLOCK:
+        mask = mask & (offs < DIM)[None, :]
+    return mask
+
+
+@triton.jit
 def _dot(a, b, PREC: tl.constexpr):
     return tl.dot(a, b, input_precision=PREC)
 
@@ -69,6 +155,34 @@ def _bias(rpb_ptr, s_rh, s_r0, s_r1, s_r2, h, K0, K1, K2, qi0, qi1, qi2, kj0, kj
     ok = valid & (i0 >= 0) & (i0 < 2 * K0 - 1) & (i1 >= 0) & (i1 < 2 * K1 - 1) & (i2 >= 0) & (i2 < 2 * K2 - 1)
     ptr = rpb_ptr + h * s_rh + i0 * s_r0 + i1 * s_r1 + i2 * s_r2
     return tl.load(ptr, mask=ok, other=0.0).to(tl.float32) * 1.4426950408889634
+
+
+@triton.jit
+def _kv_descriptor(
+    base,
+    n0,
+    n1,
+    n2,
+    DL0,
+    DL1,
+    DL2,
+    s0,
+    s1,
+    s2,
+    KB0: tl.constexpr,
+    KB1: tl.constexpr,
+    KB2: tl.constexpr,
+    DIM: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """TMA descriptor over one dilation group of K or V: shape [n0, n1, n2, DIM], dilation in the
+    strides; rows past the group and columns past DIM are zero-filled by the copy engine."""
+    return tl.make_tensor_descriptor(
+        base, shape=[n0, n1, n2, DIM], strides=[DL0 * s0, DL1 * s1, DL2 * s2, 1], block_shape=[KB0, KB1, KB2, BLOCK]
+    )
+
+
+# ----------------------------------------------------------------------------- forward
 
 
 @triton.jit
@@ -124,9 +238,8 @@ def na_fwd_kernel(
     NT2,
     G,
     QPK,
-    HEAD_DIM,
-    HEAD_DIM_V,
     qk_scale,
+    RANK: tl.constexpr,
     C0: tl.constexpr,
     C1: tl.constexpr,
     C2: tl.constexpr,
@@ -136,10 +249,15 @@ def na_fwd_kernel(
     KB0: tl.constexpr,
     KB1: tl.constexpr,
     KB2: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    HEAD_DIM_V: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_DV: tl.constexpr,
     HAS_RPB: tl.constexpr,
     PREC: tl.constexpr,
+    REL64: tl.constexpr,
+    TMA: tl.constexpr,
+    SCALE_FIRST: tl.constexpr,
 ):
     BLOCK_Q: tl.constexpr = T0 * T1 * T2
     BLOCK_K: tl.constexpr = KB0 * KB1 * KB2
@@ -158,67 +276,59 @@ def na_fwd_kernel(
     qi0 = qb0 + r0
     qi1 = qb1 + r1
     qi2 = qb2 + r2
-    qvalid = (qi0 < n0) & (qi1 < n1) & (qi2 < n2)
+    qvalid = _rows_ok(qi0, qi1, qi2, n0, n1, n2, RANK)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    dmask = offs_d < HEAD_DIM
-    dvmask = offs_dv < HEAD_DIM_V
-
-    q_row = (
-        b * sqb
-        + (g0 + qi0 * DL0).to(tl.int64) * sq0
-        + (g1 + qi1 * DL1).to(tl.int64) * sq1
-        + (g2 + qi2 * DL2).to(tl.int64) * sq2
-        + h.to(tl.int64) * sqh
+    x_row = _off(g0 + qi0 * DL0, g1 + qi1 * DL1, g2 + qi2 * DL2, 1, 1, 1, sq0, sq1, sq2, True)
+    q = tl.load(
+        Q + b * sqb + h.to(tl.int64) * sqh + x_row[:, None] + offs_d[None, :],
+        mask=_cols(qvalid, offs_d, HEAD_DIM, BLOCK_D),
+        other=0.0,
     )
-    q = tl.load(Q + q_row[:, None] + offs_d[None, :], mask=qvalid[:, None] & dmask[None, :], other=0.0)
 
-    # per-query windows (only used on partial tiles) and the tile's scalar bounds
+    # per-query windows (used on partial tiles only) and, per axis, the key tiles of this query tile
     qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
     qs1, qe1 = _window(qi1, n1, KS1, ST1, C1)
     qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
-    last0 = tl.minimum(qb0 + T0, n0) - 1
-    last1 = tl.minimum(qb1 + T1, n1) - 1
-    last2 = tl.minimum(qb2 + T2, n2) - 1
-    lo0, emin0 = _window(qb0, n0, KS0, ST0, C0)
-    lo1, emin1 = _window(qb1, n1, KS1, ST1, C1)
-    lo2, emin2 = _window(qb2, n2, KS2, ST2, C2)
-    smax0, hi0 = _window(last0, n0, KS0, ST0, C0)
-    smax1, hi1 = _window(last1, n1, KS1, ST1, C1)
-    smax2, hi2 = _window(last2, n2, KS2, ST2, C2)
-    nk0 = (hi0 - lo0 + KB0 - 1) // KB0
-    nk1 = (hi1 - lo1 + KB1 - 1) // KB1
-    nk2 = (hi2 - lo2 + KB2 - 1) // KB2
+    kl2, nk2, hi2, smax2, emin2 = _span(qb2, T2, n2, KS2, ST2, C2, KB2)
+    kl1, nk1, hi1, smax1, emin1 = _span(qb1, T1, n1, KS1, ST1, C1, KB1)
+    kl0, nk0, hi0, smax0, emin0 = _span(qb0, T0, n0, KS0, ST0, C0, KB0)
     tile_ok = (qb0 < n0) & (qb1 < n1) & (qb2 < n2)
     total = nk0 * nk1 * nk2 * tile_ok.to(tl.int32)
 
     c0, c1, c2 = _box_rows(BLOCK_K, KB1, KB2)
+    k_base = K + b * skb + hk.to(tl.int64) * skh + _off(g0, g1, g2, 1, 1, 1, sk0, sk1, sk2, True)
+    v_base = V + b * svb + hk.to(tl.int64) * svh + _off(g0, g1, g2, 1, 1, 1, sv0, sv1, sv2, True)
+    if TMA:
+        k_desc = _kv_descriptor(k_base, n0, n1, n2, DL0, DL1, DL2, sk0, sk1, sk2, KB0, KB1, KB2, HEAD_DIM, BLOCK_D)
+        v_desc = _kv_descriptor(v_base, n0, n1, n2, DL0, DL1, DL2, sv0, sv1, sv2, KB0, KB1, KB2, HEAD_DIM_V, BLOCK_DV)
+    else:
+        k_rel = _off(c0, c1, c2, DL0, DL1, DL2, sk0, sk1, sk2, REL64)[:, None] + offs_d[None, :]
+        v_rel = _off(c0, c1, c2, DL0, DL1, DL2, sv0, sv1, sv2, REL64)[:, None] + offs_dv[None, :]
+
     m_i = tl.full([BLOCK_Q], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_Q], tl.float32)
     acc = tl.zeros([BLOCK_Q, BLOCK_DV], tl.float32)
-    k_base = K + b * skb + hk.to(tl.int64) * skh
-    v_base = V + b * svb + hk.to(tl.int64) * svh
-
     for t in range(0, total):
-        kb0 = lo0 + (t // (nk1 * nk2)) * KB0
-        kb1 = lo1 + ((t // nk2) % nk1) * KB1
-        kb2 = lo2 + (t % nk2) * KB2
+        i0, i1, i2 = _split(t, nk1, nk2, RANK)
+        kb0 = kl0 + i0 * KB0
+        kb1 = kl1 + i1 * KB1
+        kb2 = kl2 + i2 * KB2
         kj0 = kb0 + c0
         kj1 = kb1 + c1
         kj2 = kb2 + c2
-        kvalid = (kj0 < hi0) & (kj1 < hi1) & (kj2 < hi2)
-        k_row = (
-            (g0 + kj0 * DL0).to(tl.int64) * sk0
-            + (g1 + kj1 * DL1).to(tl.int64) * sk1
-            + (g2 + kj2 * DL2).to(tl.int64) * sk2
-        )
-        v_row = (
-            (g0 + kj0 * DL0).to(tl.int64) * sv0
-            + (g1 + kj1 * DL1).to(tl.int64) * sv1
-            + (g2 + kj2 * DL2).to(tl.int64) * sv2
-        )
-        k = tl.load(k_base + k_row[:, None] + offs_d[None, :], mask=kvalid[:, None] & dmask[None, :], other=0.0)
-        s = _dot(q, tl.trans(k), PREC) * qk_scale
+        if TMA:
+            k = tl.reshape(k_desc.load([kb0, kb1, kb2, 0]), [BLOCK_K, BLOCK_D])
+        else:
+            kvalid = _rows_ok(kj0, kj1, kj2, hi0, hi1, hi2, RANK)
+            tile_off = _off(kb0, kb1, kb2, DL0, DL1, DL2, sk0, sk1, sk2, True)
+            k = tl.load(k_base + tile_off + k_rel, mask=_cols(kvalid, offs_d, HEAD_DIM, BLOCK_D), other=0.0)
+        s = _dot(q, tl.trans(k), PREC)
+        if SCALE_FIRST:
+            s = s * qk_scale
+            s_scale = 1.0
+        else:  # the scale rides in the row max and in one fused multiply-add before exp2
+            s_scale = qk_scale
         if HAS_RPB:
             s += _bias(
                 RPB,
@@ -236,54 +346,40 @@ def na_fwd_kernel(
                 kj0[None, :],
                 kj1[None, :],
                 kj2[None, :],
-                qvalid[:, None] & kvalid[None, :],
+                qvalid[:, None] & _rows_ok(kj0, kj1, kj2, hi0, hi1, hi2, RANK)[None, :],
             )
-        full = (
-            (smax0 <= kb0)
-            & (kb0 + KB0 <= emin0)
-            & (smax1 <= kb1)
-            & (kb1 + KB1 <= emin1)
-            & (smax2 <= kb2)
-            & (kb2 + KB2 <= emin2)
-        )
-        if not full:
-            inwin = (
-                (kj0[None, :] >= qs0[:, None])
-                & (kj0[None, :] < qe0[:, None])
-                & (kj1[None, :] >= qs1[:, None])
-                & (kj1[None, :] < qe1[:, None])
-                & (kj2[None, :] >= qs2[:, None])
-                & (kj2[None, :] < qe2[:, None])
-            )
-            s = tl.where(inwin, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
+        s = _mask_axis(s, kb2, KB2, smax2, emin2, kj2[None, :], qs2[:, None], qe2[:, None])
+        if RANK >= 2:
+            s = _mask_axis(s, kb1, KB1, smax1, emin1, kj1[None, :], qs1[:, None], qe1[:, None])
+        if RANK >= 3:
+            s = _mask_axis(s, kb0, KB0, smax0, emin0, kj0[None, :], qs0[:, None], qe0[:, None])
+        m_new = tl.maximum(m_i, tl.max(s, 1) * s_scale)
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp2(m_i - m_safe)
-        p = tl.exp2(s - m_safe[:, None])
+        p = tl.exp2(s * s_scale - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + v_row[:, None] + offs_dv[None, :], mask=kvalid[:, None] & dvmask[None, :], other=0.0)
-        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, PREC)
+        if TMA:
+            v = tl.reshape(v_desc.load([kb0, kb1, kb2, 0]), [BLOCK_K, BLOCK_DV])
+        else:
+            v_off = _off(kb0, kb1, kb2, DL0, DL1, DL2, sv0, sv1, sv2, True)
+            v = tl.load(v_base + v_off + v_rel, mask=_cols(kvalid, offs_dv, HEAD_DIM_V, BLOCK_DV), other=0.0)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PREC)
         m_i = m_new
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
-    o_row = (
-        b * sob
-        + (g0 + qi0 * DL0).to(tl.int64) * so0
-        + (g1 + qi1 * DL1).to(tl.int64) * so1
-        + (g2 + qi2 * DL2).to(tl.int64) * so2
-        + h.to(tl.int64) * soh
+    o_row = _off(g0 + qi0 * DL0, g1 + qi1 * DL1, g2 + qi2 * DL2, 1, 1, 1, so0, so1, so2, True)
+    tl.store(
+        O + b * sob + h.to(tl.int64) * soh + o_row[:, None] + offs_dv[None, :],
+        out.to(O.dtype.element_ty),
+        mask=_cols(qvalid, offs_dv, HEAD_DIM_V, BLOCK_DV),
     )
-    tl.store(O + o_row[:, None] + offs_dv[None, :], out.to(O.dtype.element_ty), mask=qvalid[:, None] & dvmask[None, :])
     lse = (m_i + tl.log2(l_safe)) * 0.6931471805599453
-    l_row = (
-        b * slb
-        + (g0 + qi0 * DL0).to(tl.int64) * sl0
-        + (g1 + qi1 * DL1).to(tl.int64) * sl1
-        + (g2 + qi2 * DL2).to(tl.int64) * sl2
-        + h.to(tl.int64) * slh
-    )
-    tl.store(LSE + l_row, lse, mask=qvalid)
+    l_row = _off(g0 + qi0 * DL0, g1 + qi1 * DL1, g2 + qi2 * DL2, 1, 1, 1, sl0, sl1, sl2, True)
+    tl.store(LSE + b * slb + h.to(tl.int64) * slh + l_row, lse, mask=qvalid)
+
+
+# ----------------------------------------------------------------------------- backward
 
 
 @triton.jit
@@ -341,10 +437,9 @@ def na_bwd_dq_kernel(
     NT2,
     G,
     QPK,
-    HEAD_DIM,
-    HEAD_DIM_V,
     qk_scale,
     scale,
+    RANK: tl.constexpr,
     C0: tl.constexpr,
     C1: tl.constexpr,
     C2: tl.constexpr,
@@ -354,10 +449,13 @@ def na_bwd_dq_kernel(
     KB0: tl.constexpr,
     KB1: tl.constexpr,
     KB2: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    HEAD_DIM_V: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_DV: tl.constexpr,
     HAS_RPB: tl.constexpr,
     PREC: tl.constexpr,
+    REL64: tl.constexpr,
 ):
     """dq per query tile over its key box; no atomics. q/dq share strides, do uses sd*."""
     BLOCK_Q: tl.constexpr = T0 * T1 * T2
@@ -376,63 +474,53 @@ def na_bwd_dq_kernel(
     qi0 = qb0 + r0
     qi1 = qb1 + r1
     qi2 = qb2 + r2
-    qvalid = (qi0 < n0) & (qi1 < n1) & (qi2 < n2)
+    qvalid = _rows_ok(qi0, qi1, qi2, n0, n1, n2, RANK)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    dmask = offs_d < HEAD_DIM
-    dvmask = offs_dv < HEAD_DIM_V
-    x0 = (g0 + qi0 * DL0).to(tl.int64)
-    x1 = (g1 + qi1 * DL1).to(tl.int64)
-    x2 = (g2 + qi2 * DL2).to(tl.int64)
-    q_row = b * sqb + x0 * sq0 + x1 * sq1 + x2 * sq2 + h.to(tl.int64) * sqh
-    d_row = b * sdb + x0 * sd0 + x1 * sd1 + x2 * sd2 + h.to(tl.int64) * sdh
-    l_row = b * slb + x0 * sl0 + x1 * sl1 + x2 * sl2 + h.to(tl.int64) * slh
-    q = tl.load(Q + q_row[:, None] + offs_d[None, :], mask=qvalid[:, None] & dmask[None, :], other=0.0)
-    do = tl.load(DO + d_row[:, None] + offs_dv[None, :], mask=qvalid[:, None] & dvmask[None, :], other=0.0)
+    x0 = g0 + qi0 * DL0
+    x1 = g1 + qi1 * DL1
+    x2 = g2 + qi2 * DL2
+    hh = h.to(tl.int64)
+    q_row = b * sqb + hh * sqh + _off(x0, x1, x2, 1, 1, 1, sq0, sq1, sq2, True)
+    d_row = b * sdb + hh * sdh + _off(x0, x1, x2, 1, 1, 1, sd0, sd1, sd2, True)
+    l_row = b * slb + hh * slh + _off(x0, x1, x2, 1, 1, 1, sl0, sl1, sl2, True)
+    q = tl.load(Q + q_row[:, None] + offs_d[None, :], mask=_cols(qvalid, offs_d, HEAD_DIM, BLOCK_D), other=0.0)
+    do = tl.load(DO + d_row[:, None] + offs_dv[None, :], mask=_cols(qvalid, offs_dv, HEAD_DIM_V, BLOCK_DV), other=0.0)
     lse2 = tl.load(LSE + l_row, mask=qvalid, other=float("inf")) * 1.4426950408889634
     delta = tl.load(DELTA + l_row, mask=qvalid, other=0.0)
 
     qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
     qs1, qe1 = _window(qi1, n1, KS1, ST1, C1)
     qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
-    last0 = tl.minimum(qb0 + T0, n0) - 1
-    last1 = tl.minimum(qb1 + T1, n1) - 1
-    last2 = tl.minimum(qb2 + T2, n2) - 1
-    lo0, emin0 = _window(qb0, n0, KS0, ST0, C0)
-    lo1, emin1 = _window(qb1, n1, KS1, ST1, C1)
-    lo2, emin2 = _window(qb2, n2, KS2, ST2, C2)
-    smax0, hi0 = _window(last0, n0, KS0, ST0, C0)
-    smax1, hi1 = _window(last1, n1, KS1, ST1, C1)
-    smax2, hi2 = _window(last2, n2, KS2, ST2, C2)
-    nk0 = (hi0 - lo0 + KB0 - 1) // KB0
-    nk1 = (hi1 - lo1 + KB1 - 1) // KB1
-    nk2 = (hi2 - lo2 + KB2 - 1) // KB2
+    kl2, nk2, hi2, smax2, emin2 = _span(qb2, T2, n2, KS2, ST2, C2, KB2)
+    kl1, nk1, hi1, smax1, emin1 = _span(qb1, T1, n1, KS1, ST1, C1, KB1)
+    kl0, nk0, hi0, smax0, emin0 = _span(qb0, T0, n0, KS0, ST0, C0, KB0)
     tile_ok = (qb0 < n0) & (qb1 < n1) & (qb2 < n2)
     total = nk0 * nk1 * nk2 * tile_ok.to(tl.int32)
 
     c0, c1, c2 = _box_rows(BLOCK_K, KB1, KB2)
+    k_base = K + b * skb + hk.to(tl.int64) * skh + _off(g0, g1, g2, 1, 1, 1, sk0, sk1, sk2, True)
+    v_base = V + b * svb + hk.to(tl.int64) * svh + _off(g0, g1, g2, 1, 1, 1, sv0, sv1, sv2, True)
+    k_rel = _off(c0, c1, c2, DL0, DL1, DL2, sk0, sk1, sk2, REL64)[:, None] + offs_d[None, :]
+    v_rel = _off(c0, c1, c2, DL0, DL1, DL2, sv0, sv1, sv2, REL64)[:, None] + offs_dv[None, :]
     dq = tl.zeros([BLOCK_Q, BLOCK_D], tl.float32)
-    k_base = K + b * skb + hk.to(tl.int64) * skh
-    v_base = V + b * svb + hk.to(tl.int64) * svh
     for t in range(0, total):
-        kb0 = lo0 + (t // (nk1 * nk2)) * KB0
-        kb1 = lo1 + ((t // nk2) % nk1) * KB1
-        kb2 = lo2 + (t % nk2) * KB2
+        i0, i1, i2 = _split(t, nk1, nk2, RANK)
+        kb0 = kl0 + i0 * KB0
+        kb1 = kl1 + i1 * KB1
+        kb2 = kl2 + i2 * KB2
         kj0 = kb0 + c0
         kj1 = kb1 + c1
         kj2 = kb2 + c2
-        kvalid = (kj0 < hi0) & (kj1 < hi1) & (kj2 < hi2)
-        y0 = (g0 + kj0 * DL0).to(tl.int64)
-        y1 = (g1 + kj1 * DL1).to(tl.int64)
-        y2 = (g2 + kj2 * DL2).to(tl.int64)
+        kvalid = _rows_ok(kj0, kj1, kj2, hi0, hi1, hi2, RANK)
         k = tl.load(
-            k_base + (y0 * sk0 + y1 * sk1 + y2 * sk2)[:, None] + offs_d[None, :],
-            mask=kvalid[:, None] & dmask[None, :],
+            k_base + _off(kb0, kb1, kb2, DL0, DL1, DL2, sk0, sk1, sk2, True) + k_rel,
+            mask=_cols(kvalid, offs_d, HEAD_DIM, BLOCK_D),
             other=0.0,
         )
         v = tl.load(
-            v_base + (y0 * sv0 + y1 * sv1 + y2 * sv2)[:, None] + offs_dv[None, :],
-            mask=kvalid[:, None] & dvmask[None, :],
+            v_base + _off(kb0, kb1, kb2, DL0, DL1, DL2, sv0, sv1, sv2, True) + v_rel,
+            mask=_cols(kvalid, offs_dv, HEAD_DIM_V, BLOCK_DV),
             other=0.0,
         )
         s = _dot(q, tl.trans(k), PREC) * qk_scale
@@ -455,30 +543,19 @@ def na_bwd_dq_kernel(
                 kj2[None, :],
                 qvalid[:, None] & kvalid[None, :],
             )
-        full = (
-            (smax0 <= kb0)
-            & (kb0 + KB0 <= emin0)
-            & (smax1 <= kb1)
-            & (kb1 + KB1 <= emin1)
-            & (smax2 <= kb2)
-            & (kb2 + KB2 <= emin2)
-        )
-        if not full:
-            inwin = (
-                (kj0[None, :] >= qs0[:, None])
-                & (kj0[None, :] < qe0[:, None])
-                & (kj1[None, :] >= qs1[:, None])
-                & (kj1[None, :] < qe1[:, None])
-                & (kj2[None, :] >= qs2[:, None])
-                & (kj2[None, :] < qe2[:, None])
-            )
-            s = tl.where(inwin, s, float("-inf"))
+        s = _mask_axis(s, kb2, KB2, smax2, emin2, kj2[None, :], qs2[:, None], qe2[:, None])
+        if RANK >= 2:
+            s = _mask_axis(s, kb1, KB1, smax1, emin1, kj1[None, :], qs1[:, None], qe1[:, None])
+        if RANK >= 3:
+            s = _mask_axis(s, kb0, KB0, smax0, emin0, kj0[None, :], qs0[:, None], qe0[:, None])
         p = tl.exp2(s - lse2[:, None])
         dp = _dot(do, tl.trans(v), PREC)
         ds = p * (dp - delta[:, None])
-        dq += _dot(ds.to(k.dtype), k, PREC)
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PREC)
     dq = dq * scale
-    tl.store(DQ + q_row[:, None] + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=qvalid[:, None] & dmask[None, :])
+    tl.store(
+        DQ + q_row[:, None] + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=_cols(qvalid, offs_d, HEAD_DIM, BLOCK_D)
+    )
 
 
 @triton.jit
@@ -516,6 +593,14 @@ def _first_start_at_least(n, target, K, S, C: tl.constexpr, LOGN):
 
 
 @triton.jit
+def _inverse(kb, KB: tl.constexpr, n, KS, ST, C: tl.constexpr, T: tl.constexpr, LOGN):
+    """Queries whose window meets the key tile ``[kb, kb + KB)`` on one axis: first query, query tiles."""
+    pl = _first_true_end(n, kb, KS, ST, C, LOGN)
+    ph = _first_start_at_least(n, tl.minimum(kb + KB, n), KS, ST, C, LOGN)
+    return pl, tl.maximum(ph - pl + T - 1, 0) // T
+
+
+@triton.jit
 def na_bwd_dkdv_kernel(
     Q,
     K,
@@ -525,6 +610,7 @@ def na_bwd_dkdv_kernel(
     DELTA,
     DK,
     DV,
+    DQ,
     RPB,
     sqb,
     sq0,
@@ -571,11 +657,10 @@ def na_bwd_dkdv_kernel(
     NK2,
     G,
     QPK,
-    HEAD_DIM,
-    HEAD_DIM_V,
     qk_scale,
     scale,
     LOGN,
+    RANK: tl.constexpr,
     C0: tl.constexpr,
     C1: tl.constexpr,
     C2: tl.constexpr,
@@ -585,13 +670,21 @@ def na_bwd_dkdv_kernel(
     KB0: tl.constexpr,
     KB1: tl.constexpr,
     KB2: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    HEAD_DIM_V: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_DV: tl.constexpr,
     HAS_RPB: tl.constexpr,
     PREC: tl.constexpr,
+    REL64: tl.constexpr,
+    DQ_ATOMIC: tl.constexpr,
 ):
     """dk/dv per key tile, accumulated over its inverse neighborhood (and the query heads that share
-    its kv head): every key gradient is written once, by one program, in a fixed order."""
+    its kv head): every key gradient is written once, by one program, in a fixed order.
+
+    ``DQ_ATOMIC`` (KV parallelism, not deterministic): the same program also adds its share of dq
+    (dS K) into the float32 ``DQ`` with atomics, so no separate dq pass recomputes P. q/DQ share strides.
+    """
     BLOCK_Q: tl.constexpr = T0 * T1 * T2
     BLOCK_K: tl.constexpr = KB0 * KB1 * KB2
     pid = tl.program_id(0)
@@ -607,60 +700,63 @@ def na_bwd_dkdv_kernel(
     kj0 = kb0 + c0
     kj1 = kb1 + c1
     kj2 = kb2 + c2
-    kvalid = (kj0 < n0) & (kj1 < n1) & (kj2 < n2)
+    kvalid = _rows_ok(kj0, kj1, kj2, n0, n1, n2, RANK)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    dmask = offs_d < HEAD_DIM
-    dvmask = offs_dv < HEAD_DIM_V
-    y0 = (g0 + kj0 * DL0).to(tl.int64)
-    y1 = (g1 + kj1 * DL1).to(tl.int64)
-    y2 = (g2 + kj2 * DL2).to(tl.int64)
-    k_row = b * skb + y0 * sk0 + y1 * sk1 + y2 * sk2 + hk.to(tl.int64) * skh
-    v_row = b * svb + y0 * sv0 + y1 * sv1 + y2 * sv2 + hk.to(tl.int64) * svh
-    k = tl.load(K + k_row[:, None] + offs_d[None, :], mask=kvalid[:, None] & dmask[None, :], other=0.0)
-    v = tl.load(V + v_row[:, None] + offs_dv[None, :], mask=kvalid[:, None] & dvmask[None, :], other=0.0)
+    y0 = g0 + kj0 * DL0
+    y1 = g1 + kj1 * DL1
+    y2 = g2 + kj2 * DL2
+    k_row = b * skb + hk.to(tl.int64) * skh + _off(y0, y1, y2, 1, 1, 1, sk0, sk1, sk2, True)
+    v_row = b * svb + hk.to(tl.int64) * svh + _off(y0, y1, y2, 1, 1, 1, sv0, sv1, sv2, True)
+    kmask = _cols(kvalid, offs_d, HEAD_DIM, BLOCK_D)
+    vmask = _cols(kvalid, offs_dv, HEAD_DIM_V, BLOCK_DV)
+    k = tl.load(K + k_row[:, None] + offs_d[None, :], mask=kmask, other=0.0)
+    v = tl.load(V + v_row[:, None] + offs_dv[None, :], mask=vmask, other=0.0)
 
-    # inverse neighborhood: queries whose window meets [kb, min(kb + KB, n)) on every axis
-    kend0 = tl.minimum(kb0 + KB0, n0)
-    kend1 = tl.minimum(kb1 + KB1, n1)
-    kend2 = tl.minimum(kb2 + KB2, n2)
-    pl0 = _first_true_end(n0, kb0, KS0, ST0, C0, LOGN)
-    pl1 = _first_true_end(n1, kb1, KS1, ST1, C1, LOGN)
-    pl2 = _first_true_end(n2, kb2, KS2, ST2, C2, LOGN)
-    ph0 = _first_start_at_least(n0, kend0, KS0, ST0, C0, LOGN)
-    ph1 = _first_start_at_least(n1, kend1, KS1, ST1, C1, LOGN)
-    ph2 = _first_start_at_least(n2, kend2, KS2, ST2, C2, LOGN)
-    nq0 = tl.maximum(ph0 - pl0 + T0 - 1, 0) // T0
-    nq1 = tl.maximum(ph1 - pl1 + T1 - 1, 0) // T1
-    nq2 = tl.maximum(ph2 - pl2 + T2 - 1, 0) // T2
+    # inverse neighborhood: query tiles (starting at the first query that sees the key tile)
+    pl2, nq2 = _inverse(kb2, KB2, n2, KS2, ST2, C2, T2, LOGN)
+    if RANK >= 2:
+        pl1, nq1 = _inverse(kb1, KB1, n1, KS1, ST1, C1, T1, LOGN)
+    else:
+        pl1 = 0
+        nq1 = 1
+    if RANK >= 3:
+        pl0, nq0 = _inverse(kb0, KB0, n0, KS0, ST0, C0, T0, LOGN)
+    else:
+        pl0 = 0
+        nq0 = 1
     tile_ok = (kb0 < n0) & (kb1 < n1) & (kb2 < n2)
     ntiles = nq0 * nq1 * nq2
     total = ntiles * QPK * tile_ok.to(tl.int32)
 
     r0, r1, r2 = _box_rows(BLOCK_Q, T1, T2)
+    q_grp = b * sqb + _off(g0, g1, g2, 1, 1, 1, sq0, sq1, sq2, True)
+    d_base = DO + b * sdb + _off(g0, g1, g2, 1, 1, 1, sd0, sd1, sd2, True)
+    l_base = b * slb + _off(g0, g1, g2, 1, 1, 1, sl0, sl1, sl2, True)
+    q_rel = _off(r0, r1, r2, DL0, DL1, DL2, sq0, sq1, sq2, REL64)[:, None] + offs_d[None, :]
+    d_rel = _off(r0, r1, r2, DL0, DL1, DL2, sd0, sd1, sd2, REL64)[:, None] + offs_dv[None, :]
+    l_rel = _off(r0, r1, r2, DL0, DL1, DL2, sl0, sl1, sl2, REL64)
     dk = tl.zeros([BLOCK_K, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_K, BLOCK_DV], tl.float32)
     for t in range(0, total):
         h = hk * QPK + t // ntiles
-        tq = t % ntiles
-        qb0 = pl0 + (tq // (nq1 * nq2)) * T0
-        qb1 = pl1 + ((tq // nq2) % nq1) * T1
-        qb2 = pl2 + (tq % nq2) * T2
+        hh = h.to(tl.int64)
+        i0, i1, i2 = _split(t % ntiles, nq1, nq2, RANK)
+        qb0 = pl0 + i0 * T0
+        qb1 = pl1 + i1 * T1
+        qb2 = pl2 + i2 * T2
         qi0 = qb0 + r0
         qi1 = qb1 + r1
         qi2 = qb2 + r2
-        qvalid = (qi0 < n0) & (qi1 < n1) & (qi2 < n2)
-        x0 = (g0 + qi0 * DL0).to(tl.int64)
-        x1 = (g1 + qi1 * DL1).to(tl.int64)
-        x2 = (g2 + qi2 * DL2).to(tl.int64)
-        hh = h.to(tl.int64)
-        q_row = b * sqb + x0 * sq0 + x1 * sq1 + x2 * sq2 + hh * sqh
-        d_row = b * sdb + x0 * sd0 + x1 * sd1 + x2 * sd2 + hh * sdh
-        l_row = b * slb + x0 * sl0 + x1 * sl1 + x2 * sl2 + hh * slh
-        q = tl.load(Q + q_row[:, None] + offs_d[None, :], mask=qvalid[:, None] & dmask[None, :], other=0.0)
-        do = tl.load(DO + d_row[:, None] + offs_dv[None, :], mask=qvalid[:, None] & dvmask[None, :], other=0.0)
-        lse2 = tl.load(LSE + l_row, mask=qvalid, other=float("inf")) * 1.4426950408889634
-        delta = tl.load(DELTA + l_row, mask=qvalid, other=0.0)
+        qvalid = _rows_ok(qi0, qi1, qi2, n0, n1, n2, RANK)
+        qmask = _cols(qvalid, offs_d, HEAD_DIM, BLOCK_D)
+        q_off = hh * sqh + _off(qb0, qb1, qb2, DL0, DL1, DL2, sq0, sq1, sq2, True)
+        d_off = hh * sdh + _off(qb0, qb1, qb2, DL0, DL1, DL2, sd0, sd1, sd2, True)
+        l_off = l_base + hh * slh + _off(qb0, qb1, qb2, DL0, DL1, DL2, sl0, sl1, sl2, True)
+        q = tl.load(Q + q_grp + q_off + q_rel, mask=qmask, other=0.0)
+        do = tl.load(d_base + d_off + d_rel, mask=_cols(qvalid, offs_dv, HEAD_DIM_V, BLOCK_DV), other=0.0)
+        lse2 = tl.load(LSE + l_off + l_rel, mask=qvalid, other=float("inf")) * 1.4426950408889634
+        delta = tl.load(DELTA + l_off + l_rel, mask=qvalid, other=0.0)
         st = _dot(k, tl.trans(q), PREC) * qk_scale  # [BLOCK_K, BLOCK_Q]
         if HAS_RPB:
             st += _bias(
@@ -681,45 +777,30 @@ def na_bwd_dkdv_kernel(
                 kj2[:, None],
                 kvalid[:, None] & qvalid[None, :],
             )
-        last0 = tl.minimum(qb0 + T0, n0) - 1
-        last1 = tl.minimum(qb1 + T1, n1) - 1
-        last2 = tl.minimum(qb2 + T2, n2) - 1
-        _a0, emin0 = _window(qb0, n0, KS0, ST0, C0)
-        _a1, emin1 = _window(qb1, n1, KS1, ST1, C1)
-        _a2, emin2 = _window(qb2, n2, KS2, ST2, C2)
-        smax0, _b0 = _window(last0, n0, KS0, ST0, C0)
-        smax1, _b1 = _window(last1, n1, KS1, ST1, C1)
-        smax2, _b2 = _window(last2, n2, KS2, ST2, C2)
-        full = (
-            (smax0 <= kb0)
-            & (kb0 + KB0 <= emin0)
-            & (smax1 <= kb1)
-            & (kb1 + KB1 <= emin1)
-            & (smax2 <= kb2)
-            & (kb2 + KB2 <= emin2)
-        )
-        if not full:
-            qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
+        # keys past the group need no mask of their own: a partially visited axis masks them (windows end
+        # within the group) and a fully visited one has none
+        _a2, _n2, _h2, smax2, emin2 = _span(qb2, T2, n2, KS2, ST2, C2, KB2)
+        qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
+        st = _mask_axis(st, kb2, KB2, smax2, emin2, kj2[:, None], qs2[None, :], qe2[None, :])
+        if RANK >= 2:
+            _a1, _n1, _h1, smax1, emin1 = _span(qb1, T1, n1, KS1, ST1, C1, KB1)
             qs1, qe1 = _window(qi1, n1, KS1, ST1, C1)
-            qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
-            inwin = (
-                (kj0[:, None] >= qs0[None, :])
-                & (kj0[:, None] < qe0[None, :])
-                & (kj1[:, None] >= qs1[None, :])
-                & (kj1[:, None] < qe1[None, :])
-                & (kj2[:, None] >= qs2[None, :])
-                & (kj2[:, None] < qe2[None, :])
-                & kvalid[:, None]
-            )
-            st = tl.where(inwin, st, float("-inf"))
+            st = _mask_axis(st, kb1, KB1, smax1, emin1, kj1[:, None], qs1[None, :], qe1[None, :])
+        if RANK >= 3:
+            _a0, _n0, _h0, smax0, emin0 = _span(qb0, T0, n0, KS0, ST0, C0, KB0)
+            qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
+            st = _mask_axis(st, kb0, KB0, smax0, emin0, kj0[:, None], qs0[None, :], qe0[None, :])
         pt = tl.exp2(st - lse2[None, :])
-        dv += _dot(pt.to(do.dtype), do, PREC)
+        dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PREC)
         dpt = _dot(v, tl.trans(do), PREC)
         dst = pt * (dpt - delta[None, :])
-        dk += _dot(dst.to(q.dtype), q, PREC)
+        dk = tl.dot(dst.to(q.dtype), q, dk, input_precision=PREC)
+        if DQ_ATOMIC:
+            dq = _dot(tl.trans(dst.to(k.dtype)), k, PREC) * scale
+            tl.atomic_add(DQ + q_grp + q_off + q_rel, dq, mask=qmask, sem="relaxed")
     dk = dk * scale
-    tl.store(DK + k_row[:, None] + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=kvalid[:, None] & dmask[None, :])
-    tl.store(DV + v_row[:, None] + offs_dv[None, :], dv.to(DV.dtype.element_ty), mask=kvalid[:, None] & dvmask[None, :])
+    tl.store(DK + k_row[:, None] + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=kmask)
+    tl.store(DV + v_row[:, None] + offs_dv[None, :], dv.to(DV.dtype.element_ty), mask=vmask)
 
 
 @triton.jit

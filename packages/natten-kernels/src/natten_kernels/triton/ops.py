@@ -3,9 +3,15 @@
 
 They also run under ``TRITON_INTERPRET=1`` on CPU tensors, which is how CI tests them.
 
-``config`` (forward and backward): ``[block_q, block_k, num_warps, num_stages]``; ``[]`` picks
-:func:`natten_kernels.triton.tiling.default_config`. Block sizes are powers of two >= 16; each block
-becomes a box over the rank-3 view (:func:`natten_kernels.triton.tiling.box`).
+``config``: forward ``[block_q, block_k, num_warps, num_stages]``, backward ``[resident block,
+streamed block, num_warps, num_stages]`` (the dq pass keeps a query tile and streams key tiles, the
+dk/dv pass keeps a key tile and streams query tiles), each with an optional fifth entry, the variant:
+forward ``1`` loads keys/values through TMA descriptors (Hopper; pointer loads where TMA cannot be
+used), backward ``1`` is the KV-parallel backward (one pass per key tile, dq by float32 atomics; not
+deterministic). ``[]`` or a ``0`` entry takes the per-problem default
+(:func:`natten_kernels.triton.tiling.choose_config`). Block sizes are powers of two >= 16;
+each block becomes a box over the rank-3 view (:func:`natten_kernels.triton.tiling.box`); configs
+that would not fit in shared memory are shrunk (:func:`natten_kernels.triton.tiling.fit_shared_memory`).
 
 Additional keys/values are merged exactly through the logsumexp: the neighborhood part comes from the
 kernel (output in float32 and its LSE), the additional part from dense float32 matmuls over the
@@ -16,13 +22,17 @@ neighborhood keys; the additional keys' gradients come from the same dense matmu
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 
 from natten_kernels.triton import kernels as K
-from natten_kernels.triton.tiling import box, default_config
+from natten_kernels.triton.tiling import choose_config, fit_shared_memory
+from natten_kernels.triton.tiling import tile_shapes as tile_shapes  # re-exported for tests/benchmarks
 
 LOG2E = 1.4426950408889634
+INT32_MAX = 2**31 - 1
 
 
 def _pad3(values, fill):
@@ -63,27 +73,75 @@ def _geometry(q3, kernel_size, dilation, stride, is_causal):
     return ks, dl, st, [bool(c) for c in cz], L, nmax
 
 
-def _parse(config, head_dim, dtype, backward=False):
-    cfg = list(config) if config else default_config(head_dim, torch.finfo(dtype).bits // 8, backward)
-    if len(cfg) != 4:
-        raise ValueError(f"triton config must be [block_q, block_k, num_warps, num_stages], got {list(config)}")
-    bq, bk, warps, stages = (int(c) for c in cfg)
-    for name, v in (("block_q", bq), ("block_k", bk)):
+@functools.lru_cache(maxsize=8)
+def _smem_limit(device_index: int) -> int:
+    """Shared memory a config may plan for: the device's per-block opt-in size, less a margin."""
+    props = torch.cuda.get_device_properties(device_index)
+    return int(getattr(props, "shared_memory_per_block_optin", 96 * 1024)) - 2048
+
+
+def _parse(config, head_dim, dtype, geometry=None, backward=False, device=None):
+    """``(block_q, block_k, num_warps, num_stages, variant)``. ``[]`` is the default of the problem
+    ``geometry = (spatial, kernel_size, dilation, stride, is_causal)``; in a given config, ``0`` block,
+    warp or stage entries take that default's value and a missing variant is 0."""
+    if len(config) not in (0, 4, 5) or any(int(c) < 0 for c in config):
+        raise ValueError(
+            f"triton config must be [block_q, block_k, num_warps, num_stages(, variant)], got {list(config)}"
+        )
+    cfg = [int(c) for c in config] if config else [0, 0, 0, 0]
+    if not config:
+        variant = None  # the default's
+    else:
+        variant = cfg[4] if len(cfg) == 5 else 0
+    elem = torch.finfo(dtype).bits // 8
+    if 0 in cfg[:4] or variant is None:
+        geo = tuple(tuple(x) for x in geometry) if geometry is not None else ((1,), (1,), (1,), (1,), (False,))
+        default = choose_config(head_dim, elem, *geo, backward=backward, kv_parallel=bool(variant))
+        cfg = [c or dflt for c, dflt in zip(cfg[:4], default)]
+        variant = default[4] if variant is None else variant
+    cfg = cfg[:4]
+    for name, v in (("block_q", cfg[0]), ("block_k", cfg[1])):
         if v < 16 or v & (v - 1):
             raise ValueError(f"triton config {name} must be a power of two >= 16, got {v}")
-    return bq, bk, warps, stages
+    if device is not None and device.type == "cuda":
+        cfg = fit_shared_memory(cfg, head_dim, elem, backward, _smem_limit(device.index or 0))
+    return (*cfg, variant)
 
 
-def tile_shapes(kernel_size, dilation, stride, spatial, block_q, block_k):
-    """Query and key boxes over the rank-3 view for a problem (exposed for benchmarks / tests)."""
-    ks = _pad3(kernel_size, 1)
-    dl = _pad3(dilation, 1)
-    st = _pad3(stride, 1)
-    L = _pad3(spatial, 1)
-    nmax = tuple(-(-L[a] // dl[a]) for a in range(3))
-    qbox = box(block_q, nmax, tuple(ks), align=tuple(st) if any(s > 1 for s in st) else None)
-    kbox = box(block_k, nmax, tuple(ks), align=tuple(ks))
-    return qbox, kbox
+def _rel64(tensors, boxes, dl, extra) -> bool:
+    """Whether offsets relative to a tile's base (within the largest box) can exceed int32."""
+    worst = 0
+    for x in tensors:
+        for box in boxes:
+            worst = max(worst, sum((box[a] - 1) * dl[a] * abs(x.stride(a + 1)) for a in range(3)) + extra)
+    return worst > INT32_MAX
+
+
+@functools.lru_cache(maxsize=8)
+def _has_tma(device_index: int) -> bool:
+    return torch.cuda.get_device_capability(device_index)[0] >= 9
+
+
+def _tma_ok(tensors, elem) -> bool:
+    """TMA needs a Hopper (or newer) GPU and tensors with 16-byte aligned bases and strides (all but
+    the last, which must be 1); elsewhere the TMA variant runs with pointer loads."""
+
+    def ok(x):
+        strides = (x.stride(i) * elem for i in range(x.dim() - 1))
+        return x.data_ptr() % 16 == 0 and x.stride(-1) == 1 and all(s % 16 == 0 for s in strides)
+
+    return all(x.is_cuda and _has_tma(x.device.index or 0) and ok(x) for x in tensors)
+
+
+_allocator_set = []
+
+
+def _ensure_tma_allocator():
+    """Device-side TMA descriptors need a scratch allocator: set once for the process (Triton's global
+    ``triton.set_allocator``), backed by torch's caching allocator."""
+    if not _allocator_set:
+        triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
+        _allocator_set.append(True)
 
 
 def _rpb3(rpb, h, rank):
@@ -147,15 +205,50 @@ def na_fused_forward(
     return out, lse
 
 
+def _plan(q, q3, rank, kernel_size, dilation, stride, is_causal, config, d, dv, backward):
+    """Geometry, the resolved config and the constexprs of one launch (query and key boxes excepted:
+    :func:`_boxes` adds them, as the backward's two passes swap the blocks' roles)."""
+    ks, dl, st, cz, L, nmax = _geometry(q3, kernel_size, dilation, stride, is_causal)
+    geometry = (q.shape[1:-2], kernel_size, dilation, stride, is_causal)
+    cfg = _parse(config, max(d, dv), q.dtype, geometry, backward, q.device)
+    constexprs = dict(
+        RANK=rank,
+        C0=cz[0],
+        C1=cz[1],
+        C2=cz[2],
+        HEAD_DIM=d,
+        HEAD_DIM_V=dv,
+        BLOCK_D=_dim_block(d),
+        BLOCK_DV=_dim_block(dv),
+        PREC=_precision(q.dtype),
+        num_warps=cfg[2],
+        num_stages=cfg[3],
+    )
+    return (ks, dl, st, L, nmax), cfg, constexprs
+
+
+def _boxes(geo, query_block, key_block):
+    """(query box, key box, their constexprs) for two block sizes."""
+    ks, dl, st, L, _nmax = geo
+    tq, tk = tile_shapes(ks, dl, st, L, query_block, key_block)
+    return tq, tk, dict(T0=tq[0], T1=tq[1], T2=tq[2], KB0=tk[0], KB1=tk[1], KB2=tk[2])
+
+
 def _launch_forward(
     q, k, v, rpb, out, lse, rank, hq, hkv, d, dv, kernel_size, dilation, stride, is_causal, scale, config
 ):
     q3, k3, v3 = _as3(q, rank), _as3(k, rank), _as3(v, rank)
     o3, l3 = _as3(out, rank), _as3_lse(lse, rank)
-    ks, dl, st, cz, L, nmax = _geometry(q3, kernel_size, dilation, stride, is_causal)
-    bq, bk, warps, stages = _parse(config, max(d, dv), q.dtype)
-    (t0, t1, t2), (kb0, kb1, kb2) = tile_shapes(ks, dl, st, L, bq, bk)
-    nt = [-(-nmax[0] // t0), -(-nmax[1] // t1), -(-nmax[2] // t2)]
+    geo, (bq, bk, _w, _s, variant), cx = _plan(
+        q, q3, rank, kernel_size, dilation, stride, is_causal, config, d, dv, False
+    )
+    ks, dl, st, L, nmax = geo
+    tq, tk, boxes = _boxes(geo, bq, bk)
+    rel64 = _rel64((k3, v3), (tk,), dl, _dim_block(max(d, dv)))
+    tma = bool(variant) and not rel64 and _tma_ok((k3, v3), k.element_size())
+    if tma:
+        _ensure_tma_allocator()
+    nt = [-(-nmax[a] // tq[a]) for a in range(3)]
     G = dl[0] * dl[1] * dl[2]
     r3, rs = _rpb3(rpb, hq, rank)
     grid = (nt[0] * nt[1] * nt[2] * G, hq, q.shape[0])
@@ -180,24 +273,13 @@ def _launch_forward(
         nt[2],
         G,
         hq // hkv,
-        d,
-        dv,
         scale * LOG2E,
-        C0=cz[0],
-        C1=cz[1],
-        C2=cz[2],
-        T0=t0,
-        T1=t1,
-        T2=t2,
-        KB0=kb0,
-        KB1=kb1,
-        KB2=kb2,
-        BLOCK_D=_dim_block(d),
-        BLOCK_DV=_dim_block(dv),
         HAS_RPB=r3 is not None,
-        PREC=_precision(q.dtype),
-        num_warps=warps,
-        num_stages=stages,
+        REL64=rel64,
+        TMA=tma,
+        SCALE_FIRST=r3 is not None or scale <= 0,  # else the scale is folded into max and exp2 (needs > 0)
+        **boxes,
+        **cx,
     )
 
 
@@ -224,8 +306,9 @@ def na_fused_backward(
 ):
     """CUDA (or interpreted) implementation of ``natten::na_fused_backward``.
 
-    Deterministic: dq per query tile, dk/dv per key tile over its inverse neighborhood, drpb per
-    (head, relative position), each written once by one program with a fixed reduction order.
+    Deterministic by default: dq per query tile, dk/dv per key tile over its inverse neighborhood,
+    drpb per (head, relative position), each written once by one program with a fixed reduction
+    order. Variant 1 of ``config`` (KV parallelism) folds dq into the dk/dv pass with atomics.
     """
     rank = q.dim() - 3
     hq, hkv, d, dv = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
@@ -314,67 +397,62 @@ def _launch_backward(
     config,
 ):
     q3, k3, v3, do3 = _as3(q, rank), _as3(k, rank), _as3(v, rank), _as3(do, rank)
-    dq3, dk3, dv3 = _as3(dq, rank), _as3(dk, rank), _as3(dv, rank)
+    dk3, dv3 = _as3(dk, rank), _as3(dv, rank)
     l3, de3 = _as3_lse(lse, rank), _as3_lse(delta, rank)
-    ks, dl, st, cz, L, nmax = _geometry(q3, kernel_size, dilation, stride, is_causal)
-    bq, bk, warps, stages = _parse(config, max(d, dvd), q.dtype, backward=True)
-    (t0, t1, t2), (kb0, kb1, kb2) = tile_shapes(ks, dl, st, L, bq, bk)
+    geo, (resident, streamed, _w, _s, kv_parallel), cx = _plan(
+        q, q3, rank, kernel_size, dilation, stride, is_causal, config, d, dvd, True
+    )
+    ks, dl, st, L, nmax = geo
+    # backward blocks are [resident, streamed]: the dq pass keeps a query tile and streams keys, the
+    # dk/dv pass keeps a key tile and streams queries
+    tq, tk, dq_boxes = _boxes(geo, resident, streamed)
+    tq2, tk2, dkdv_boxes = _boxes(geo, streamed, resident)
     G = dl[0] * dl[1] * dl[2]
     r3, rs = _rpb3(rpb, hq, rank)
-    common = dict(
-        C0=cz[0],
-        C1=cz[1],
-        C2=cz[2],
-        T0=t0,
-        T1=t1,
-        T2=t2,
-        KB0=kb0,
-        KB1=kb1,
-        KB2=kb2,
-        BLOCK_D=_dim_block(d),
-        BLOCK_DV=_dim_block(dvd),
-        HAS_RPB=r3 is not None,
-        PREC=_precision(q.dtype),
-        num_warps=warps,
-        num_stages=stages,
-    )
-    geo = (*L, *ks, *dl, *st)
+    sizes = (*L, *ks, *dl, *st)
     rp = r3 if r3 is not None else l3
-    # dq: q and dq must share strides (dq is contiguous; make q3 contiguous too if it is not)
-    if q3.stride() != dq3.stride():
-        q3 = q3.contiguous()
-    nt = [-(-nmax[0] // t0), -(-nmax[1] // t1), -(-nmax[2] // t2)]
-    K.na_bwd_dq_kernel[(nt[0] * nt[1] * nt[2] * G, hq, q.shape[0])](
-        q3,
-        k3,
-        v3,
-        do3,
-        l3,
-        de3,
-        dq3,
-        rp,
-        *_strides5(q3),
-        *_strides5(k3),
-        *_strides5(v3),
-        *_strides5(do3),
-        *_strides5(l3),
-        *rs,
-        *geo,
-        nt[1],
-        nt[2],
-        G,
-        hq // hkv,
-        d,
-        dvd,
-        scale * LOG2E,
-        scale,
-        **common,
+    # KV-parallel: dq accumulates in float32 by atomics (in place when dq already is float32)
+    dq_acc = (
+        (dq if dq.dtype == torch.float32 else torch.empty(dq.shape, dtype=torch.float32, device=dq.device))
+        if kv_parallel
+        else dq
     )
+    dq3 = _as3(dq_acc, rank)
+    if q3.stride() != dq3.stride():  # q and dq share strides in the kernels (dq is contiguous)
+        q3 = q3.contiguous()
+    cx["REL64"] = _rel64((q3, k3, v3, do3), (tq, tk, tq2, tk2), dl, _dim_block(max(d, dvd)))
+    cx["HAS_RPB"] = r3 is not None
+    strides = (*_strides5(q3), *_strides5(k3), *_strides5(v3), *_strides5(do3), *_strides5(l3), *rs)
+    if kv_parallel:
+        dq_acc.zero_()
+    else:
+        nt = [-(-nmax[a] // tq[a]) for a in range(3)]
+        K.na_bwd_dq_kernel[(nt[0] * nt[1] * nt[2] * G, hq, q.shape[0])](
+            q3,
+            k3,
+            v3,
+            do3,
+            l3,
+            de3,
+            dq3,
+            rp,
+            *strides,
+            *sizes,
+            nt[1],
+            nt[2],
+            G,
+            hq // hkv,
+            scale * LOG2E,
+            scale,
+            **dq_boxes,
+            **cx,
+        )
     if k3.stride() != dk3.stride():
         k3 = k3.contiguous()
     if v3.stride() != dv3.stride():
         v3 = v3.contiguous()
-    nk = [-(-nmax[0] // kb0), -(-nmax[1] // kb1), -(-nmax[2] // kb2)]
+    strides = (*_strides5(q3), *_strides5(k3), *_strides5(v3), *_strides5(do3), *_strides5(l3), *rs)
+    nk = [-(-nmax[a] // tk2[a]) for a in range(3)]
     logn = max(n.bit_length() for n in nmax) + 1
     K.na_bwd_dkdv_kernel[(nk[0] * nk[1] * nk[2] * G, hkv, q.shape[0])](
         q3,
@@ -385,25 +463,23 @@ def _launch_backward(
         de3,
         dk3,
         dv3,
+        dq3,
         rp,
-        *_strides5(q3),
-        *_strides5(k3),
-        *_strides5(v3),
-        *_strides5(do3),
-        *_strides5(l3),
-        *rs,
-        *geo,
+        *strides,
+        *sizes,
         nk[1],
         nk[2],
         G,
         hq // hkv,
-        d,
-        dvd,
         scale * LOG2E,
         scale,
         logn,
-        **common,
+        DQ_ATOMIC=bool(kv_parallel),
+        **dkdv_boxes,
+        **cx,
     )
+    if kv_parallel and dq_acc is not dq:
+        dq.copy_(dq_acc)
     if r3 is not None:
         nrel = drpb.numel() // hq
         K.na_bwd_drpb_kernel[(nrel, hq)](
@@ -415,13 +491,8 @@ def _launch_backward(
             de3,
             r3,
             drpb,
-            *_strides5(q3),
-            *_strides5(k3),
-            *_strides5(v3),
-            *_strides5(do3),
-            *_strides5(l3),
-            *rs,
-            *geo,
+            *strides,
+            *sizes,
             q.shape[0],
             hq // hkv,
             d,

@@ -1,12 +1,26 @@
-"""Tile shapes: how a block of BLOCK tokens becomes a box over the rank-3 view (pure Python)."""
+"""Tile shapes and configurations (pure Python): how a block of BLOCK tokens becomes a box over the
+rank-3 view, how many of the (query, key) pairs a choice of boxes computes are useful, and which
+``[block_q, block_k, num_warps, num_stages]`` a problem gets by default.
+
+The default maximizes ``tile efficiency x relative inner-loop rate``: the efficiency is exact (from
+the windows, :func:`tile_efficiency`); the rates are per head dim and tile shape, measured on an H200
+(docs/perf-notes.md, "Triton fused NA on the H200", v2). Large windows keep 128-row tiles; small
+windows (7x7, 13x13) trade the larger tiles' speed for far fewer wasted pairs.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
 
 
 def _pow2_at_least(x: int) -> int:
     return 1 << max(0, (int(x) - 1).bit_length())
+
+
+def _pad3(values, fill) -> tuple:
+    values = tuple(values)
+    return (fill,) * (3 - len(values)) + values
 
 
 def box(
@@ -49,24 +63,183 @@ def box(
     return dims[0], dims[1], dims[2]
 
 
-def default_config(head_dim: int, dtype_bytes: int, backward: bool = False) -> list[int]:
-    """``[block_q, block_k, num_warps, num_stages]`` for a head dim and element size."""
+def tile_shapes(kernel_size, dilation, stride, spatial, block_q: int, block_k: int):
+    """Query and key boxes over the rank-3 view (per-axis sizes) for a problem and two block sizes."""
+    ks, dl, st, L = _pad3(kernel_size, 1), _pad3(dilation, 1), _pad3(stride, 1), _pad3(spatial, 1)
+    nmax = tuple(-(-L[a] // dl[a]) for a in range(3))
+    qbox = box(block_q, nmax, ks, align=st if any(s > 1 for s in st) else None)
+    kbox = box(block_k, nmax, ks, align=ks)
+    return qbox, kbox
+
+
+def _window(p: int, n: int, k: int, s: int, causal: bool) -> tuple[int, int]:
+    """Window ``[start, end)`` of group-local query ``p`` (design.md section 3; kernels._window)."""
+    if causal:
+        c = min((p // s) * s + s - 1, n - 1)
+        return max(c - k + 1, 0), p + 1
+    c = min((p // s) * s + s // 2, n - 1)
+    start = min(max(c - k // 2, 0), n - k)
+    return start, start + k
+
+
+@functools.lru_cache(maxsize=4096)
+def _axis_pairs(length: int, k: int, d: int, s: int, causal: bool, t: int, kb: int) -> tuple[int, int]:
+    """(useful, computed) (query, key) pairs on one axis: queries in boxes of ``t``, keys in boxes of ``kb``."""
+    useful = computed = 0
+    for g in range(d):
+        n = -(-(length - g) // d)
+        useful += sum(e - b for b, e in (_window(p, n, k, s, causal) for p in range(n)))
+        for q0 in range(0, n, t):
+            lo = _window(q0, n, k, s, causal)[0]
+            hi = _window(min(q0 + t, n) - 1, n, k, s, causal)[1]
+            computed += t * -(-(hi - lo) // kb) * kb
+    return useful, computed
+
+
+def tile_efficiency(spatial, kernel_size, dilation, stride, is_causal, qbox, kbox) -> float:
+    """Useful (query, key) pairs / pairs the kernels compute with these boxes (padded rows included)."""
+    args = (_pad3(spatial, 1), _pad3(kernel_size, 1), _pad3(dilation, 1), _pad3(stride, 1), _pad3(is_causal, False))
+    useful = computed = 1
+    for a in range(3):
+        u, c = _axis_pairs(*(x[a] for x in args), qbox[a], kbox[a])
+        useful *= u
+        computed *= c
+    return useful / computed
+
+
+# (block_q, block_k, num_warps, num_stages, variant) -> relative inner-loop rate (pairs computed per
+# second; 1.0 = the fastest at that head dim), bf16/fp16 on an H200, averaged over the suite's
+# problems of that head dim (docs/perf-notes.md, v2). Variant 1 = TMA loads. Shapes that spilled
+# (128x64 or 64x128 with 4 warps at D=128: 4-5x slower) are left out.
+_FWD_RATES = {
+    32: {
+        (128, 32, 4, 3, 0): 1.1,
+        (128, 64, 4, 3, 0): 1.0,
+        (64, 32, 2, 3, 0): 0.95,
+        (64, 64, 4, 3, 0): 0.9,
+        (64, 32, 4, 3, 0): 0.84,
+        (64, 16, 4, 3, 0): 0.65,
+        (32, 32, 2, 3, 0): 0.6,
+        (32, 16, 2, 3, 0): 0.6,
+        (16, 16, 2, 2, 0): 0.3,
+    },
+    64: {
+        (128, 64, 4, 3, 0): 1.0,
+        (64, 64, 4, 3, 0): 0.9,
+        (128, 128, 8, 3, 0): 0.81,
+        (64, 32, 4, 3, 0): 0.8,
+        (64, 32, 4, 2, 0): 0.78,
+        (128, 32, 4, 3, 0): 0.76,
+        (64, 16, 4, 3, 0): 0.61,
+        (32, 32, 2, 3, 0): 0.45,
+    },
+    128: {
+        (128, 128, 8, 3, 1): 1.0,
+        (128, 128, 8, 2, 1): 0.93,
+        (128, 128, 8, 2, 0): 0.9,
+        (128, 128, 8, 3, 0): 0.9,
+        (64, 64, 4, 3, 1): 0.88,
+        (64, 64, 4, 3, 0): 0.82,
+        (128, 64, 8, 3, 0): 0.8,
+        (128, 64, 8, 2, 0): 0.77,
+        (128, 32, 4, 3, 0): 0.7,
+        (64, 32, 4, 3, 0): 0.62,
+        (32, 32, 4, 2, 0): 0.28,
+    },
+    256: {(64, 32, 4, 2, 0): 1.0, (64, 64, 4, 2, 0): 1.0, (32, 32, 4, 2, 0): 0.6, (16, 16, 4, 2, 0): 0.2},
+}
+# Backward blocks are (resident, streamed): the dq pass keeps a query tile and streams keys, the dk/dv
+# pass keeps a key tile and streams queries (4 warps on a 64-row resident tile beat 8 warps on 128).
+# Variant 0 is the deterministic backward, variant 1 the KV-parallel one (its own rates: its dk/dv pass
+# also issues dq's atomics, which favors a larger resident key tile).
+_BWD_RATES = {
+    64: {
+        (128, 32, 4, 2, 0): 1.1,
+        (64, 64, 4, 2, 0): 1.0,
+        (64, 32, 4, 2, 0): 0.92,
+        (64, 32, 4, 3, 0): 0.87,
+        (64, 16, 4, 2, 0): 0.71,
+        (32, 32, 4, 2, 0): 0.47,
+        (32, 16, 4, 2, 0): 0.41,
+        (16, 16, 4, 2, 0): 0.3,
+    },
+    128: {
+        (64, 32, 4, 3, 0): 1.0,
+        (64, 32, 4, 2, 0): 0.96,
+        (64, 64, 4, 2, 0): 0.95,
+        (128, 64, 8, 2, 0): 0.94,
+        (128, 32, 8, 2, 0): 0.87,
+        (64, 16, 4, 2, 0): 0.77,
+        (32, 32, 4, 2, 0): 0.51,
+    },
+    256: {(32, 32, 4, 1, 0): 1.0, (16, 16, 4, 1, 0): 0.4},
+}
+_BWD_KV_RATES = {
+    64: {(64, 32, 4, 2, 1): 1.0, (64, 64, 4, 2, 1): 0.95, (128, 32, 4, 2, 1): 0.9, (64, 16, 4, 2, 1): 0.75},
+    128: {(128, 64, 8, 2, 1): 1.0, (128, 32, 8, 2, 1): 0.95, (64, 32, 4, 2, 1): 0.75, (64, 16, 4, 2, 1): 0.7},
+    256: {(32, 32, 4, 1, 1): 1.0, (16, 16, 4, 1, 1): 0.4},
+}
+for _table in (_BWD_RATES, _BWD_KV_RATES):
+    _table[32] = _table[64]
+_RATES = {(False, 0): _FWD_RATES, (True, 0): _BWD_RATES, (True, 1): _BWD_KV_RATES}
+# the autotuner's candidates per head-dim bucket, fastest first (plain lists: torch.compile traces
+# the backend's config functions)
+_CANDIDATES = {
+    key: {d: [list(c) for c in sorted(r, key=r.get, reverse=True)] for d, r in rates.items()}
+    for key, rates in _RATES.items()
+}
+
+
+def _bucket(head_dim: int) -> int:
+    for b in (32, 64, 128):
+        if head_dim <= b:
+            return b
+    return 256
+
+
+@functools.lru_cache(maxsize=1024)
+def choose_config(
+    head_dim, dtype_bytes, spatial, kernel_size, dilation, stride, is_causal, backward=False, kv_parallel=False
+):
+    """The default ``[block_q, block_k, num_warps, num_stages, variant]`` of one problem (all tuples):
+    the largest relative rate x tile efficiency (``kv_parallel``: among the KV-parallel backwards)."""
+    best, best_score = None, -1.0
+    for cfg, rate in _RATES[backward, int(backward and kv_parallel)][_bucket(head_dim)].items():
+        qbox, kbox = tile_shapes(kernel_size, dilation, stride, spatial, cfg[0], cfg[1])
+        score = rate * tile_efficiency(spatial, kernel_size, dilation, stride, is_causal, qbox, kbox)
+        if score > best_score:
+            best, best_score = cfg, score
+    return fit_shared_memory(list(best), head_dim, dtype_bytes, backward)
+
+
+def candidates(head_dim: int, backward: bool = False, kv_parallel: bool = False) -> list[list[int]]:
+    """The autotuner's candidates for a head dim, fastest first (copies)."""
+    return [list(c) for c in _CANDIDATES[backward, int(backward and kv_parallel)][_bucket(head_dim)]]
+
+
+def fit_shared_memory(cfg: list[int], head_dim: int, dtype_bytes: int, backward: bool, limit: int = 227 * 1024):
+    """Shrink a config until its tiles fit in ``limit`` bytes of shared memory: stages down to 2, then
+    the streamed block down to 32, then stages, then the other block. fp32 tiles take twice the room
+    of fp16/bf16 ones, so a config chosen for fp16 stays launchable in fp32. The estimate (resident
+    tiles plus ``num_stages`` buffers of each streamed tile) matched Triton's sm_90 allocation exactly
+    for the forward; the backward (two resident and two streamed tiles) gets 10% for its transposes."""
+    bq, bk, warps, stages, *variant = cfg
     d = _pow2_at_least(max(head_dim, 16))
-    if backward:
-        if d <= 64:
-            cfg = [64, 64, 4, 2]
-        elif d <= 128:
-            cfg = [64, 64, 8, 2]
+
+    def size():
+        if not backward:  # q resident, k and v streamed
+            return dtype_bytes * d * (bq + 2 * stages * bk)
+        return 1.1 * dtype_bytes * d * 2 * (bq + stages * bk)  # (q, do) or (k, v) resident
+
+    while size() > limit:
+        if stages > 2:
+            stages -= 1
+        elif bk > 32:
+            bk //= 2
+        elif stages > 1:
+            stages -= 1
+        elif max(bq, bk) > 16:
+            bq, bk = (bq // 2, bk) if bq >= bk else (bq, bk // 2)
         else:
-            cfg = [32, 32, 4, 1]
-    else:
-        if d <= 64:
-            cfg = [128, 64, 4, 3]
-        elif d <= 128:
-            cfg = [128, 64, 8, 2]
-        else:
-            cfg = [64, 32, 4, 2]
-    if dtype_bytes >= 4:  # fp32 tiles take twice the shared memory
-        cfg[0] = max(16, cfg[0] // 2)
-        cfg[1] = max(16, cfg[1] // 2) if d > 64 else cfg[1]
-    return cfg
+            break
+    return [bq, bk, warps, stages, *variant]
