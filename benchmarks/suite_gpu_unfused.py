@@ -169,6 +169,8 @@ def run(args) -> tuple[Recorder, bool]:
         )
         q = k = v = qh = kh = vh = None
         torch.cuda.empty_cache()
+    if args.unfused_sweep:
+        _sweep(rec)
     print(
         f"targets (S5-d1): unfused/fused <= {TARGETS['unfused / fused']}, legacy/module >= "
         f"{TARGETS['legacy / unfused module']}: {'met' if met else 'NOT met'}"
