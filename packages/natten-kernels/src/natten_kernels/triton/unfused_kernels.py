@@ -54,6 +54,14 @@ def _offsets(b, h, sb, sh, s0, s1, s2, g0, g1, g2, i0, i1, i2, D0, D1, D2):
 
 
 @triton.jit
+def _halo(qb, n, T: tl.constexpr, KB: tl.constexpr, K, S, C: tl.constexpr):
+    """Keys ``[lo, hi)`` of the query tile ``[qb, qb + T)`` on one axis, and the key tiles covering them."""
+    lo, _e = _window(qb, n, K, S, C)
+    _s, hi = _window(tl.minimum(qb + T, n) - 1, n, K, S, C)
+    return lo, hi, (hi - lo + KB - 1) // KB
+
+
+@triton.jit
 def _pair_slots(qvalid, kvalid, qs0, qe0, qs1, qe1, qs2, qe2, kj0, kj1, kj2, KS1, KS2):
     """For a [queries, keys] grid of valid tokens: whether the key is in the query's window, and its
     slot there (0 elsewhere, so the slot is always a safe index). Per-axis offsets are compared as
@@ -161,15 +169,9 @@ def na_pairs_kernel(
     qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
     qs1, qe1 = _window(qi1, n1, KS1, ST1, C1)
     qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
-    lo0, _e0 = _window(qb0, n0, KS0, ST0, C0)
-    lo1, _e1 = _window(qb1, n1, KS1, ST1, C1)
-    lo2, _e2 = _window(qb2, n2, KS2, ST2, C2)
-    _s0, hi0 = _window(tl.minimum(qb0 + T0, n0) - 1, n0, KS0, ST0, C0)
-    _s1, hi1 = _window(tl.minimum(qb1 + T1, n1) - 1, n1, KS1, ST1, C1)
-    _s2, hi2 = _window(tl.minimum(qb2 + T2, n2) - 1, n2, KS2, ST2, C2)
-    nk0 = (hi0 - lo0 + KB0 - 1) // KB0
-    nk1 = (hi1 - lo1 + KB1 - 1) // KB1
-    nk2 = (hi2 - lo2 + KB2 - 1) // KB2
+    lo0, hi0, nk0 = _halo(qb0, n0, T0, KB0, KS0, ST0, C0)
+    lo1, hi1, nk1 = _halo(qb1, n1, T1, KB1, KS1, ST1, C1)
+    lo2, hi2, nk2 = _halo(qb2, n2, T2, KB2, KS2, ST2, C2)
     total = nk0 * nk1 * nk2 * ((qb0 < n0) & (qb1 < n1) & (qb2 < n2)).to(tl.int32)
     c0, c1, c2 = _box_rows(BLOCK_K, KB1, KB2)
     KK = KS0 * KS1 * KS2
@@ -303,15 +305,9 @@ def na_gather_kernel(
     qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
     qs1, qe1 = _window(qi1, n1, KS1, ST1, C1)
     qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
-    lo0, _e0 = _window(qb0, n0, KS0, ST0, C0)
-    lo1, _e1 = _window(qb1, n1, KS1, ST1, C1)
-    lo2, _e2 = _window(qb2, n2, KS2, ST2, C2)
-    _s0, hi0 = _window(tl.minimum(qb0 + T0, n0) - 1, n0, KS0, ST0, C0)
-    _s1, hi1 = _window(tl.minimum(qb1 + T1, n1) - 1, n1, KS1, ST1, C1)
-    _s2, hi2 = _window(tl.minimum(qb2 + T2, n2) - 1, n2, KS2, ST2, C2)
-    nk0 = (hi0 - lo0 + KB0 - 1) // KB0
-    nk1 = (hi1 - lo1 + KB1 - 1) // KB1
-    nk2 = (hi2 - lo2 + KB2 - 1) // KB2
+    lo0, hi0, nk0 = _halo(qb0, n0, T0, KB0, KS0, ST0, C0)
+    lo1, hi1, nk1 = _halo(qb1, n1, T1, KB1, KS1, ST1, C1)
+    lo2, hi2, nk2 = _halo(qb2, n2, T2, KB2, KS2, ST2, C2)
     total = nk0 * nk1 * nk2 * ((qb0 < n0) & (qb1 < n1) & (qb2 < n2)).to(tl.int32)
     c0, c1, c2 = _box_rows(BLOCK_K, KB1, KB2)
     if GATHER:
