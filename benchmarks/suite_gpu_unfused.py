@@ -56,11 +56,11 @@ def _peak_extra(fn, *args) -> int:
     return peak
 
 
-# [variant, block_q, block_k, block_d, num_warps, gather] candidates for the sweep (gemm variant)
-SWEEP = [
-    [1, bq, bk, 32, w, g]
-    for bq, bk, w in ((16, 64, 4), (16, 128, 4), (32, 64, 4), (32, 128, 4), (64, 64, 4), (64, 128, 4), (64, 256, 8))
-    for g in (0, 1)
+# [variant, block_q, block_k, block_d, num_warps, path] candidates for the sweep (gemm variant): the halo
+# paths (0 per pair, 1 rows) over query / key tiles, and the direct path (2) over the av box (block_q),
+# the qk box (block_k) and warps
+SWEEP = [[1, bq, bk, 32, 4, p] for bq, bk in ((32, 64), (64, 64)) for p in (0, 1)] + [
+    [1, 64, qb, 32, w, 2] for qb in (8, 16, 32) for w in (2, 4, 8)
 ]
 LEGACY_MAX_BYTES = 40 * 2**30  # the legacy Module materializes k and v per query
 

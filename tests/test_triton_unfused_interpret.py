@@ -3,7 +3,8 @@
 The launchers are called directly (the ops are registered for CUDA only), float32 and float16, with
 outputs poisoned (deterministic mode fills ``torch.empty`` with NaN) so an unwritten element fails.
 Small tiles make the problems span several tiles, with partial tiles at both borders of every axis;
-both ways of moving weights (coalesced rows + ``tl.gather``, and per-pair addressing) are covered.
+every path of the launcher is covered: the direct slot grid, and the halo kernels moving weights as
+coalesced rows (``tl.gather``) or per pair.
 """
 
 from __future__ import annotations
@@ -23,38 +24,53 @@ from unfused_checks import check_ops
 
 F32, F16 = torch.float32, torch.float16
 EXACT, GEMM = 0, 1
+PAIRS, ROWS, DIRECT = 0, 1, 2  # the launcher's paths: halo per pair, halo rows, direct slot grid
 SMALL = [16, 16, 16, 4]  # block_q, block_k, block_d, num_warps
 
-# (name, case, config)
+# (name, case, config); the halo paths are forced where the default would pick the direct one
 RUNS = [
     ("1d-gemm-default", Case((9,), (3,), (1,), (1,), (False,), batch=1, head_dim=16, dtype=F32), [GEMM]),
-    ("1d-causal-dil-gemm", Case((19,), (4,), (2,), (1,), (True,), batch=1, head_dim=24, dtype=F32), [GEMM, *SMALL]),
+    (
+        "1d-causal-dil-gemm-rows",
+        Case((19,), (4,), (2,), (1,), (True,), batch=1, head_dim=24, dtype=F32),
+        [GEMM, *SMALL, ROWS],
+    ),
     ("1d-rpb-stride-exact", Case((21,), (5,), (1,), (3,), (False,), batch=1, rpb=True, dtype=F32), [EXACT]),
     (
-        "2d-rpb-dil-gemm-f16",
+        "2d-rpb-dil-gemm-f16-rows",
         Case((8, 10), (3, 5), (2, 1), (1, 1), (False, False), rpb=True, head_dim=16, dtype=F16),
-        [GEMM, *SMALL],
+        [GEMM, *SMALL, ROWS],
+    ),
+    (
+        "2d-rpb-dil-direct-f16",
+        Case((8, 10), (3, 5), (2, 1), (1, 1), (False, False), rpb=True, head_dim=12, dtype=F16),
+        [GEMM, 16, 16, 8, 4, DIRECT],
     ),
     (
         "2d-causal-stride-exact-f16",
         Case((7, 9), (4, 3), (1, 2), (2, 3), (True, False), batch=1, dtype=F16),
-        [EXACT, 16, 16, 16, 2],
+        [EXACT, 16, 16, 4, 2],
     ),
     (
-        "3d-causal-gemm",
+        "3d-causal-gemm-rows",
         Case((4, 5, 6), (3, 2, 3), (1, 2, 1), (1, 1, 3), (True, False, True), batch=1, head_dim=16, dtype=F32),
-        [GEMM, *SMALL],
+        [GEMM, *SMALL, ROWS],
     ),
-    # 121 slots x 128 queries: the per-pair (scatter) path, with causal slots filled separately
     (
-        "2d-large-kernel-scatter-gemm",
+        "3d-causal-direct",
+        Case((4, 5, 6), (3, 2, 3), (1, 2, 1), (1, 1, 3), (True, False, True), batch=1, head_dim=16, dtype=F32),
+        [GEMM, 16, 4, 8, 4, DIRECT],
+    ),
+    # 121 slots x 128 queries: the per-pair path, with causal slots filled separately
+    (
+        "2d-large-kernel-pairs-gemm",
         Case((12, 12), (11, 11), (1, 1), (1, 1), (False, True), batch=1, head_dim=16, dtype=F32),
-        [GEMM, 128, 64, 16, 4],
+        [GEMM, 128, 64, 16, 4, PAIRS],
     ),
     (
-        "2d-large-kernel-rpb-scatter-exact",
+        "2d-large-kernel-rpb-pairs-exact",
         Case((13, 12), (9, 7), (1, 1), (1, 1), (False, False), batch=1, rpb=True, dtype=F32),
-        [EXACT, 256, 16, 16, 4],
+        [EXACT, 256, 16, 16, 4, PAIRS],
     ),
 ]
 
@@ -85,14 +101,17 @@ def test_unfused_triton_interpreted_matches_reference(name, interpreted):
     assert interpreted[name] is None, interpreted[name]
 
 
-def test_paths_are_both_exercised():
-    from natten_kernels.triton.unfused_ops import _gather, geometry, parse_config
+def test_path_choice():
+    from natten_kernels.triton.unfused_ops import DIRECT_MAX_SLOTS, _path, geometry, parse_config
 
-    x = torch.empty(1, 1, 12, 12, 16)
-    g = geometry(x, (11, 11), (1, 1), (1, 1), (False, True))
-    assert not _gather(g, parse_config(RUNS[6][2], torch.float32, 16))
-    g = geometry(x, (3, 3), (1, 1), (1, 1), (False, False))
-    assert _gather(g, parse_config([GEMM], torch.float32, 16))
+    x = torch.empty(1, 1, 40, 40, 16)
+    small = geometry(x, (7, 7), (1, 1), (1, 1), (False, False))
+    assert _path(small, parse_config([GEMM], F16, 16), 16) == DIRECT
+    assert _path(small, parse_config([GEMM, *SMALL, ROWS], F16, 16), 16) == ROWS
+    large = geometry(x, (33, 33), (1, 1), (1, 1), (False, False))
+    assert large.slots > DIRECT_MAX_SLOTS
+    assert _path(large, parse_config([GEMM], F16, 16), 16) == PAIRS  # 1024 slots x 64 queries: no rows in registers
+    assert _path(large, parse_config([EXACT], F16, 16), 16) == DIRECT  # exact: CUDA cores either way
 
 
 @pytest.mark.parametrize(
@@ -102,6 +121,8 @@ def test_paths_are_both_exercised():
         ([GEMM], torch.float64, "no float64"),
         ([GEMM, 24, 16, 16, 4], torch.float32, "power of two"),
         ([EXACT, 16, 16], torch.float32, "must be"),
+        ([GEMM, 16, 16, 8, 4, ROWS], torch.float32, "block_d must be a power of two >= 16"),
+        ([GEMM, 16, 16, 16, 4, 3], torch.float32, "path"),
     ],
 )
 def test_bad_config_is_a_value_error(config, dtype, match):

@@ -20,7 +20,10 @@ python3 -m pip install --no-build-isolation --no-deps ./packages/natten ./packag
     || export PYTHONPATH="$PWD/packages/natten/src:$PWD/packages/natten-legacy/src${PYTHONPATH:+:$PYTHONPATH}"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 status=0
-timeout ${GPU_TEST_TIMEOUT:-300} python3 -m pytest tests/gpu -q -p no:cacheprovider --maxfail=15 -rf "$@" 2>&1 \
+# Triton compiles on the CPU: spread the suite over processes when pytest-xdist is there
+WORKERS=()
+if python3 -c "import xdist" 2>/dev/null; then WORKERS=(-n "${GPU_TEST_WORKERS:-8}"); fi
+timeout ${GPU_TEST_TIMEOUT:-300} python3 -m pytest tests/gpu -q -p no:cacheprovider --maxfail=15 -rf "${WORKERS[@]}" "$@" 2>&1 \
     | tee "$LOGS/gpu-tests.log" | grep -v "^tests/gpu.*PASSED" | tail -60 || status=1
 if [ "$BENCH" = 1 ]; then
     timeout ${GPU_BENCH_TIMEOUT:-300} python3 benchmarks/run.py --suite gpu --out "$LOGS" ${BENCH_ARGS:-} 2>&1 \

@@ -178,7 +178,7 @@ def na_pairs_kernel(
     if GATHER:
         t = tl.arange(0, KKP)
         sk0, sk1, sk2, svalid = _slot_keys(t, qs0, qe0, qs1, qe1, qs2, qe2, KS1, KS2)
-        rows = tl.full([BLOCK_Q, KKP], FILL, ACC)
+        rows = tl.full([BLOCK_Q, KKP], FILL, W.dtype.element_ty)  # gathered in the output dtype: half the traffic
 
     for it in range(0, total):
         kb0 = lo0 + (it // (nk1 * nk2)) * KB0
@@ -214,12 +214,12 @@ def na_pairs_kernel(
             p2 = sk2 - kb2
             here = svalid & (p0 >= 0) & (p0 < KB0) & (p1 >= 0) & (p1 < KB1) & (p2 >= 0) & (p2 < KB2)
             idx = tl.where(here, (p0 * KB1 + p1) * KB2 + p2, 0)
-            rows = tl.where(here, tl.gather(s, idx, axis=1), rows)
+            rows = tl.where(here, tl.gather(s.to(W.dtype.element_ty), idx, axis=1), rows)
         else:
             tl.store(W + w_row[:, None] + slot, s.to(W.dtype.element_ty), mask=inwin)
 
     if GATHER:
-        tl.store(W + w_row[:, None] + t[None, :], rows.to(W.dtype.element_ty), mask=qvalid[:, None] & (t[None, :] < KK))
+        tl.store(W + w_row[:, None] + t[None, :], rows, mask=qvalid[:, None] & (t[None, :] < KK))
     elif C0 or C1 or C2:  # slots past the query on a causal axis
         for t0 in range(0, KK, KKP):
             t = t0 + tl.arange(0, KKP)

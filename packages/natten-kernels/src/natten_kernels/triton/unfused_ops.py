@@ -1,12 +1,21 @@
 """Launchers for the unfused Triton kernels: the CUDA implementations of ``natten::na_qk_forward``,
 ``na_qk_backward``, ``na_av_forward`` and ``na_av_backward`` (heads-first; docs/internals.md).
 
-``config`` (every op): ``[variant]`` or ``[variant, block_q, block_k, block_d, num_warps, gather]``, where
+``config`` (every op): ``[variant]`` or ``[variant, block_q, block_k, block_d, num_warps, path]``, where
 ``variant`` is :data:`EXACT` (CUDA-core float32/float64 arithmetic, every dtype) or :data:`GEMM`
-(``tl.dot`` on tensor cores: float16/bfloat16, float32 as TF32 only where torch allows TF32 matmuls).
-``gather`` is 1 (weights move as whole rows, ``tl.gather`` in registers), 0 (per pair) or -1 (by size).
-``[]`` picks GEMM, or EXACT for float64. Like the fused launchers they also run under
-``TRITON_INTERPRET=1`` on CPU tensors.
+(tensor cores allowed: float16/bfloat16, float32 as TF32 only where torch allows TF32 matmuls).
+``path`` picks how a query box meets its window:
+
+* ``0`` halo, per pair: ``tl.dot`` against the key tiles of the box's halo, weights addressed per pair;
+* ``1`` halo, rows: the same, weights moved as whole rows and mapped to slots by ``tl.gather``;
+* ``2`` direct: a query box walks its window on CUDA cores (unfused_direct.py); ``block_q`` and
+  ``block_d`` are the query box and channel chunk of the kernel that consumes weights (av, dq),
+  ``block_k`` the query box of the kernel that makes them (qk, grad of attn), any powers of two;
+* ``-1`` (default): direct for windows of at most :data:`DIRECT_MAX_SLOTS` keys and always in the exact
+  variant, else the halo kernels (rows when a box's rows fit in registers).
+
+The key-side kernel of the backward (dk, dv) always walks halos. ``[]`` picks GEMM, or EXACT for
+float64. Like the fused launchers they also run under ``TRITON_INTERPRET=1`` on CPU tensors.
 """
 
 from __future__ import annotations
@@ -16,25 +25,32 @@ from dataclasses import dataclass
 import torch
 import triton
 
+from natten_kernels.triton import unfused_direct as UD
 from natten_kernels.triton import unfused_kernels as U
 from natten_kernels.triton.ops import _precision
 from natten_kernels.triton.tiling import box
 from natten_kernels.triton.variants import EXACT, GEMM
 
-_GATHER_ELEMENTS = 8192  # largest [block_q, slots] register tile of the coalesced (gather) path
-_FILL_SLOTS = 64  # slots per step when filling causal slots on the scatter path
+HALO_PAIRS, HALO_ROWS, DIRECT, AUTO = 0, 1, 2, -1
+DIRECT_MAX_SLOTS = 64  # measured: direct wins at 7x7 (S5, 1.4-2x), the halo's tensor cores at 13x13 (S4, 2x)
+_GATHER_ELEMENTS = 8192  # largest [block_q, slots] register tile of the halo-rows path
+_FILL_SLOTS = 64  # slots per step when filling causal slots on the halo per-pair path
+# direct path defaults: the largest query box, and the register tiles (elements) that cap it: the av
+# kernel's [box, channels] accumulator, the qk kernel's [box, segment, channels] key rows
+_DIRECT_BOX, _DIRECT_AV_ELEMENTS, _DIRECT_QK_ELEMENTS = 64, 2048, 8192
+_DIRECT_SEGMENT = 8  # slots of the inner axis the direct qk kernel takes per step
 
 
 @dataclass(frozen=True)
 class Launch:
-    """Everything a launch needs besides the tensors."""
+    """Everything a launch needs besides the tensors. Blocks of 0 take the path's defaults."""
 
     exact: bool
     block_q: int
     block_k: int
     block_d: int
     num_warps: int
-    gather: int  # 1, 0 or -1 (by size)
+    path: int
     acc: object  # tl.float32 / tl.float64
     prec: str
 
@@ -52,28 +68,26 @@ def parse_config(config, dtype: torch.dtype, head_dim: int) -> Launch:
     if variant == GEMM and dtype == torch.float64:
         raise ValueError("unfused triton config: the gemm variant has no float64 kernels; use the exact variant")
     exact = variant == EXACT
-    dim_block = max(16, triton.next_power_of_2(head_dim))
-    gather = -1
+    path = AUTO
     if len(cfg) > 1:
         if len(cfg) not in (5, 6):
             raise ValueError(
                 "unfused triton config must be [variant] or [variant, block_q, block_k, block_d, num_warps"
-                f"(, gather)], got {cfg}"
+                f"(, path)], got {cfg}"
             )
         block_q, block_k, block_d, warps = cfg[1:5]
-        gather = cfg[5] if len(cfg) == 6 else -1
-    elif exact:  # FMA dots: smaller tiles than tensor cores take
-        block_q, block_k, block_d, warps = 32, 32, 16, 4
+        path = cfg[5] if len(cfg) == 6 else AUTO
+        if path not in (AUTO, HALO_PAIRS, HALO_ROWS, DIRECT):
+            raise ValueError(f"unfused triton config: path must be -1, 0, 1 or 2, got {path}")
+        floor = 16 if path in (HALO_PAIRS, HALO_ROWS) else 1  # halo tiles feed tl.dot (else raised to 16)
+        for name, v, lo in (("block_q", block_q, floor), ("block_k", block_k, floor), ("block_d", block_d, floor)):
+            if v < lo or v & (v - 1):
+                raise ValueError(f"unfused triton config: {name} must be a power of two >= {lo}, got {v}")
     else:
-        small = dim_block <= 128
-        block_q, block_k, block_d, warps = (64 if small else 32), (64 if small else 32), dim_block, 4
-    for name, v in (("block_q", block_q), ("block_k", block_k), ("block_d", block_d)):
-        if v < 16 or v & (v - 1):
-            raise ValueError(f"unfused triton config: {name} must be a power of two >= 16, got {v}")
+        block_q = block_k = block_d = 0
+        warps = 4
     acc = tl.float64 if dtype == torch.float64 else tl.float32
-    if gather not in (-1, 0, 1):
-        raise ValueError(f"unfused triton config: gather must be -1, 0 or 1, got {gather}")
-    return Launch(exact, block_q, block_k, block_d, warps, gather, acc, _precision(dtype))
+    return Launch(exact, block_q, block_k, block_d, warps, path, acc, _precision(dtype))
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,11 @@ class Geometry:
 
     def axis_args(self) -> tuple:
         return (*self.L, *self.ks, *self.dl, *self.st)
+
+    @property
+    def full(self) -> bool:
+        """Every dilation group is at least a kernel long, so non-causal windows span the whole kernel."""
+        return all(self.L[a] // self.dl[a] >= self.ks[a] for a in range(3))
 
     def causal_args(self) -> dict:
         return {"C0": self.cz[0], "C1": self.cz[1], "C2": self.cz[2]}
@@ -152,13 +171,51 @@ def _tiles(n: tuple, t: tuple) -> list:
 
 
 def _slots_pow2(g: Geometry) -> int:
-    return triton.next_power_of_2(g.slots)
+    return max(16, triton.next_power_of_2(g.slots))  # tl.gather wants rows of at least 16
 
 
-def _gather(g: Geometry, lc: Launch) -> bool:
-    if lc.gather >= 0:
-        return bool(lc.gather)
-    return _slots_pow2(g) * lc.block_q <= _GATHER_ELEMENTS
+def _path(g: Geometry, lc: Launch, head_dim: int) -> int:
+    if lc.path != AUTO:
+        return lc.path
+    if lc.exact or g.slots <= DIRECT_MAX_SLOTS:
+        return DIRECT
+    return _halo_path(g, lc, head_dim)
+
+
+def _halo_path(g: Geometry, lc: Launch, head_dim: int) -> int:
+    """Rows when a box's rows fit in registers, else per pair (the key-side kernel's only choice)."""
+    if lc.path in (HALO_PAIRS, HALO_ROWS):
+        return lc.path
+    return HALO_ROWS if _slots_pow2(g) * _halo_blocks(g, lc, head_dim)[0] <= _GATHER_ELEMENTS else HALO_PAIRS
+
+
+def _halo_blocks(g: Geometry, lc: Launch, head_dim: int) -> tuple[int, int, int]:
+    """(block_q, block_k, block_d) of the halo kernels: the config's, else tensor-core or FMA tiles."""
+    if lc.block_q:
+        return max(16, lc.block_q), max(16, lc.block_k), max(16, lc.block_d)
+    if lc.exact:
+        return 32, 32, 16
+    dim_block = max(16, triton.next_power_of_2(head_dim))
+    small = dim_block <= 128
+    return (64 if small else 32), (64 if small else 32), dim_block
+
+
+def _direct_blocks(g: Geometry, lc: Launch, head_dim: int) -> tuple[int, int, int]:
+    """(av query box, qk query box, av channel block) of the direct kernels: the config's
+    ``block_q``, ``block_k`` and ``block_d``, else boxes that keep the register tiles bounded."""
+    if lc.block_q:
+        return lc.block_q, lc.block_k, lc.block_d
+    d = _pow2(head_dim)
+    qk_box = _DIRECT_QK_ELEMENTS // (_segment(g) * d)
+    return max(16, min(_DIRECT_BOX, _DIRECT_AV_ELEMENTS // d)), max(4, min(_DIRECT_BOX, qk_box)), min(64, d)
+
+
+def _segment(g: Geometry) -> int:
+    return min(_DIRECT_SEGMENT, _pow2(g.ks[2]))
+
+
+def _pow2(n: int) -> int:
+    return triton.next_power_of_2(max(n, 1))
 
 
 def pairs(a, b, rpb, out, g: Geometry, fill: float, lc: Launch) -> None:
@@ -166,46 +223,58 @@ def pairs(a, b, rpb, out, g: Geometry, fill: float, lc: Launch) -> None:
     if out.numel() == 0:
         return
     a3, b3, o3 = _as3(a), _as3(b), _as3(out)
-    tq, tk = g.query_box(lc.block_q), g.key_box(lc.block_k)
-    nt = _tiles(g.nmax, tq)
-    gather = _gather(g, lc)
     r = None
     if rpb is not None:
         r = rpb.contiguous().reshape(g.heads, *([1] * (3 - (rpb.dim() - 1))), *rpb.shape[1:])
     rs = tuple(r.stride(i) for i in range(4)) if r is not None else (0, 0, 0, 0)
+    path = _path(g, lc, a.shape[-1])
+    if path == DIRECT:
+        tq = g.query_box(_direct_blocks(g, lc, a.shape[-1])[1])
+    else:
+        bq, bk, bd = _halo_blocks(g, lc, a.shape[-1])
+        tq = g.query_box(bq)
+    nt = _tiles(g.nmax, tq)
     grid = (nt[0] * nt[1] * nt[2] * g.groups, g.batch * g.heads)
+    args = (a3, b3, r if r is not None else a3, o3, *_strides(a3), *_strides(b3), *_strides(o3), *rs)
+    args += (*g.axis_args(), nt[1], nt[2], g.groups, g.heads, a.shape[-1])
+    common = {"FILL": fill, "HAS_RPB": r is not None, "ACC": lc.acc, "num_warps": lc.num_warps, **g.causal_args()}
+    if path == DIRECT:
+        box = {"T0": tq[0], "T1": tq[1], "T2": tq[2]}
+        bd = _pow2(a.shape[-1])
+        even = a.shape[-1] == bd
+        kw = {"FULL": g.full, "BLOCK_D": bd, "EVEN_D": even, "CH": _segment(g), **box, **common}
+        UD.na_pairs_direct_kernel[grid](*args, **kw)
+        return
     U.na_pairs_kernel[grid](
-        a3,
-        b3,
-        r if r is not None else a3,
-        o3,
-        *_strides(a3),
-        *_strides(b3),
-        *_strides(o3),
-        *rs,
-        *g.axis_args(),
-        nt[1],
-        nt[2],
-        g.groups,
-        g.heads,
-        a.shape[-1],
-        FILL=fill,
-        **g.causal_args(),
-        **_boxes(tq, tk),
-        BLOCK_D=min(lc.block_d, max(16, triton.next_power_of_2(a.shape[-1]))),
-        KKP=_slots_pow2(g) if gather else _FILL_SLOTS,
-        HAS_RPB=r is not None,
-        GATHER=gather,
-        **lc.kernel_args(),
+        *args,
+        **_boxes(tq, g.key_box(bk)),
+        BLOCK_D=min(bd, max(16, triton.next_power_of_2(a.shape[-1]))),
+        KKP=_slots_pow2(g) if path == HALO_ROWS else _FILL_SLOTS,
+        GATHER=path == HALO_ROWS,
+        EXACT=lc.exact,
+        PREC=lc.prec,
+        **common,
     )
 
 
-def _d_chunks(d: int, lc: Launch) -> tuple[int, int]:
-    """(block, chunks) over an output's channels: one chunk on tensor cores, many when exact."""
-    block = max(16, triton.next_power_of_2(d))
-    if lc.exact:
-        block = min(lc.block_d, block)
+def _d_chunks(d: int, block: int, floor: int = 16) -> tuple[int, int]:
+    """(block, chunks) over an output's channels, the block a power of two no wider than needed."""
+    block = min(block, max(floor, triton.next_power_of_2(d)))
     return block, -(-d // block)
+
+
+def _halo_args(g: Geometry, lc: Launch, head_dim: int) -> tuple:
+    """The halo kernels' box constexprs, channel block and chunk count, and the shared keywords."""
+    bq, bk, bd = _halo_blocks(g, lc, head_dim)
+    tq, tk = g.query_box(bq), g.key_box(bk)
+    block_d, chunks = _d_chunks(head_dim, bd if lc.exact else 1 << 30)  # tensor cores: all channels at once
+    kw = {
+        **_boxes(tq, tk),
+        "BLOCK_D": block_d,
+        "KKP": _slots_pow2(g),
+        "GATHER": _halo_path(g, lc, head_dim) == HALO_ROWS,
+    }
+    return tq, tk, chunks, {**kw, **g.causal_args(), **lc.kernel_args()}
 
 
 def weighted_sum(w, b, out, g: Geometry, lc: Launch) -> None:
@@ -213,30 +282,23 @@ def weighted_sum(w, b, out, g: Geometry, lc: Launch) -> None:
     if out.numel() == 0:
         return
     w3, b3, o3 = _as3(w), _as3(b), _as3(out)
-    tq, tk = g.query_box(lc.block_q), g.key_box(lc.block_k)
+    args = (w3, b3, o3, *_strides(w3), *_strides(b3), *_strides(o3), *g.axis_args())
+    if _path(g, lc, b.shape[-1]) == DIRECT:
+        bq, _bq_qk, bd = _direct_blocks(g, lc, b.shape[-1])
+        tq = g.query_box(bq)
+        nt = _tiles(g.nmax, tq)
+        block_d, chunks = _d_chunks(b.shape[-1], bd, floor=1)
+        grid = (nt[0] * nt[1] * nt[2] * g.groups, chunks, g.batch * g.heads)
+        UD.na_gather_direct_kernel[grid](
+            *args, nt[1], nt[2], g.groups, g.heads, b.shape[-1], **g.causal_args(), FULL=g.full,
+            T0=tq[0], T1=tq[1], T2=tq[2], BLOCK_D=block_d, EVEN_D=b.shape[-1] % block_d == 0, ACC=lc.acc,
+            num_warps=lc.num_warps,
+        )  # fmt: skip
+        return
+    tq, _tk, chunks, kw = _halo_args(g, lc, b.shape[-1])
     nt = _tiles(g.nmax, tq)
-    block_d, chunks = _d_chunks(b.shape[-1], lc)
     grid = (nt[0] * nt[1] * nt[2] * g.groups, chunks, g.batch * g.heads)
-    U.na_gather_kernel[grid](
-        w3,
-        b3,
-        o3,
-        *_strides(w3),
-        *_strides(b3),
-        *_strides(o3),
-        *g.axis_args(),
-        nt[1],
-        nt[2],
-        g.groups,
-        g.heads,
-        b.shape[-1],
-        **g.causal_args(),
-        **_boxes(tq, tk),
-        BLOCK_D=block_d,
-        KKP=_slots_pow2(g),
-        GATHER=_gather(g, lc),
-        **lc.kernel_args(),
-    )
+    U.na_gather_kernel[grid](*args, nt[1], nt[2], g.groups, g.heads, b.shape[-1], **kw)
 
 
 def inverse_sum(w, a, out, g: Geometry, lc: Launch) -> None:
@@ -244,31 +306,13 @@ def inverse_sum(w, a, out, g: Geometry, lc: Launch) -> None:
     if out.numel() == 0:
         return
     w3, a3, o3 = _as3(w), _as3(a), _as3(out)
-    tq, tk = g.query_box(lc.block_q), g.key_box(lc.block_k)
+    _tq, tk, chunks, kw = _halo_args(g, lc, a.shape[-1])
     nk = _tiles(g.nmax, tk)
-    block_d, chunks = _d_chunks(a.shape[-1], lc)
     grid = (nk[0] * nk[1] * nk[2] * g.groups, chunks, g.batch * g.heads)
     U.na_scatter_kernel[grid](
-        w3,
-        a3,
-        o3,
-        *_strides(w3),
-        *_strides(a3),
-        *_strides(o3),
-        *g.axis_args(),
-        nk[1],
-        nk[2],
-        g.groups,
-        g.heads,
-        a.shape[-1],
-        max(g.nmax).bit_length() + 1,
-        **g.causal_args(),
-        **_boxes(tq, tk),
-        BLOCK_D=block_d,
-        KKP=_slots_pow2(g),
-        GATHER=_gather(g, lc),
-        **lc.kernel_args(),
-    )
+        w3, a3, o3, *_strides(w3), *_strides(a3), *_strides(o3), *g.axis_args(),
+        nk[1], nk[2], g.groups, g.heads, a.shape[-1], max(g.nmax).bit_length() + 1, **kw,
+    )  # fmt: skip
 
 
 def rpb_grad(w, rpb, g: Geometry, lc: Launch) -> torch.Tensor:

@@ -1,0 +1,236 @@
+"""Slot-major ("direct") kernels for the unfused ops with small windows (heads-first layout).
+
+The halo kernels (unfused_kernels.py) compute a query box against the key tiles of its halo on tensor
+cores, then map every [query, key] pair to its slot: window tests, slot arithmetic and a register
+gather per pair. For windows of a few dozen to a few hundred keys that per-pair integer work, not the
+memory traffic, sets the speed. Here a program holds a box of queries and walks the window's slots
+one at a time (nested loops per axis, so no division): the key of slot ``t`` of query ``i`` is
+``start(i) + t`` per axis, so each step reads one key row per query at a per-query base plus a
+per-slot (uniform) offset, and the products run on CUDA cores in the accumulation dtype (IEEE
+float32 / float64: these kernels serve both variants). ``FULL`` (every window spans the whole kernel
+on non-causal axes, which holds when each dilation group is at least a kernel long) drops the
+per-slot window tests there.
+
+* ``na_pairs_direct_kernel``: ``W[i, t] = A_i . B_{n(i,t)} (+ rpb)``, invalid slots ``FILL``.
+* ``na_gather_direct_kernel``: ``O_i = sum_t W[i, t] B_{n(i,t)}``.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from natten_kernels.triton.kernels import _box_rows, _group, _window
+from natten_kernels.triton.unfused_kernels import _offsets
+
+
+@triton.jit
+def _query_box(pid, L0, L1, L2, DL0, DL1, DL2, NT1, NT2, G, T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr):
+    """The program's dilation group, group-local query coordinates, their validity and group lengths."""
+    g0, g1, g2, n0, n1, n2 = _group(pid % G, L0, L1, L2, DL0, DL1, DL2)
+    tile = pid // G
+    r0, r1, r2 = _box_rows(T0 * T1 * T2, T1, T2)
+    qi0 = (tile // (NT1 * NT2)) * T0 + r0
+    qi1 = ((tile // NT2) % NT1) * T1 + r1
+    qi2 = (tile % NT2) * T2 + r2
+    qvalid = (qi0 < n0) & (qi1 < n1) & (qi2 < n2)
+    return g0, g1, g2, n0, n1, n2, qi0, qi1, qi2, qvalid
+
+
+@triton.jit
+def _channels(dd, HEAD_DIM, EVEN_D: tl.constexpr):
+    """The channel mask; a constant when the blocks tile the head dim (so only rows are masked)."""
+    if EVEN_D:
+        return tl.full(dd.shape, 1, tl.int1)
+    return dd < HEAD_DIM
+
+
+@triton.jit
+def _in_window(qvalid, qs0, qe0, qs1, qe1, qs2, qe2, t0, t1, t2, C0: tl.constexpr, C1: tl.constexpr,
+               C2: tl.constexpr, FULL: tl.constexpr):  # fmt: skip
+    """Whether slot (t0, t1, t2) of each query is a key of its window."""
+    ok = qvalid
+    if C0 or not FULL:
+        ok = ok & (qs0 + t0 < qe0)
+    if C1 or not FULL:
+        ok = ok & (qs1 + t1 < qe1)
+    if C2 or not FULL:
+        ok = ok & (qs2 + t2 < qe2)
+    return ok
+
+
+@triton.jit
+def na_pairs_direct_kernel(
+    A,
+    B,
+    RPB,
+    W,
+    sab,
+    sah,
+    sa0,
+    sa1,
+    sa2,
+    sbb,
+    sbh,
+    sb0,
+    sb1,
+    sb2,
+    swb,
+    swh,
+    sw0,
+    sw1,
+    sw2,
+    s_rh,
+    s_r0,
+    s_r1,
+    s_r2,
+    L0,
+    L1,
+    L2,
+    KS0,
+    KS1,
+    KS2,
+    DL0,
+    DL1,
+    DL2,
+    ST0,
+    ST1,
+    ST2,
+    NT1,
+    NT2,
+    G,
+    H,
+    HEAD_DIM,
+    FILL: tl.constexpr,
+    C0: tl.constexpr,
+    C1: tl.constexpr,
+    C2: tl.constexpr,
+    FULL: tl.constexpr,
+    T0: tl.constexpr,
+    T1: tl.constexpr,
+    T2: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    CH: tl.constexpr,
+    HAS_RPB: tl.constexpr,
+    ACC: tl.constexpr,
+):
+    """Grid (query boxes x groups, B x H). The box's rows of ``A`` stay in registers (``BLOCK_D`` covers
+    the head dim); each step takes ``CH`` slots of the inner axis: contiguous keys, whose full rows the
+    lanes of a warp read together, and contiguous columns of W."""
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    g0, g1, g2, n0, n1, n2, qi0, qi1, qi2, qvalid = _query_box(
+        tl.program_id(0), L0, L1, L2, DL0, DL1, DL2, NT1, NT2, G, T0, T1, T2
+    )
+    qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
+    qs1, qe1 = _window(qi1, n1, KS1, ST1, C1)
+    qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
+    a_row = _offsets(b, h, sab, sah, sa0, sa1, sa2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
+    w_row = _offsets(b, h, swb, swh, sw0, sw1, sw2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
+    k_row = _offsets(b, h, sbb, sbh, sb0, sb1, sb2, g0, g1, g2, qs0, qs1, qs2, DL0, DL1, DL2)
+    dd = tl.arange(0, BLOCK_D)
+    dm = _channels(dd, HEAD_DIM, EVEN_D)
+    a = tl.load(A + a_row[:, None] + dd[None, :], mask=qvalid[:, None] & dm[None, :], other=0.0).to(ACC)
+    a = a[:, None, :]
+    r_row = h * s_rh + (KS0 - 1 + qs0 - qi0) * s_r0 + (KS1 - 1 + qs1 - qi1) * s_r1 + (KS2 - 1 + qs2 - qi2) * s_r2
+    cols = tl.arange(0, CH)
+    for t0 in range(0, KS0):
+        for t1 in range(0, KS1):
+            rows_ok = _in_window(qvalid, qs0, qe0, qs1, qe1, qs2, qe2, t0, t1, 0, C0, C1, False, True)
+            k_base = k_row + (t0 * DL0).to(tl.int64) * sb0 + (t1 * DL1).to(tl.int64) * sb1
+            for t2_start in range(0, KS2, CH):
+                # CH consecutive slots of the inner axis at once: [queries, CH, channels] key rows, whose
+                # products reduce over channels into a [queries, CH] segment of W's rows
+                t2 = t2_start + cols
+                live = qvalid[:, None] & (t2 < KS2)[None, :]
+                valid = live & rows_ok[:, None]
+                if C2 or not FULL:
+                    valid = valid & ((qs2[:, None] + t2[None, :]) < qe2[:, None])
+                k_ptr = B + (k_base[:, None] + (t2 * DL2).to(tl.int64)[None, :] * sb2)[:, :, None] + dd[None, None, :]
+                k = tl.load(k_ptr, mask=valid[:, :, None] & dm[None, None, :], other=0.0)
+                s = tl.sum(a * k.to(ACC), axis=2)
+                if HAS_RPB:  # rpb[h, (k-1) + key - query] per axis, key = start + slot
+                    r_ptr = RPB + (r_row + t0 * s_r0 + t1 * s_r1)[:, None] + (t2 * s_r2)[None, :]
+                    s += tl.load(r_ptr, mask=valid, other=0.0).to(ACC)
+                s = tl.where(valid, s, FILL)
+                t = (t0 * KS1 + t1) * KS2 + t2
+                tl.store(W + w_row[:, None] + t[None, :], s.to(W.dtype.element_ty), mask=live)
+
+
+@triton.jit
+def na_gather_direct_kernel(
+    W,
+    B,
+    O,  # noqa: E741
+    swb,
+    swh,
+    sw0,
+    sw1,
+    sw2,
+    sbb,
+    sbh,
+    sb0,
+    sb1,
+    sb2,
+    sob,
+    soh,
+    so0,
+    so1,
+    so2,
+    L0,
+    L1,
+    L2,
+    KS0,
+    KS1,
+    KS2,
+    DL0,
+    DL1,
+    DL2,
+    ST0,
+    ST1,
+    ST2,
+    NT1,
+    NT2,
+    G,
+    H,
+    HEAD_DIM,
+    C0: tl.constexpr,
+    C1: tl.constexpr,
+    C2: tl.constexpr,
+    FULL: tl.constexpr,
+    T0: tl.constexpr,
+    T1: tl.constexpr,
+    T2: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    ACC: tl.constexpr,
+):
+    """Grid (query boxes x groups, channel chunks, B x H); one slot per step, no cross-thread sums."""
+    bh = tl.program_id(2)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    g0, g1, g2, n0, n1, n2, qi0, qi1, qi2, qvalid = _query_box(
+        tl.program_id(0), L0, L1, L2, DL0, DL1, DL2, NT1, NT2, G, T0, T1, T2
+    )
+    qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
+    qs1, qe1 = _window(qi1, n1, KS1, ST1, C1)
+    qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
+    w_row = _offsets(b, h, swb, swh, sw0, sw1, sw2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
+    o_row = _offsets(b, h, sob, soh, so0, so1, so2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
+    b_row = _offsets(b, h, sbb, sbh, sb0, sb1, sb2, g0, g1, g2, qs0, qs1, qs2, DL0, DL1, DL2)
+    dd = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm = _channels(dd, HEAD_DIM, EVEN_D)
+    acc = tl.zeros([T0 * T1 * T2, BLOCK_D], ACC)
+    t = 0
+    for t0 in range(0, KS0):
+        for t1 in range(0, KS1):
+            for t2 in range(0, KS2):
+                valid = _in_window(qvalid, qs0, qe0, qs1, qe1, qs2, qe2, t0, t1, t2, C0, C1, C2, FULL)
+                w = tl.load(W + w_row + t, mask=valid, other=0.0)
+                b_col = (t0 * DL0).to(tl.int64) * sb0 + (t1 * DL1).to(tl.int64) * sb1 + (t2 * DL2).to(tl.int64) * sb2
+                v = tl.load(B + (b_row + b_col)[:, None] + dd[None, :], mask=valid[:, None] & dm[None, :], other=0.0)
+                acc += w.to(ACC)[:, None] * v.to(ACC)
+                t += 1
+    tl.store(O + o_row[:, None] + dd[None, :], acc.to(O.dtype.element_ty), mask=qvalid[:, None] & dm[None, :])
