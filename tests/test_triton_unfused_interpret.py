@@ -108,6 +108,9 @@ def test_path_choice():
     small = geometry(x, (7, 7), (1, 1), (1, 1), (False, False))
     assert _path(small, parse_config([GEMM], F16, 16), 16) == DIRECT
     assert _path(small, parse_config([GEMM, *SMALL, ROWS], F16, 16), 16) == ROWS
+    dilated = geometry(torch.empty(1, 1, 56, 56, 16), (7, 7), (8, 8), (1, 1), (False, False))
+    assert dilated.dense  # 7-token groups under 7x7 windows: the halo is all useful
+    assert _path(dilated, parse_config([GEMM], F16, 16), 16) == ROWS
     large = geometry(x, (33, 33), (1, 1), (1, 1), (False, False))
     assert large.slots > DIRECT_MAX_SLOTS
     assert _path(large, parse_config([GEMM], F16, 16), 16) == PAIRS  # 1024 slots x 64 queries: no rows in registers
