@@ -25,8 +25,10 @@ from natten_kernels.triton.unfused_kernels import _offsets
 
 
 @triton.jit
-def _query_box(pid, L0, L1, L2, DL0, DL1, DL2, NT1, NT2, G, T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr):
-    """The program's dilation group, group-local query coordinates, their validity and group lengths."""
+def _query_box(pid, bh, H, L0, L1, L2, KS0, KS1, KS2, DL0, DL1, DL2, ST0, ST1, ST2, NT1, NT2, G,
+               C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
+               T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr):  # fmt: skip
+    """The program's batch and head, dilation group, group-local queries, their validity and windows."""
     g0, g1, g2, n0, n1, n2 = _group(pid % G, L0, L1, L2, DL0, DL1, DL2)
     tile = pid // G
     r0, r1, r2 = _box_rows(T0 * T1 * T2, T1, T2)
@@ -34,7 +36,12 @@ def _query_box(pid, L0, L1, L2, DL0, DL1, DL2, NT1, NT2, G, T0: tl.constexpr, T1
     qi1 = ((tile // NT2) % NT1) * T1 + r1
     qi2 = (tile % NT2) * T2 + r2
     qvalid = (qi0 < n0) & (qi1 < n1) & (qi2 < n2)
-    return g0, g1, g2, n0, n1, n2, qi0, qi1, qi2, qvalid
+    qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
+    qs1, qe1 = _window(qi1, n1, KS1, ST1, C1)
+    qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    return b, h, g0, g1, g2, qi0, qi1, qi2, qvalid, qs0, qe0, qs1, qe1, qs2, qe2
 
 
 @triton.jit
@@ -118,15 +125,10 @@ def na_pairs_direct_kernel(
     """Grid (query boxes x groups, B x H). The box's rows of ``A`` stay in registers (``BLOCK_D`` covers
     the head dim); each step takes ``CH`` slots of the inner axis: contiguous keys, whose full rows the
     lanes of a warp read together, and contiguous columns of W."""
-    bh = tl.program_id(1)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
-    g0, g1, g2, n0, n1, n2, qi0, qi1, qi2, qvalid = _query_box(
-        tl.program_id(0), L0, L1, L2, DL0, DL1, DL2, NT1, NT2, G, T0, T1, T2
-    )
-    qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
-    qs1, qe1 = _window(qi1, n1, KS1, ST1, C1)
-    qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
+    b, h, g0, g1, g2, qi0, qi1, qi2, qvalid, qs0, qe0, qs1, qe1, qs2, qe2 = _query_box(
+        tl.program_id(0), tl.program_id(1), H, L0, L1, L2, KS0, KS1, KS2, DL0, DL1, DL2, ST0, ST1, ST2,
+        NT1, NT2, G, C0, C1, C2, T0, T1, T2,
+    )  # fmt: skip
     a_row = _offsets(b, h, sab, sah, sa0, sa1, sa2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
     w_row = _offsets(b, h, swb, swh, sw0, sw1, sw2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
     k_row = _offsets(b, h, sbb, sbh, sb0, sb1, sb2, g0, g1, g2, qs0, qs1, qs2, DL0, DL1, DL2)
@@ -208,15 +210,10 @@ def na_gather_direct_kernel(
     ACC: tl.constexpr,
 ):
     """Grid (query boxes x groups, channel chunks, B x H); one slot per step, no cross-thread sums."""
-    bh = tl.program_id(2)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
-    g0, g1, g2, n0, n1, n2, qi0, qi1, qi2, qvalid = _query_box(
-        tl.program_id(0), L0, L1, L2, DL0, DL1, DL2, NT1, NT2, G, T0, T1, T2
-    )
-    qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
-    qs1, qe1 = _window(qi1, n1, KS1, ST1, C1)
-    qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
+    b, h, g0, g1, g2, qi0, qi1, qi2, qvalid, qs0, qe0, qs1, qe1, qs2, qe2 = _query_box(
+        tl.program_id(0), tl.program_id(2), H, L0, L1, L2, KS0, KS1, KS2, DL0, DL1, DL2, ST0, ST1, ST2,
+        NT1, NT2, G, C0, C1, C2, T0, T1, T2,
+    )  # fmt: skip
     w_row = _offsets(b, h, swb, swh, sw0, sw1, sw2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
     o_row = _offsets(b, h, sob, soh, so0, so1, so2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
     b_row = _offsets(b, h, sbb, sbh, sb0, sb1, sb2, g0, g1, g2, qs0, qs1, qs2, DL0, DL1, DL2)
