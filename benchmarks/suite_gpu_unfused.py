@@ -29,7 +29,7 @@ TARGETS = {"unfused / fused": 3.0, "legacy / unfused module": 5.0}  # at most / 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("gpu_unfused suite")
     g.add_argument("--unfused-only", default="", help="comma-separated problem ids (default: all)")
-    g.add_argument("--unfused-sweep", action="store_true", help="also time qk / av over tile configs (S5-d1)")
+    g.add_argument("--unfused-sweep", action="store_true", help="also time qk / av over tile configs")
 
 
 def _bench(fn) -> float:
@@ -56,28 +56,32 @@ def _peak_extra(fn, *args) -> int:
     return peak
 
 
-# [variant, block_q, block_k, block_d, num_warps, path] candidates for the sweep (gemm variant): the halo
-# paths (0 per pair, 1 rows) over query / key tiles, and the direct path (2) over the av box (block_q),
-# the qk box (block_k) and warps
-SWEEP = [[1, bq, bk, 32, 4, p] for bq, bk in ((32, 64), (64, 64)) for p in (0, 1)] + [
-    [1, 64, qb, 32, w, 2] for qb in (8, 16, 32) for w in (2, 4, 8)
+# [variant, block_q, block_k, block_d, num_warps, path] candidates for the sweep (gemm variant): the band
+# path (3) over its segment (block_q for av, block_k for qk), rows per program (block_d) and warps; the
+# best halo-rows (1) and direct (2) configs of earlier versions as anchors
+SWEEP = [[1, 64, 64, 64, 4, 1], [1, 64, 32, 32, 4, 2]] + [
+    [1, seg, seg, rows, w, 3] for seg in (16, 32) for rows in (1, 4, 16) for w in (1, 2, 4)
 ]
 LEGACY_MAX_BYTES = 40 * 2**30  # the legacy Module materializes k and v per query
 
 
-def _sweep(rec) -> None:
+def _sweep(rec, only) -> None:
     from natten_kernels.triton import unfused_ops
 
-    pid, spatial, B, H, D, dtype, ks, dil = PROBLEMS[0]
-    q, k, v = (torch.randn(B, H, *spatial, D, device="cuda", dtype=dtype) for _ in range(3))
-    geo = (list(ks), list(dil), [1] * len(ks), [False] * len(ks))
-    w = unfused_ops.na_qk_forward(q, k, None, *geo, [1]).softmax(-1)
-    print(f"sweep on {pid}: config -> qk ms / av ms")
-    for cfg in SWEEP:
-        t_qk = _bench(lambda: unfused_ops.na_qk_forward(q, k, None, *geo, cfg))
-        t_av = _bench(lambda: unfused_ops.na_av_forward(w, v, *geo, cfg))
-        print(f"  {cfg}: {t_qk:.3f} / {t_av:.3f}")
-        rec.add("unfused-sweep", problem=pid, config=cfg, qk_ms=t_qk, av_ms=t_av)
+    for pid, spatial, B, H, D, dtype, ks, dil in PROBLEMS:
+        if only and pid not in only:
+            continue
+        q, k, v = (torch.randn(B, H, *spatial, D, device="cuda", dtype=dtype) for _ in range(3))
+        geo = (list(ks), list(dil), [1] * len(ks), [False] * len(ks))
+        w = unfused_ops.na_qk_forward(q, k, None, *geo, [1]).softmax(-1)
+        print(f"sweep on {pid}: config -> qk ms / av ms")
+        for cfg in SWEEP:
+            t_qk = _bench(lambda: unfused_ops.na_qk_forward(q, k, None, *geo, cfg))
+            t_av = _bench(lambda: unfused_ops.na_av_forward(w, v, *geo, cfg))
+            print(f"  {cfg}: {t_qk:.3f} / {t_av:.3f}", flush=True)
+            rec.add("unfused-sweep", problem=pid, config=cfg, qk_ms=t_qk, av_ms=t_av)
+        q = k = v = w = None
+        torch.cuda.empty_cache()
 
 
 def run(args) -> tuple[Recorder, bool]:
@@ -170,7 +174,7 @@ def run(args) -> tuple[Recorder, bool]:
         q = k = v = qh = kh = vh = None
         torch.cuda.empty_cache()
     if args.unfused_sweep:
-        _sweep(rec)
+        _sweep(rec, only)
     print(
         f"targets (S5-d1): unfused/fused <= {TARGETS['unfused / fused']}, legacy/module >= "
         f"{TARGETS['legacy / unfused module']}: {'met' if met else 'NOT met'}"

@@ -3,8 +3,9 @@
 The launchers are called directly (the ops are registered for CUDA only), float32 and float16, with
 outputs poisoned (deterministic mode fills ``torch.empty`` with NaN) so an unwritten element fails.
 Small tiles make the problems span several tiles, with partial tiles at both borders of every axis;
-every path of the launcher is covered: the direct slot grid, and the halo kernels moving weights as
-coalesced rows (``tl.gather``) or per pair.
+every path of the launcher is covered: the direct slot grid, the band kernels (segments against key
+rows on tensor cores, one or several key spans), and the halo kernels moving weights as coalesced rows
+(``tl.gather``) or per pair.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from unfused_checks import check_ops
 
 F32, F16 = torch.float32, torch.float16
 EXACT, GEMM = 0, 1
-PAIRS, ROWS, DIRECT = 0, 1, 2  # the launcher's paths: halo per pair, halo rows, direct slot grid
+PAIRS, ROWS, DIRECT, BAND = 0, 1, 2, 3  # the launcher's paths: halo per pair, halo rows, direct, band
 SMALL = [16, 16, 16, 4]  # block_q, block_k, block_d, num_warps
 
 # (name, case, config); the halo paths are forced where the default would pick the direct one
@@ -60,6 +61,22 @@ RUNS = [
         "3d-causal-direct",
         Case((4, 5, 6), (3, 2, 3), (1, 2, 1), (1, 1, 3), (True, False, True), batch=1, head_dim=16, dtype=F32),
         [GEMM, 16, 4, 8, 4, DIRECT],
+    ),
+    (
+        "2d-rpb-dil-band-f16",
+        Case((8, 10), (3, 5), (2, 1), (1, 1), (False, False), rpb=True, head_dim=12, dtype=F16),
+        [GEMM, 16, 16, 2, 4, BAND],
+    ),
+    (
+        "3d-causal-stride-band",
+        Case((4, 5, 6), (3, 2, 3), (1, 2, 1), (1, 1, 3), (True, False, True), batch=1, head_dim=16, dtype=F32),
+        [GEMM, 16, 16, 4, 2, BAND],
+    ),
+    # a segment's windows reach 138 keys: two key spans of 128
+    (
+        "1d-long-stride-band-spans",
+        Case((150,), (120,), (1,), (4,), (False,), batch=1, head_dim=16, dtype=F32),
+        [GEMM, 16, 16, 1, 4, BAND],
     ),
     # 121 slots x 128 queries: the per-pair path, with causal slots filled separately
     (
@@ -102,17 +119,18 @@ def test_unfused_triton_interpreted_matches_reference(name, interpreted):
 
 
 def test_path_choice():
-    from natten_kernels.triton.unfused_ops import DIRECT_MAX_SLOTS, _path, geometry, parse_config
+    from natten_kernels.triton.unfused_ops import BAND_MAX_SLOTS, _path, geometry, parse_config
 
     x = torch.empty(1, 1, 40, 40, 16)
     small = geometry(x, (7, 7), (1, 1), (1, 1), (False, False))
-    assert _path(small, parse_config([GEMM], F16, 16), 16) == DIRECT
+    assert _path(small, parse_config([GEMM], F16, 16), 16) == BAND
+    assert _path(small, parse_config([EXACT], F16, 16), 16) == DIRECT
     assert _path(small, parse_config([GEMM, *SMALL, ROWS], F16, 16), 16) == ROWS
     dilated = geometry(torch.empty(1, 1, 56, 56, 16), (7, 7), (8, 8), (1, 1), (False, False))
     assert dilated.dense  # 7-token groups under 7x7 windows: the halo is all useful
     assert _path(dilated, parse_config([GEMM], F16, 16), 16) == ROWS
     large = geometry(x, (33, 33), (1, 1), (1, 1), (False, False))
-    assert large.slots > DIRECT_MAX_SLOTS
+    assert large.slots > BAND_MAX_SLOTS
     assert _path(large, parse_config([GEMM], F16, 16), 16) == PAIRS  # 1024 slots x 64 queries: no rows in registers
     assert _path(large, parse_config([EXACT], F16, 16), 16) == DIRECT  # exact: CUDA cores either way
 
@@ -125,7 +143,9 @@ def test_path_choice():
         ([GEMM, 24, 16, 16, 4], torch.float32, "power of two"),
         ([EXACT, 16, 16], torch.float32, "must be"),
         ([GEMM, 16, 16, 8, 4, ROWS], torch.float32, "block_d must be a power of two >= 16"),
-        ([GEMM, 16, 16, 16, 4, 3], torch.float32, "path"),
+        ([GEMM, 16, 16, 16, 4, 4], torch.float32, "path"),
+        ([EXACT, 16, 16, 1, 4, BAND], torch.float32, "tensor cores"),
+        ([GEMM, 8, 16, 1, 4, BAND], torch.float32, "block_q must be a power of two >= 16"),
     ],
 )
 def test_bad_config_is_a_value_error(config, dtype, match):

@@ -71,6 +71,19 @@ def test_ops_match_reference(case, variant):
     check_ops(case, torch.ops.natten, [variant], device="cuda")
 
 
+# every path of the gemm variant, forced (the default picks one per problem): halo per pair, halo rows,
+# direct, band; 1D rpb fp16, 2D dilated causal bf16, 3D causal strided fp32 (TF32)
+PATHS = {"halo-pairs": [64, 64, 64, 4, 0], "halo-rows": [64, 64, 64, 4, 1], "direct": [32, 16, 32, 4, 2]}
+PATHS["band"] = [16, 32, 4, 2, 3]
+PATH_CASES = [EXTRA[0], EXTRA[1], EXTRA[3]]
+
+
+@pytest.mark.parametrize("path", list(PATHS.values()), ids=list(PATHS))
+@pytest.mark.parametrize("case", PATH_CASES, ids=[c.id for c in PATH_CASES])
+def test_every_gemm_path_matches_reference(case, path):
+    check_ops(case, torch.ops.natten, [GEMM, *path], device="cuda")
+
+
 @pytest.mark.parametrize("gemm", [True, False], ids=["gemm", "exact"])
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_pipeline_matches_reference(case, gemm):

@@ -11,9 +11,12 @@
 * ``2`` direct: a query box walks its window on CUDA cores (unfused_direct.py); ``block_q`` and
   ``block_d`` are the query box and channel chunk of the kernel that consumes weights (av, dq),
   ``block_k`` the query box of the kernel that makes them (qk, grad of attn), any powers of two;
-* ``-1`` (default): direct for windows of at most :data:`DIRECT_MAX_SLOTS` keys that are small next to
-  the dilation groups, and always in the exact variant; else the halo kernels (rows when a box's rows
-  fit in registers).
+* ``3`` band: inner-axis query segments against key rows on tensor cores (unfused_band.py);
+  ``block_q`` / ``block_k`` are the segments of the consuming / producing kernel (powers of two >= 16),
+  ``block_d`` the outer rows a program walks (a power of two);
+* ``-1`` (default): the exact variant always runs direct; the gemm variant runs band for windows of
+  at most :data:`BAND_MAX_SLOTS` keys that are small next to the dilation groups, else the halo
+  kernels (rows when a box's rows fit in registers).
 
 The key-side kernel of the backward (dk, dv) always walks halos. ``[]`` picks GEMM, or EXACT for
 float64. Like the fused launchers they also run under ``TRITON_INTERPRET=1`` on CPU tensors.
@@ -26,20 +29,23 @@ from dataclasses import dataclass
 import torch
 import triton
 
+from natten_kernels.triton import unfused_band as UB
 from natten_kernels.triton import unfused_direct as UD
 from natten_kernels.triton import unfused_kernels as U
 from natten_kernels.triton.ops import _precision
 from natten_kernels.triton.tiling import box
 from natten_kernels.triton.variants import EXACT, GEMM
 
-HALO_PAIRS, HALO_ROWS, DIRECT, AUTO = 0, 1, 2, -1
-DIRECT_MAX_SLOTS = 64  # measured: direct wins at 7x7 (S5, 1.4-2x), the halo's tensor cores at 13x13 (S4, 2x)
+HALO_PAIRS, HALO_ROWS, DIRECT, BAND, AUTO = 0, 1, 2, 3, -1
+BAND_MAX_SLOTS = 64
 _GATHER_ELEMENTS = 8192  # largest [block_q, slots] register tile of the halo-rows path
 _FILL_SLOTS = 64  # slots per step when filling causal slots on the halo per-pair path
 # direct path defaults: the largest query box, and the register tiles (elements) that cap it: the av
 # kernel's [box, channels] accumulator, the qk kernel's [box, segment, channels] key rows
 _DIRECT_BOX, _DIRECT_AV_ELEMENTS, _DIRECT_QK_ELEMENTS = 64, 2048, 8192
 _DIRECT_SEGMENT = 8  # slots of the inner axis the direct qk kernel takes per step
+# band path defaults: query segment, outer rows per program, widest key span per tl.dot
+_BAND_SEGMENT, _BAND_ROWS, _BAND_MAX_KEYS = 16, 8, 128
 
 
 @dataclass(frozen=True)
@@ -78,10 +84,13 @@ def parse_config(config, dtype: torch.dtype, head_dim: int) -> Launch:
             )
         block_q, block_k, block_d, warps = cfg[1:5]
         path = cfg[5] if len(cfg) == 6 else AUTO
-        if path not in (AUTO, HALO_PAIRS, HALO_ROWS, DIRECT):
-            raise ValueError(f"unfused triton config: path must be -1, 0, 1 or 2, got {path}")
-        floor = 16 if path in (HALO_PAIRS, HALO_ROWS) else 1  # halo tiles feed tl.dot (else raised to 16)
-        for name, v, lo in (("block_q", block_q, floor), ("block_k", block_k, floor), ("block_d", block_d, floor)):
+        if path not in (AUTO, HALO_PAIRS, HALO_ROWS, DIRECT, BAND):
+            raise ValueError(f"unfused triton config: path must be -1, 0, 1, 2 or 3, got {path}")
+        if path == BAND and exact:
+            raise ValueError("unfused triton config: the band path runs on tensor cores; use the gemm variant")
+        floor = 16 if path in (HALO_PAIRS, HALO_ROWS, BAND) else 1  # these tiles feed tl.dot
+        floor_d = 1 if path == BAND else floor  # band: block_d counts rows
+        for name, v, lo in (("block_q", block_q, floor), ("block_k", block_k, floor), ("block_d", block_d, floor_d)):
             if v < lo or v & (v - 1):
                 raise ValueError(f"unfused triton config: {name} must be a power of two >= {lo}, got {v}")
     else:
@@ -184,8 +193,10 @@ def _slots_pow2(g: Geometry) -> int:
 def _path(g: Geometry, lc: Launch, head_dim: int) -> int:
     if lc.path != AUTO:
         return lc.path
-    if lc.exact or (g.slots <= DIRECT_MAX_SLOTS and not g.dense):
+    if lc.exact:
         return DIRECT
+    if g.slots <= BAND_MAX_SLOTS and not g.dense:
+        return BAND
     return _halo_path(g, lc, head_dim)
 
 
@@ -217,6 +228,45 @@ def _direct_blocks(g: Geometry, lc: Launch, head_dim: int) -> tuple[int, int, in
     return max(16, min(_DIRECT_BOX, _DIRECT_AV_ELEMENTS // d)), max(4, min(_DIRECT_BOX, qk_box)), min(64, d)
 
 
+@dataclass(frozen=True)
+class Band:
+    """A band launch: segment ``BJ`` and key span ``BK`` of the inner axis, the outer box ``R0 x R1``
+    of rows a program walks, and the grid's tile counts."""
+
+    bj: int
+    bk: int
+    r0: int
+    r1: int
+    nt: tuple
+
+    def grid(self, g: Geometry) -> tuple:
+        return (self.nt[0] * self.nt[1] * self.nt[2] * g.groups, g.batch * g.heads)
+
+    def kernel_args(self, g: Geometry, lc: Launch, head_dim: int) -> dict:
+        return {
+            **g.causal_args(),
+            "FULL": g.full,
+            "R0": self.r0,
+            "R1": self.r1,
+            "BJ": self.bj,
+            "BK": self.bk,
+            "BLOCK_D": max(16, _pow2(head_dim)),
+            "PREC": lc.prec,
+            "ACC": lc.acc,
+            "num_warps": lc.num_warps,
+        }
+
+
+def _band(g: Geometry, lc: Launch, producer: bool) -> Band:
+    """The band launch of the kernel that makes weights (``producer``: qk, grad of attn) or uses them."""
+    bj = (lc.block_k if producer else lc.block_q) or _BAND_SEGMENT
+    rows = lc.block_d or _BAND_ROWS
+    r1 = min(rows, g.nmax[1])
+    r0 = min(max(1, rows // r1), g.nmax[0])
+    bk = min(_BAND_MAX_KEYS, _pow2(bj + g.ks[2] + g.st[2] - 2))  # the keys a segment's windows reach
+    return Band(bj, bk, r0, r1, tuple(_tiles(g.nmax, (r0, r1, bj))))
+
+
 def _segment(g: Geometry) -> int:
     return min(_DIRECT_SEGMENT, _pow2(g.ks[2]))
 
@@ -235,6 +285,14 @@ def pairs(a, b, rpb, out, g: Geometry, fill: float, lc: Launch) -> None:
         r = rpb.contiguous().reshape(g.heads, *([1] * (3 - (rpb.dim() - 1))), *rpb.shape[1:])
     rs = tuple(r.stride(i) for i in range(4)) if r is not None else (0, 0, 0, 0)
     path = _path(g, lc, a.shape[-1])
+    args = (a3, b3, r if r is not None else a3, o3, *_strides(a3), *_strides(b3), *_strides(o3), *rs)
+    args += g.axis_args()
+    tail = (g.groups, g.heads, a.shape[-1])
+    if path == BAND:
+        band = _band(g, lc, producer=True)
+        kw = band.kernel_args(g, lc, a.shape[-1])
+        UB.na_pairs_band_kernel[band.grid(g)](*args, *band.nt[1:], *tail, FILL=fill, HAS_RPB=r is not None, **kw)
+        return
     if path == DIRECT:
         tq = g.query_box(_direct_blocks(g, lc, a.shape[-1])[1])
     else:
@@ -242,8 +300,7 @@ def pairs(a, b, rpb, out, g: Geometry, fill: float, lc: Launch) -> None:
         tq = g.query_box(bq)
     nt = _tiles(g.nmax, tq)
     grid = (nt[0] * nt[1] * nt[2] * g.groups, g.batch * g.heads)
-    args = (a3, b3, r if r is not None else a3, o3, *_strides(a3), *_strides(b3), *_strides(o3), *rs)
-    args += (*g.axis_args(), nt[1], nt[2], g.groups, g.heads, a.shape[-1])
+    args += (nt[1], nt[2], *tail)
     common = {"FILL": fill, "HAS_RPB": r is not None, "ACC": lc.acc, "num_warps": lc.num_warps, **g.causal_args()}
     if path == DIRECT:
         box = {"T0": tq[0], "T1": tq[1], "T2": tq[2]}
@@ -290,7 +347,13 @@ def weighted_sum(w, b, out, g: Geometry, lc: Launch) -> None:
         return
     w3, b3, o3 = _as3(w), _as3(b), _as3(out)
     args = (w3, b3, o3, *_strides(w3), *_strides(b3), *_strides(o3), *g.axis_args())
-    if _path(g, lc, b.shape[-1]) == DIRECT:
+    path = _path(g, lc, b.shape[-1])
+    if path == BAND:
+        band = _band(g, lc, producer=False)
+        kw = band.kernel_args(g, lc, b.shape[-1])
+        UB.na_gather_band_kernel[band.grid(g)](*args, band.nt[1], band.nt[2], g.groups, g.heads, b.shape[-1], **kw)
+        return
+    if path == DIRECT:
         bq, _bq_qk, bd = _direct_blocks(g, lc, b.shape[-1])
         tq = g.query_box(bq)
         nt = _tiles(g.nmax, tq)

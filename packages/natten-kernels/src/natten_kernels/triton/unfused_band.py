@@ -1,0 +1,221 @@
+"""Band kernels: the unfused ops on tensor cores for windows of any size (heads-first layout).
+
+Take a segment of consecutive queries along the inner axis, all in one row of the outer axes. For one
+outer slot ``(t0, t1)`` every query of the segment reads the same key row, and its inner-axis slots
+``t2`` are the keys ``start(j) + t2`` of that row: a band of the ``[segment, keys]`` product. So a
+program multiplies the segment against the span of keys the band reaches, one ``tl.dot`` per outer
+slot, and moves the band between the product and the rows of ``W`` through the address
+``W[j, slot(t0, t1) + key - start(j)]``, which is contiguous along the keys: no per-pair slot search,
+no register gather, no division. Per (query, key) of the span the cost is an address, a range test
+and one masked element load or store; the products themselves run on tensor cores.
+
+A program walks the rows of a box of the outer axes one after another, so consecutive rows find most
+of their key rows still in L1.
+
+* ``na_pairs_band_kernel``: ``W[i, t] = A_i . B_{n(i,t)} (+ rpb)``, invalid slots ``FILL``.
+* ``na_gather_band_kernel``: ``O_i = sum_t W[i, t] B_{n(i,t)}``.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from natten_kernels.triton.kernels import _group, _window
+from natten_kernels.triton.unfused_kernels import _mm, _offsets
+
+
+@triton.jit
+def _segment(pid, bh, H, L0, L1, L2, KS2, DL0, DL1, DL2, ST2, NT1, NT2, G,
+             C2: tl.constexpr, R0: tl.constexpr, R1: tl.constexpr, BJ: tl.constexpr):  # fmt: skip
+    """The program's batch and head, dilation group, first outer row, and its inner segment: queries,
+    their validity and windows, and the keys ``[lo, hi)`` that the segment's slots reach (windows start
+    monotonically, so the first and last query bound them)."""
+    g0, g1, g2, n0, n1, n2 = _group(pid % G, L0, L1, L2, DL0, DL1, DL2)
+    tile = pid // G
+    x0 = (tile // (NT1 * NT2)) * R0
+    x1 = ((tile // NT2) % NT1) * R1
+    jb = (tile % NT2) * BJ
+    j = jb + tl.arange(0, BJ)
+    js, je = _window(j, n2, KS2, ST2, C2)
+    lo, _e = _window(jb, n2, KS2, ST2, C2)
+    last, _e = _window(tl.minimum(jb + BJ, n2) - 1, n2, KS2, ST2, C2)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    return b, h, g0, g1, g2, n0, n1, n2, x0, x1, j, j < n2, js, je, lo, last + KS2
+
+
+@triton.jit
+def _band(kk, jvalid, js, je, KS2, C2: tl.constexpr, FULL: tl.constexpr):
+    """The inner slot of each (query, key) pair, whether it lies in the band, and whether it is a key of
+    the window (causal ends; groups shorter than the kernel)."""
+    t2 = kk[None, :] - js[:, None]
+    live = jvalid[:, None] & (t2 >= 0) & (t2 < KS2)
+    valid = live
+    if C2 or not FULL:
+        valid = valid & (kk[None, :] < je[:, None])
+    return t2, live, valid
+
+
+@triton.jit
+def na_pairs_band_kernel(
+    A,
+    B,
+    RPB,
+    W,
+    sab,
+    sah,
+    sa0,
+    sa1,
+    sa2,
+    sbb,
+    sbh,
+    sb0,
+    sb1,
+    sb2,
+    swb,
+    swh,
+    sw0,
+    sw1,
+    sw2,
+    s_rh,
+    s_r0,
+    s_r1,
+    s_r2,
+    L0,
+    L1,
+    L2,
+    KS0,
+    KS1,
+    KS2,
+    DL0,
+    DL1,
+    DL2,
+    ST0,
+    ST1,
+    ST2,
+    NT1,
+    NT2,
+    G,
+    H,
+    HEAD_DIM,
+    FILL: tl.constexpr,
+    C0: tl.constexpr,
+    C1: tl.constexpr,
+    C2: tl.constexpr,
+    FULL: tl.constexpr,
+    R0: tl.constexpr,
+    R1: tl.constexpr,
+    BJ: tl.constexpr,
+    BK: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    HAS_RPB: tl.constexpr,
+    PREC: tl.constexpr,
+    ACC: tl.constexpr,
+):
+    """Grid (outer boxes x segments x groups, B x H); ``BLOCK_D`` covers the head dim."""
+    b, h, g0, g1, g2, n0, n1, n2, x0, x1, j, jvalid, js, je, lo, hi = _segment(
+        tl.program_id(0), tl.program_id(1), H, L0, L1, L2, KS2, DL0, DL1, DL2, ST2, NT1, NT2, G, C2, R0, R1, BJ
+    )
+    dd = tl.arange(0, BLOCK_D)
+    dm = dd < HEAD_DIM
+    for i0 in range(x0, tl.minimum(x0 + R0, n0)):
+        s0, e0 = _window(i0, n0, KS0, ST0, C0)
+        for i1 in range(x1, tl.minimum(x1 + R1, n1)):
+            s1, e1 = _window(i1, n1, KS1, ST1, C1)
+            a_row = _offsets(b, h, sab, sah, sa0, sa1, sa2, g0, g1, g2, i0, i1, j, DL0, DL1, DL2)
+            w_row = _offsets(b, h, swb, swh, sw0, sw1, sw2, g0, g1, g2, i0, i1, j, DL0, DL1, DL2)
+            a = tl.load(A + a_row[:, None] + dd[None, :], mask=jvalid[:, None] & dm[None, :], other=0.0)
+            for k_lo in range(lo, hi, BK):
+                kk = k_lo + tl.arange(0, BK)
+                t2, live, valid = _band(kk, jvalid, js, je, KS2, C2, FULL)
+                for t0 in range(0, KS0):
+                    for t1 in range(0, KS1):
+                        # keys of the row: none where the outer slot is outside the window (causal)
+                        k_in = kk < tl.where((s0 + t0 < e0) & (s1 + t1 < e1), n2, 0)
+                        b_row = _offsets(b, h, sbb, sbh, sb0, sb1, sb2, g0, g1, g2, s0 + t0, s1 + t1, kk, DL0, DL1, DL2)
+                        k = tl.load(B + b_row[:, None] + dd[None, :], mask=k_in[:, None] & dm[None, :], other=0.0)
+                        s = _mm(a, tl.trans(k), False, PREC, ACC)
+                        if HAS_RPB:  # rpb[h, (k-1) + key - query] per axis
+                            r_off = h * s_rh + (KS0 - 1 + s0 + t0 - i0) * s_r0 + (KS1 - 1 + s1 + t1 - i1) * s_r1
+                            r_ptr = RPB + r_off + (KS2 - 1 + kk[None, :] - j[:, None]) * s_r2
+                            s += tl.load(r_ptr, mask=valid & k_in[None, :], other=0.0).to(ACC)
+                        s = tl.where(valid & k_in[None, :], s, FILL)
+                        w_ptr = W + w_row[:, None] + ((t0 * KS1 + t1) * KS2 + t2)
+                        tl.store(w_ptr, s.to(W.dtype.element_ty), mask=live)
+
+
+@triton.jit
+def na_gather_band_kernel(
+    W,
+    B,
+    O,  # noqa: E741
+    swb,
+    swh,
+    sw0,
+    sw1,
+    sw2,
+    sbb,
+    sbh,
+    sb0,
+    sb1,
+    sb2,
+    sob,
+    soh,
+    so0,
+    so1,
+    so2,
+    L0,
+    L1,
+    L2,
+    KS0,
+    KS1,
+    KS2,
+    DL0,
+    DL1,
+    DL2,
+    ST0,
+    ST1,
+    ST2,
+    NT1,
+    NT2,
+    G,
+    H,
+    HEAD_DIM,
+    C0: tl.constexpr,
+    C1: tl.constexpr,
+    C2: tl.constexpr,
+    FULL: tl.constexpr,
+    R0: tl.constexpr,
+    R1: tl.constexpr,
+    BJ: tl.constexpr,
+    BK: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PREC: tl.constexpr,
+    ACC: tl.constexpr,
+):
+    """Grid (outer boxes x segments x groups, B x H); ``BLOCK_D`` covers the head dim."""
+    b, h, g0, g1, g2, n0, n1, n2, x0, x1, j, jvalid, js, je, lo, hi = _segment(
+        tl.program_id(0), tl.program_id(1), H, L0, L1, L2, KS2, DL0, DL1, DL2, ST2, NT1, NT2, G, C2, R0, R1, BJ
+    )
+    dd = tl.arange(0, BLOCK_D)
+    dm = dd < HEAD_DIM
+    for i0 in range(x0, tl.minimum(x0 + R0, n0)):
+        s0, e0 = _window(i0, n0, KS0, ST0, C0)
+        for i1 in range(x1, tl.minimum(x1 + R1, n1)):
+            s1, e1 = _window(i1, n1, KS1, ST1, C1)
+            w_row = _offsets(b, h, swb, swh, sw0, sw1, sw2, g0, g1, g2, i0, i1, j, DL0, DL1, DL2)
+            acc = tl.zeros([BJ, BLOCK_D], ACC)
+            for k_lo in range(lo, hi, BK):
+                kk = k_lo + tl.arange(0, BK)
+                t2, _live, valid = _band(kk, jvalid, js, je, KS2, C2, FULL)
+                for t0 in range(0, KS0):
+                    for t1 in range(0, KS1):
+                        k_in = kk < tl.where((s0 + t0 < e0) & (s1 + t1 < e1), n2, 0)
+                        w_ptr = W + w_row[:, None] + ((t0 * KS1 + t1) * KS2 + t2)
+                        w = tl.load(w_ptr, mask=valid & k_in[None, :], other=0.0)
+                        b_row = _offsets(b, h, sbb, sbh, sb0, sb1, sb2, g0, g1, g2, s0 + t0, s1 + t1, kk, DL0, DL1, DL2)
+                        v = tl.load(B + b_row[:, None] + dd[None, :], mask=k_in[:, None] & dm[None, :], other=0.0)
+                        acc += _mm(w.to(v.dtype), v, False, PREC, ACC)
+            o_row = _offsets(b, h, sob, soh, so0, so1, so2, g0, g1, g2, i0, i1, j, DL0, DL1, DL2)
+            tl.store(O + o_row[:, None] + dd[None, :], acc.to(O.dtype.element_ty), mask=jvalid[:, None] & dm[None, :])
