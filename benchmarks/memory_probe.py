@@ -61,9 +61,7 @@ def peak_memory(impl: str, spec: dict) -> dict:
     if not Path("/proc/self/clear_refs").exists():
         return {"peak_bytes": None, "method": METHOD, "note": "needs Linux /proc (clear_refs)"}
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
-    proc = subprocess.run(
-        [sys.executable, __file__, impl, json.dumps(spec)], capture_output=True, text=True, env=env
-    )
+    proc = subprocess.run([sys.executable, __file__, impl, json.dumps(spec)], capture_output=True, text=True, env=env)
     if proc.returncode:
         tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
         return {"peak_bytes": None, "method": METHOD, "note": f"probe failed: {tail[0]}"}

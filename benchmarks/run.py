@@ -18,12 +18,21 @@ SUITES = ("cpu", "gpu", "gpu_unfused")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/run.py", description=__doc__.splitlines()[0])
     parser.add_argument("--suite", choices=SUITES, required=True)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "bench-results",
-                        help="folder for the JSON results (default: bench-results/ at the repository root)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent / "bench-results",
+        help="folder for the JSON results (default: bench-results/ at the repository root)",
+    )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=10)
-    parser.add_argument("--max-time", type=float, default=5.0, metavar="SECONDS",
-                        help="timing budget per implementation and problem (at least one iteration)")
+    parser.add_argument(
+        "--max-time",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="timing budget per implementation and problem (at least one iteration)",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is not met")
     suites = {name: importlib.import_module(f"suite_{name}") for name in SUITES}
     for suite in suites.values():

@@ -48,8 +48,10 @@ def _speedups(rec: Recorder, rows: dict) -> bool:
         ok = ratio >= target
         met &= ok
         rec.add("speedup", impl="natten", baseline=impl, ratio=ratio, target=target, met=ok)
-        print(f"speedup of natten over {base.label} (fwd+bwd): {ratio:.1f}x (target >= {target:g}x: "
-              f"{'met' if ok else 'NOT met'})")
+        print(
+            f"speedup of natten over {base.label} (fwd+bwd): {ratio:.1f}x (target >= {target:g}x: "
+            f"{'met' if ok else 'NOT met'})"
+        )
     return met
 
 
@@ -75,15 +77,16 @@ def _memory(rec: Recorder, small: ProfileProblem, large: ProfileProblem, with_ba
     ratio = b / a
     linear = ratio <= 1.25 * tokens  # ~linear: within 25% of the token ratio (quadratic would be 16x)
     rec.add("memory_scaling", impl="natten", ratio=ratio, token_ratio=tokens, linear=linear)
-    print(f"natten peak memory ratio {ratio:.2f}x for {tokens:g}x tokens "
-          f"({'~linear' if linear else 'NOT linear'}; quadratic would be {tokens**2:g}x)")
+    print(
+        f"natten peak memory ratio {ratio:.2f}x for {tokens:g}x tokens "
+        f"({'~linear' if linear else 'NOT linear'}; quadratic would be {tokens**2:g}x)"
+    )
     return linear
 
 
 def _anchor(rec: Recorder, natten_row, problem: ProfileProblem) -> None:
     ms, rate = matmul_rate(problem.device, problem.dtype)
-    rec.add("anchor", impl="torch.mm", shape=[2048, 2048, 2048], dtype=problem.dtype_name, ms=ms,
-            tflops=rate / 1e12)
+    rec.add("anchor", impl="torch.mm", shape=[2048, 2048, 2048], dtype=problem.dtype_name, ms=ms, tflops=rate / 1e12)
     print(f"\nanchor: torch.mm 2048x2048x2048 {problem.dtype_name}: {rate / 1e9:.1f} GFLOP/s ({ms:.2f} ms)")
     if natten_row is not None and natten_row.status == "ok":
         for what in ("forward", "backward"):
@@ -93,16 +96,19 @@ def _anchor(rec: Recorder, natten_row, problem: ProfileProblem) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-baselines", action="store_true",
-                        help="natten only (skip SDPA and legacy timings and their memory probes)")
+    parser.add_argument(
+        "--no-baselines", action="store_true", help="natten only (skip SDPA and legacy timings and their memory probes)"
+    )
 
 
 def run(args: argparse.Namespace) -> tuple[Recorder, bool]:
     """Returns the recorded rows and whether every target was met."""
     rec = Recorder("cpu", "cpu")
     p = rec.provenance
-    print(f"natten CPU suite: torch {p['torch']}, natten {p['natten']}, natten-kernels {p['natten_kernels']}, "
-          f"{p['device_name']}, {p['threads']} threads, git {p['git_sha']}")
+    print(
+        f"natten CPU suite: torch {p['torch']}, natten {p['natten']}, natten-kernels {p['natten_kernels']}, "
+        f"{p['device_name']}, {p['threads']} threads, git {p['git_sha']}"
+    )
     small = ProfileProblem.create(SMALL, **BASE)
     large = ProfileProblem.create(LARGE, **BASE)
     impls = ["natten"] if args.no_baselines else ["natten", "sdpa", "legacy"]

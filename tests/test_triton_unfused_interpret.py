@@ -119,7 +119,7 @@ def test_unfused_triton_interpreted_matches_reference(name, interpreted):
 
 
 def test_path_choice():
-    from natten_kernels.triton.unfused_ops import BAND_MAX_SLOTS, _path, geometry, parse_config
+    from natten_kernels.triton.unfused_ops import _path, geometry, parse_config
 
     x = torch.empty(1, 1, 40, 40, 16)
     small = geometry(x, (7, 7), (1, 1), (1, 1), (False, False))
@@ -129,9 +129,11 @@ def test_path_choice():
     dilated = geometry(torch.empty(1, 1, 56, 56, 16), (7, 7), (8, 8), (1, 1), (False, False))
     assert dilated.dense  # 7-token groups under 7x7 windows: the halo is all useful
     assert _path(dilated, parse_config([GEMM], F16, 16), 16) == ROWS
-    large = geometry(x, (33, 33), (1, 1), (1, 1), (False, False))
-    assert large.slots > BAND_MAX_SLOTS
-    assert _path(large, parse_config([GEMM], F16, 16), 16) == PAIRS  # 1024 slots x 64 queries: no rows in registers
+    large = geometry(torch.empty(1, 1, 80, 80, 16), (33, 33), (1, 1), (1, 1), (False, False))
+    assert _path(large, parse_config([GEMM], F16, 16), 16) == BAND  # a segment reaches 48 keys of a row
+    wide = geometry(torch.empty(1, 1, 40, 130, 16), (33, 121), (1, 1), (1, 1), (False, False))
+    # 136 keys per segment: the halo, per pair (3993 slots x 64 queries do not fit in registers)
+    assert _path(wide, parse_config([GEMM], F16, 16), 16) == PAIRS
     assert _path(large, parse_config([EXACT], F16, 16), 16) == DIRECT  # exact: CUDA cores either way
 
 

@@ -58,6 +58,15 @@ def _band(kk, jvalid, js, je, KS2, C2: tl.constexpr, FULL: tl.constexpr):
 
 
 @triton.jit
+def _narrow(s, W, KEEP: tl.constexpr):
+    """The product in W's dtype, unless (``KEEP``) a bias is still to be added in the accumulation dtype:
+    the same rounding the store would do, and half the bytes through the gather's layout conversion."""
+    if not KEEP:
+        s = s.to(W.dtype.element_ty)
+    return s
+
+
+@triton.jit
 def na_pairs_band_kernel(
     A,
     B,
@@ -108,17 +117,20 @@ def na_pairs_band_kernel(
     R1: tl.constexpr,
     BJ: tl.constexpr,
     BK: tl.constexpr,
+    SW: tl.constexpr,
     BLOCK_D: tl.constexpr,
     HAS_RPB: tl.constexpr,
     PREC: tl.constexpr,
     ACC: tl.constexpr,
 ):
-    """Grid (outer boxes x segments x groups, B x H); ``BLOCK_D`` covers the head dim."""
+    """Grid (outer boxes x segments x groups, B x H); ``BLOCK_D`` covers the head dim, ``SW`` the inner
+    axis's slots."""
     b, h, g0, g1, g2, n0, n1, n2, x0, x1, j, jvalid, js, je, lo, hi = _segment(
         tl.program_id(0), tl.program_id(1), H, L0, L1, L2, KS2, DL0, DL1, DL2, ST2, NT1, NT2, G, C2, R0, R1, BJ
     )
     dd = tl.arange(0, BLOCK_D)
     dm = dd < HEAD_DIM
+    t2 = tl.arange(0, SW)
     for i0 in range(x0, tl.minimum(x0 + R0, n0)):
         s0, e0 = _window(i0, n0, KS0, ST0, C0)
         for i1 in range(x1, tl.minimum(x1 + R1, n1)):
@@ -128,20 +140,28 @@ def na_pairs_band_kernel(
             a = tl.load(A + a_row[:, None] + dd[None, :], mask=jvalid[:, None] & dm[None, :], other=0.0)
             for k_lo in range(lo, hi, BK):
                 kk = k_lo + tl.arange(0, BK)
-                t2, live, valid = _band(kk, jvalid, js, je, KS2, C2, FULL)
+                # slot t2 of query j is column js - k_lo + t2 of the product: a register gather per row
+                col = (js - k_lo)[:, None] + t2[None, :]
+                live = jvalid[:, None] & (t2 < KS2)[None, :] & (col >= 0) & (col < BK)
+                valid = live
+                if C2 or not FULL:
+                    valid = valid & (js[:, None] + t2[None, :] < tl.minimum(je, n2)[:, None])
+                col = tl.minimum(tl.maximum(col, 0), BK - 1)
                 for t0 in range(0, KS0):
                     for t1 in range(0, KS1):
-                        # keys of the row: none where the outer slot is outside the window (causal)
-                        k_in = kk < tl.where((s0 + t0 < e0) & (s1 + t1 < e1), n2, 0)
+                        # none of the row's keys count where the outer slot is outside the window (causal)
+                        ok = (s0 + t0 < e0) & (s1 + t1 < e1)
                         b_row = _offsets(b, h, sbb, sbh, sb0, sb1, sb2, g0, g1, g2, s0 + t0, s1 + t1, kk, DL0, DL1, DL2)
+                        k_in = kk < tl.where(ok, tl.minimum(n2, hi), 0)
                         k = tl.load(B + b_row[:, None] + dd[None, :], mask=k_in[:, None] & dm[None, :], other=0.0)
-                        s = _mm(a, tl.trans(k), False, PREC, ACC)
+                        s = tl.gather(_narrow(_mm(a, tl.trans(k), False, PREC, ACC), W, HAS_RPB), col, axis=1)
+                        in_row = valid & (t2 < tl.where(ok, KS2, 0))[None, :]
                         if HAS_RPB:  # rpb[h, (k-1) + key - query] per axis
                             r_off = h * s_rh + (KS0 - 1 + s0 + t0 - i0) * s_r0 + (KS1 - 1 + s1 + t1 - i1) * s_r1
-                            r_ptr = RPB + r_off + (KS2 - 1 + kk[None, :] - j[:, None]) * s_r2
-                            s += tl.load(r_ptr, mask=valid & k_in[None, :], other=0.0).to(ACC)
-                        s = tl.where(valid & k_in[None, :], s, FILL)
-                        w_ptr = W + w_row[:, None] + ((t0 * KS1 + t1) * KS2 + t2)
+                            r_ptr = RPB + r_off + (KS2 - 1 + js - j)[:, None] * s_r2 + (t2 * s_r2)[None, :]
+                            s += tl.load(r_ptr, mask=in_row, other=0.0).to(ACC)
+                        s = tl.where(in_row, s, FILL)
+                        w_ptr = W + w_row[:, None] + ((t0 * KS1 + t1) * KS2 + t2)[None, :]
                         tl.store(w_ptr, s.to(W.dtype.element_ty), mask=live)
 
 
@@ -211,7 +231,7 @@ def na_gather_band_kernel(
                 t2, _live, valid = _band(kk, jvalid, js, je, KS2, C2, FULL)
                 for t0 in range(0, KS0):
                     for t1 in range(0, KS1):
-                        k_in = kk < tl.where((s0 + t0 < e0) & (s1 + t1 < e1), n2, 0)
+                        k_in = kk < tl.where((s0 + t0 < e0) & (s1 + t1 < e1), tl.minimum(n2, hi), 0)
                         w_ptr = W + w_row[:, None] + ((t0 * KS1 + t1) * KS2 + t2)
                         w = tl.load(w_ptr, mask=valid & k_in[None, :], other=0.0)
                         b_row = _offsets(b, h, sbb, sbh, sb0, sb1, sb2, g0, g1, g2, s0 + t0, s1 + t1, kk, DL0, DL1, DL2)

@@ -1,7 +1,8 @@
 """Launchers for the unfused Triton kernels: the CUDA implementations of ``natten::na_qk_forward``,
 ``na_qk_backward``, ``na_av_forward`` and ``na_av_backward`` (heads-first; docs/internals.md).
 
-``config`` (every op): ``[variant]`` or ``[variant, block_q, block_k, block_d, num_warps, path]``, where
+``config`` (every op): ``[variant]`` or ``[variant, block_q, block_k, block_d, num_warps, path, num_stages]``
+(the last one or two optional), where
 ``variant`` is :data:`EXACT` (CUDA-core float32/float64 arithmetic, every dtype) or :data:`GEMM`
 (tensor cores allowed: float16/bfloat16, float32 as TF32 only where torch allows TF32 matmuls).
 ``path`` picks how a query box meets its window:
@@ -14,10 +15,12 @@
 * ``3`` band: inner-axis query segments against key rows on tensor cores (unfused_band.py);
   ``block_q`` / ``block_k`` are the segments of the consuming / producing kernel (powers of two >= 16),
   ``block_d`` the outer rows a program walks (a power of two);
-* ``-1`` (default): the exact variant always runs direct; the gemm variant runs band for windows of
-  at most :data:`BAND_MAX_SLOTS` keys that are small next to the dilation groups, else the halo
-  kernels (rows when a box's rows fit in registers).
+* ``-1`` (default): the exact variant always runs direct; the gemm variant runs band where a segment's
+  windows reach at most 128 keys of a row and are small next to the dilation groups (measured: S5 and
+  S4, 7x7 and 13x13), else the halo kernels (rows when a box's rows fit in registers), which win where
+  windows cover most of a dilation group (S5 with dilation 8).
 
+``num_stages`` (0 or absent: Triton's default) sets the software pipelining of the band kernels' loops.
 The key-side kernel of the backward (dk, dv) always walks halos. ``[]`` picks GEMM, or EXACT for
 float64. Like the fused launchers they also run under ``TRITON_INTERPRET=1`` on CPU tensors.
 """
@@ -37,7 +40,6 @@ from natten_kernels.triton.tiling import box
 from natten_kernels.triton.variants import EXACT, GEMM
 
 HALO_PAIRS, HALO_ROWS, DIRECT, BAND, AUTO = 0, 1, 2, 3, -1
-BAND_MAX_SLOTS = 64
 _GATHER_ELEMENTS = 8192  # largest [block_q, slots] register tile of the halo-rows path
 _FILL_SLOTS = 64  # slots per step when filling causal slots on the halo per-pair path
 # direct path defaults: the largest query box, and the register tiles (elements) that cap it: the av
@@ -45,12 +47,12 @@ _FILL_SLOTS = 64  # slots per step when filling causal slots on the halo per-pai
 _DIRECT_BOX, _DIRECT_AV_ELEMENTS, _DIRECT_QK_ELEMENTS = 64, 2048, 8192
 _DIRECT_SEGMENT = 8  # slots of the inner axis the direct qk kernel takes per step
 # band path defaults: query segment, outer rows per program, widest key span per tl.dot
-_BAND_SEGMENT, _BAND_ROWS, _BAND_MAX_KEYS = 16, 8, 128
+_BAND_SEGMENT, _BAND_ROWS, _BAND_MAX_KEYS = 16, 4, 128
 
 
 @dataclass(frozen=True)
 class Launch:
-    """Everything a launch needs besides the tensors. Blocks of 0 take the path's defaults."""
+    """Everything a launch needs besides the tensors. Blocks and warps of 0 take the path's defaults."""
 
     exact: bool
     block_q: int
@@ -60,9 +62,14 @@ class Launch:
     path: int
     acc: object  # tl.float32 / tl.float64
     prec: str
+    num_stages: int = 0
+
+    @property
+    def warps(self) -> int:
+        return self.num_warps or 4
 
     def kernel_args(self) -> dict:
-        return {"EXACT": self.exact, "ACC": self.acc, "PREC": self.prec, "num_warps": self.num_warps}
+        return {"EXACT": self.exact, "ACC": self.acc, "PREC": self.prec, "num_warps": self.warps}
 
 
 def parse_config(config, dtype: torch.dtype, head_dim: int) -> Launch:
@@ -77,13 +84,16 @@ def parse_config(config, dtype: torch.dtype, head_dim: int) -> Launch:
     exact = variant == EXACT
     path = AUTO
     if len(cfg) > 1:
-        if len(cfg) not in (5, 6):
+        if len(cfg) not in (5, 6, 7):
             raise ValueError(
                 "unfused triton config must be [variant] or [variant, block_q, block_k, block_d, num_warps"
-                f"(, path)], got {cfg}"
+                f"(, path(, num_stages))], got {cfg}"
             )
         block_q, block_k, block_d, warps = cfg[1:5]
-        path = cfg[5] if len(cfg) == 6 else AUTO
+        path = cfg[5] if len(cfg) >= 6 else AUTO
+        stages = cfg[6] if len(cfg) == 7 else 0
+        if warps < 1 or warps & (warps - 1) or stages < 0:
+            raise ValueError(f"unfused triton config: num_warps must be a power of two, num_stages >= 0, got {cfg}")
         if path not in (AUTO, HALO_PAIRS, HALO_ROWS, DIRECT, BAND):
             raise ValueError(f"unfused triton config: path must be -1, 0, 1, 2 or 3, got {path}")
         if path == BAND and exact:
@@ -94,10 +104,9 @@ def parse_config(config, dtype: torch.dtype, head_dim: int) -> Launch:
             if v < lo or v & (v - 1):
                 raise ValueError(f"unfused triton config: {name} must be a power of two >= {lo}, got {v}")
     else:
-        block_q = block_k = block_d = 0
-        warps = 4
+        block_q = block_k = block_d = warps = stages = 0
     acc = tl.float64 if dtype == torch.float64 else tl.float32
-    return Launch(exact, block_q, block_k, block_d, warps, path, acc, _precision(dtype))
+    return Launch(exact, block_q, block_k, block_d, warps, path, acc, _precision(dtype), stages)
 
 
 @dataclass(frozen=True)
@@ -195,7 +204,7 @@ def _path(g: Geometry, lc: Launch, head_dim: int) -> int:
         return lc.path
     if lc.exact:
         return DIRECT
-    if g.slots <= BAND_MAX_SLOTS and not g.dense:
+    if _band_span(g, lc.block_q or _BAND_SEGMENT) <= _BAND_MAX_KEYS and not g.dense:
         return BAND
     return _halo_path(g, lc, head_dim)
 
@@ -228,6 +237,11 @@ def _direct_blocks(g: Geometry, lc: Launch, head_dim: int) -> tuple[int, int, in
     return max(16, min(_DIRECT_BOX, _DIRECT_AV_ELEMENTS // d)), max(4, min(_DIRECT_BOX, qk_box)), min(64, d)
 
 
+def _band_span(g: Geometry, segment: int) -> int:
+    """The most keys a segment's windows reach on the inner axis."""
+    return segment + g.ks[2] + g.st[2] - 2
+
+
 @dataclass(frozen=True)
 class Band:
     """A band launch: segment ``BJ`` and key span ``BK`` of the inner axis, the outer box ``R0 x R1``
@@ -238,6 +252,10 @@ class Band:
     r0: int
     r1: int
     nt: tuple
+    # measured on S5 / S4 (docs/perf-notes.md, unfused v2): 1 warp; 128 registers (12 -> 16 resident
+    # warps) except for the producing kernel at head dim 64
+    warps: int
+    maxnreg: int | None
 
     def grid(self, g: Geometry) -> tuple:
         return (self.nt[0] * self.nt[1] * self.nt[2] * g.groups, g.batch * g.heads)
@@ -253,18 +271,21 @@ class Band:
             "BLOCK_D": max(16, _pow2(head_dim)),
             "PREC": lc.prec,
             "ACC": lc.acc,
-            "num_warps": lc.num_warps,
+            "num_warps": lc.num_warps or self.warps,
+            **({"num_stages": lc.num_stages} if lc.num_stages else {}),
+            **({"maxnreg": self.maxnreg} if self.maxnreg else {}),
         }
 
 
-def _band(g: Geometry, lc: Launch, producer: bool) -> Band:
+def _band(g: Geometry, lc: Launch, head_dim: int, producer: bool) -> Band:
     """The band launch of the kernel that makes weights (``producer``: qk, grad of attn) or uses them."""
     bj = (lc.block_k if producer else lc.block_q) or _BAND_SEGMENT
     rows = lc.block_d or _BAND_ROWS
     r1 = min(rows, g.nmax[1])
     r0 = min(max(1, rows // r1), g.nmax[0])
-    bk = min(_BAND_MAX_KEYS, _pow2(bj + g.ks[2] + g.st[2] - 2))  # the keys a segment's windows reach
-    return Band(bj, bk, r0, r1, tuple(_tiles(g.nmax, (r0, r1, bj))))
+    bk = min(_BAND_MAX_KEYS, _pow2(_band_span(g, bj)))
+    maxnreg = None if producer and head_dim > 32 else 128
+    return Band(bj, bk, r0, r1, tuple(_tiles(g.nmax, (r0, r1, bj))), 1, maxnreg)
 
 
 def _segment(g: Geometry) -> int:
@@ -289,9 +310,14 @@ def pairs(a, b, rpb, out, g: Geometry, fill: float, lc: Launch) -> None:
     args += g.axis_args()
     tail = (g.groups, g.heads, a.shape[-1])
     if path == BAND:
-        band = _band(g, lc, producer=True)
+        band = _band(g, lc, a.shape[-1], producer=True)
         kw = band.kernel_args(g, lc, a.shape[-1])
-        UB.na_pairs_band_kernel[band.grid(g)](*args, *band.nt[1:], *tail, FILL=fill, HAS_RPB=r is not None, **kw)
+        kw.update(
+            FILL=fill,
+            HAS_RPB=r is not None,
+            SW=_pow2(g.ks[2]),
+        )
+        UB.na_pairs_band_kernel[band.grid(g)](*args, *band.nt[1:], *tail, **kw)
         return
     if path == DIRECT:
         tq = g.query_box(_direct_blocks(g, lc, a.shape[-1])[1])
@@ -301,7 +327,7 @@ def pairs(a, b, rpb, out, g: Geometry, fill: float, lc: Launch) -> None:
     nt = _tiles(g.nmax, tq)
     grid = (nt[0] * nt[1] * nt[2] * g.groups, g.batch * g.heads)
     args += (nt[1], nt[2], *tail)
-    common = {"FILL": fill, "HAS_RPB": r is not None, "ACC": lc.acc, "num_warps": lc.num_warps, **g.causal_args()}
+    common = {"FILL": fill, "HAS_RPB": r is not None, "ACC": lc.acc, "num_warps": lc.warps, **g.causal_args()}
     if path == DIRECT:
         box = {"T0": tq[0], "T1": tq[1], "T2": tq[2]}
         bd = _pow2(a.shape[-1])
@@ -349,7 +375,7 @@ def weighted_sum(w, b, out, g: Geometry, lc: Launch) -> None:
     args = (w3, b3, o3, *_strides(w3), *_strides(b3), *_strides(o3), *g.axis_args())
     path = _path(g, lc, b.shape[-1])
     if path == BAND:
-        band = _band(g, lc, producer=False)
+        band = _band(g, lc, b.shape[-1], producer=False)
         kw = band.kernel_args(g, lc, b.shape[-1])
         UB.na_gather_band_kernel[band.grid(g)](*args, band.nt[1], band.nt[2], g.groups, g.heads, b.shape[-1], **kw)
         return
@@ -362,7 +388,7 @@ def weighted_sum(w, b, out, g: Geometry, lc: Launch) -> None:
         UD.na_gather_direct_kernel[grid](
             *args, nt[1], nt[2], g.groups, g.heads, b.shape[-1], **g.causal_args(), FULL=g.full,
             T0=tq[0], T1=tq[1], T2=tq[2], BLOCK_D=block_d, EVEN_D=b.shape[-1] % block_d == 0, ACC=lc.acc,
-            num_warps=lc.num_warps,
+            num_warps=lc.warps,
         )  # fmt: skip
         return
     tq, _tk, chunks, kw = _halo_args(g, lc, b.shape[-1])
