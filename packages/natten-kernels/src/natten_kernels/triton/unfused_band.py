@@ -4,13 +4,17 @@ Take a segment of consecutive queries along the inner axis, all in one row of th
 outer slot ``(t0, t1)`` every query of the segment reads the same key row, and its inner-axis slots
 ``t2`` are the keys ``start(j) + t2`` of that row: a band of the ``[segment, keys]`` product. So a
 program multiplies the segment against the span of keys the band reaches, one ``tl.dot`` per outer
-slot, and moves the band between the product and the rows of ``W`` through the address
-``W[j, slot(t0, t1) + key - start(j)]``, which is contiguous along the keys: no per-pair slot search,
-no register gather, no division. Per (query, key) of the span the cost is an address, a range test
-and one masked element load or store; the products themselves run on tensor cores.
+slot, and moves the band between the product and the rows of ``W`` without any per-pair slot search
+or division:
 
-A program walks the rows of a box of the outer axes one after another, so consecutive rows find most
-of their key rows still in L1.
+* making weights, each row's slots are a register gather of the product at columns
+  ``start(j) - span start + t2`` (done in W's dtype when no bias follows: half the bytes through the
+  layout conversion), stored as contiguous row pieces;
+* using weights, the band is loaded straight from ``W[j, slot(t0, t1) + key - start(j)]``, an address
+  contiguous along the keys, and multiplied on tensor cores.
+
+A program walks the rows of a box of the outer axes one after another; the key tiles of each row are
+software-pipelined (cp.async) across its outer slots.
 
 * ``na_pairs_band_kernel``: ``W[i, t] = A_i . B_{n(i,t)} (+ rpb)``, invalid slots ``FILL``.
 * ``na_gather_band_kernel``: ``O_i = sum_t W[i, t] B_{n(i,t)}``.
