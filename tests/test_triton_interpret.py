@@ -64,6 +64,8 @@ RUNS = [(c.id, c, *CONFIG) for c in CASES] + [
     # variant falls back to pointer loads here
     ("kv-parallel", CASES[5], [16, 16, 4, 1, 1], [16, 16, 4, 1, 1]),
     ("kv-parallel-rpb-default-tiles", CASES[4], [], [0, 0, 0, 0, 1]),
+    # the dq pass with its own blocks (32-query tiles over 16-key tiles; the dk/dv pass keeps 16)
+    ("dq-pass-config", CASES[7], CONFIG[0], [16, 16, 4, 1, 0, 32, 16, 4, 1]),
 ]
 
 
@@ -114,6 +116,10 @@ def test_triton_bad_config_is_a_value_error():
 
     with pytest.raises(ValueError, match="power of two"):
         _parse([24, 16, 4, 1], 16, torch.float32)
+    with pytest.raises(ValueError, match="must be"):
+        _parse([64, 32, 4, 3, 0, 64], 16, torch.float32, backward=True)
+    with pytest.raises(ValueError, match="dq block_k"):
+        _parse([64, 32, 4, 3, 0, 64, 48, 4, 3], 16, torch.float32, backward=True)
 
 
 def test_tile_efficiency_counts_pairs():
@@ -142,3 +148,6 @@ def test_defaults_and_zero_entries():
     assert _parse([0, 0, 0, 0, 1], 128, torch.bfloat16, ((4096,), (512,), (1,), (1,), (False,)))[4] == 1
     assert _parse([128, 64, 8, 2], 128, torch.bfloat16)[4] == 0  # an explicit config without variant
     assert _parse([0, 32, 4, 0], 64, torch.float16)[1:3] == (32, 4)
+    # backward: the dq pass takes the main blocks unless given its own (0 entries: the main config's)
+    assert _parse([64, 32, 4, 3], 128, torch.bfloat16, backward=True)[5:] == (64, 32, 4, 3, 0)
+    assert _parse([64, 32, 4, 3, 0, 128, 0, 8, 3, 1], 128, torch.bfloat16, backward=True)[5:] == (128, 32, 8, 3, 1)

@@ -42,6 +42,8 @@ HEAD_DIMS = [
 CONFIGS = [[16, 16, 4, 1], [32, 64, 4, 2], [64, 32, 4, 3], [128, 128, 8, 2]]
 # the variants (fifth entry): forward TMA loads, backward KV parallelism (dq by atomics)
 VARIANTS = [[16, 16, 4, 1, 1], [64, 32, 4, 3, 1], [128, 64, 8, 3, 1], [0, 0, 0, 0, 1]]
+# backward configs whose dq pass has its own blocks, warps, stages and TMA flag (entries 6-10)
+DQ_CONFIGS = [[64, 32, 4, 3, 0, 128, 64, 8, 3, 1], [32, 64, 4, 2, 0, 16, 16, 4, 1, 1], [0, 0, 0, 0, 0, 64, 32, 4, 2]]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -68,6 +70,13 @@ def test_variants(case, config):
     check(replace(case, dtype=torch.float16), "cuda", run_launchers, fwd_config=config, bwd_config=config)
 
 
+@pytest.mark.parametrize("config", DQ_CONFIGS, ids=["x".join(map(str, c)) for c in DQ_CONFIGS])
+@pytest.mark.parametrize("case", CASES[3::7], ids=[c.id for c in CASES[3::7]])
+def test_dq_pass_configs(case, config):
+    """The dq pass with its own config (TMA key/value loads included) on the generated feature cases."""
+    check(replace(case, dtype=torch.bfloat16), "cuda", run_launchers, bwd_config=config)
+
+
 def test_kv_parallel_and_autotuner_through_the_api():
     """use_kv_parallelism_in_fused_na / use_autotuner pick the backend's candidates; results still match."""
     import natten
@@ -86,6 +95,43 @@ def test_kv_parallel_and_autotuner_through_the_api():
     finally:
         natten.use_autotuner(forward_pass=False, backward_pass=False)
         natten.use_kv_parallelism_in_fused_na(False)
+
+
+TMA_CASES = [  # (case, the loads the launcher must pick for TMA configs)
+    (
+        Case(
+            (3, 37, 29),
+            (3, 7, 9),
+            (1, 1, 1),
+            (1, 1, 1),
+            (False, False, False),
+            rpb=True,  # rpb excludes causal axes (API)
+            head_dim=64,
+            head_dim_v=64,
+            heads=4,
+            kv_heads=2,
+            batch=3,
+            additional=3,
+        ),
+        "host",
+    ),
+    (Case((19, 37), (5, 7), (1, 1), (2, 1), (True, False), head_dim=32, head_dim_v=32, heads=3, kv_heads=1), "host"),
+    (Case((37, 29), (7, 9), (2, 3), (1, 2), (False, True), head_dim=64, head_dim_v=64), "device"),
+    (Case((101,), (13,), (1,), (3,), (False,), head_dim=40, head_dim_v=40), "device"),
+]
+
+
+@pytest.mark.parametrize("case,path", TMA_CASES, ids=[f"{p}-{c.id}" for c, p in TMA_CASES])
+def test_tma_host_and_device_descriptors(case, path):
+    """Host-built descriptors (no dilation, full head dims) and per-program ones, forward and dq pass,
+    partial tiles at the borders of every axis and of the batch."""
+    from natten_kernels.triton.ops import _as3, _tma_operands
+
+    k = torch.empty(case.batch, *case.spatial, case.kv_heads, case.head_dim, device="cuda", dtype=torch.bfloat16)
+    k3 = _as3(k, case.rank)
+    assert _tma_operands(k3, k3, (1, 4, 8), case.head_dim, case.head_dim, (1, 1, *case.dilation)[-3:], True)[2] == path
+    c = replace(case, dtype=torch.bfloat16)
+    check(c, "cuda", run_launchers, fwd_config=[32, 32, 4, 2, 1], bwd_config=[32, 32, 4, 2, 0, 32, 32, 4, 2, 1])
 
 
 def test_default_configs_follow_the_window():

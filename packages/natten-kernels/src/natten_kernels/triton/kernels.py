@@ -258,7 +258,10 @@ def na_fwd_kernel(
     REL64: tl.constexpr,
     TMA: tl.constexpr,
     SCALE_FIRST: tl.constexpr,
+    TMA_HOST: tl.constexpr = False,
 ):
+    """``TMA_HOST``: ``K``/``V`` are host-built descriptors over ``[B, L0, L1, L2, H * D]`` (no dilation,
+    head dims that fill their blocks), which spares every program building its own (``TMA``)."""
     BLOCK_Q: tl.constexpr = T0 * T1 * T2
     BLOCK_K: tl.constexpr = KB0 * KB1 * KB2
     pid = tl.program_id(0)
@@ -297,14 +300,17 @@ def na_fwd_kernel(
     total = nk0 * nk1 * nk2 * tile_ok.to(tl.int32)
 
     c0, c1, c2 = _box_rows(BLOCK_K, KB1, KB2)
-    k_base = K + b * skb + hk.to(tl.int64) * skh + _off(g0, g1, g2, 1, 1, 1, sk0, sk1, sk2, True)
-    v_base = V + b * svb + hk.to(tl.int64) * svh + _off(g0, g1, g2, 1, 1, 1, sv0, sv1, sv2, True)
-    if TMA:
-        k_desc = _kv_descriptor(k_base, n0, n1, n2, DL0, DL1, DL2, sk0, sk1, sk2, KB0, KB1, KB2, HEAD_DIM, BLOCK_D)
-        v_desc = _kv_descriptor(v_base, n0, n1, n2, DL0, DL1, DL2, sv0, sv1, sv2, KB0, KB1, KB2, HEAD_DIM_V, BLOCK_DV)
-    else:
-        k_rel = _off(c0, c1, c2, DL0, DL1, DL2, sk0, sk1, sk2, REL64)[:, None] + offs_d[None, :]
-        v_rel = _off(c0, c1, c2, DL0, DL1, DL2, sv0, sv1, sv2, REL64)[:, None] + offs_dv[None, :]
+    if not TMA_HOST:
+        k_base = K + b * skb + hk.to(tl.int64) * skh + _off(g0, g1, g2, 1, 1, 1, sk0, sk1, sk2, True)
+        v_base = V + b * svb + hk.to(tl.int64) * svh + _off(g0, g1, g2, 1, 1, 1, sv0, sv1, sv2, True)
+        if TMA:
+            k_desc = _kv_descriptor(k_base, n0, n1, n2, DL0, DL1, DL2, sk0, sk1, sk2, KB0, KB1, KB2, HEAD_DIM, BLOCK_D)
+            v_desc = _kv_descriptor(
+                v_base, n0, n1, n2, DL0, DL1, DL2, sv0, sv1, sv2, KB0, KB1, KB2, HEAD_DIM_V, BLOCK_DV
+            )
+        else:
+            k_rel = _off(c0, c1, c2, DL0, DL1, DL2, sk0, sk1, sk2, REL64)[:, None] + offs_d[None, :]
+            v_rel = _off(c0, c1, c2, DL0, DL1, DL2, sv0, sv1, sv2, REL64)[:, None] + offs_dv[None, :]
 
     m_i = tl.full([BLOCK_Q], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_Q], tl.float32)
@@ -317,7 +323,9 @@ def na_fwd_kernel(
         kj0 = kb0 + c0
         kj1 = kb1 + c1
         kj2 = kb2 + c2
-        if TMA:
+        if TMA_HOST:
+            k = tl.reshape(K.load([tl.program_id(2), kb0, kb1, kb2, hk * HEAD_DIM]), [BLOCK_K, BLOCK_D])
+        elif TMA:
             k = tl.reshape(k_desc.load([kb0, kb1, kb2, 0]), [BLOCK_K, BLOCK_D])
         else:
             kvalid = _rows_ok(kj0, kj1, kj2, hi0, hi1, hi2, RANK)
@@ -358,7 +366,9 @@ def na_fwd_kernel(
         alpha = tl.exp2(m_i - m_safe)
         p = tl.exp2(s * s_scale - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        if TMA:
+        if TMA_HOST:
+            v = tl.reshape(V.load([tl.program_id(2), kb0, kb1, kb2, hk * HEAD_DIM_V]), [BLOCK_K, BLOCK_DV])
+        elif TMA:
             v = tl.reshape(v_desc.load([kb0, kb1, kb2, 0]), [BLOCK_K, BLOCK_DV])
         else:
             v_off = _off(kb0, kb1, kb2, DL0, DL1, DL2, sv0, sv1, sv2, True)
@@ -367,7 +377,7 @@ def na_fwd_kernel(
         m_i = m_new
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
-    out = acc / l_safe[:, None]
+    out = acc * (1.0 / l_safe)[:, None]
     o_row = _off(g0 + qi0 * DL0, g1 + qi1 * DL1, g2 + qi2 * DL2, 1, 1, 1, so0, so1, so2, True)
     tl.store(
         O + b * sob + h.to(tl.int64) * soh + o_row[:, None] + offs_dv[None, :],
@@ -456,8 +466,11 @@ def na_bwd_dq_kernel(
     HAS_RPB: tl.constexpr,
     PREC: tl.constexpr,
     REL64: tl.constexpr,
+    TMA: tl.constexpr,
+    TMA_HOST: tl.constexpr = False,
 ):
-    """dq per query tile over its key box; no atomics. q/dq share strides, do uses sd*."""
+    """dq per query tile over its key box; no atomics. q/dq share strides, do uses sd*. ``TMA`` /
+    ``TMA_HOST``: key and value tiles through descriptors, as in the forward."""
     BLOCK_Q: tl.constexpr = T0 * T1 * T2
     BLOCK_K: tl.constexpr = KB0 * KB1 * KB2
     pid = tl.program_id(0)
@@ -499,10 +512,17 @@ def na_bwd_dq_kernel(
     total = nk0 * nk1 * nk2 * tile_ok.to(tl.int32)
 
     c0, c1, c2 = _box_rows(BLOCK_K, KB1, KB2)
-    k_base = K + b * skb + hk.to(tl.int64) * skh + _off(g0, g1, g2, 1, 1, 1, sk0, sk1, sk2, True)
-    v_base = V + b * svb + hk.to(tl.int64) * svh + _off(g0, g1, g2, 1, 1, 1, sv0, sv1, sv2, True)
-    k_rel = _off(c0, c1, c2, DL0, DL1, DL2, sk0, sk1, sk2, REL64)[:, None] + offs_d[None, :]
-    v_rel = _off(c0, c1, c2, DL0, DL1, DL2, sv0, sv1, sv2, REL64)[:, None] + offs_dv[None, :]
+    if not TMA_HOST:
+        k_base = K + b * skb + hk.to(tl.int64) * skh + _off(g0, g1, g2, 1, 1, 1, sk0, sk1, sk2, True)
+        v_base = V + b * svb + hk.to(tl.int64) * svh + _off(g0, g1, g2, 1, 1, 1, sv0, sv1, sv2, True)
+        if TMA:
+            k_desc = _kv_descriptor(k_base, n0, n1, n2, DL0, DL1, DL2, sk0, sk1, sk2, KB0, KB1, KB2, HEAD_DIM, BLOCK_D)
+            v_desc = _kv_descriptor(
+                v_base, n0, n1, n2, DL0, DL1, DL2, sv0, sv1, sv2, KB0, KB1, KB2, HEAD_DIM_V, BLOCK_DV
+            )
+        else:
+            k_rel = _off(c0, c1, c2, DL0, DL1, DL2, sk0, sk1, sk2, REL64)[:, None] + offs_d[None, :]
+            v_rel = _off(c0, c1, c2, DL0, DL1, DL2, sv0, sv1, sv2, REL64)[:, None] + offs_dv[None, :]
     dq = tl.zeros([BLOCK_Q, BLOCK_D], tl.float32)
     for t in range(0, total):
         i0, i1, i2 = _split(t, nk1, nk2, RANK)
@@ -513,17 +533,26 @@ def na_bwd_dq_kernel(
         kj1 = kb1 + c1
         kj2 = kb2 + c2
         kvalid = _rows_ok(kj0, kj1, kj2, hi0, hi1, hi2, RANK)
-        k = tl.load(
-            k_base + _off(kb0, kb1, kb2, DL0, DL1, DL2, sk0, sk1, sk2, True) + k_rel,
-            mask=_cols(kvalid, offs_d, HEAD_DIM, BLOCK_D),
-            other=0.0,
-        )
-        v = tl.load(
-            v_base + _off(kb0, kb1, kb2, DL0, DL1, DL2, sv0, sv1, sv2, True) + v_rel,
-            mask=_cols(kvalid, offs_dv, HEAD_DIM_V, BLOCK_DV),
-            other=0.0,
-        )
+        if TMA_HOST:
+            k = tl.reshape(K.load([tl.program_id(2), kb0, kb1, kb2, hk * HEAD_DIM]), [BLOCK_K, BLOCK_D])
+            v = tl.reshape(V.load([tl.program_id(2), kb0, kb1, kb2, hk * HEAD_DIM_V]), [BLOCK_K, BLOCK_DV])
+        elif TMA:
+            k = tl.reshape(k_desc.load([kb0, kb1, kb2, 0]), [BLOCK_K, BLOCK_D])
+            v = tl.reshape(v_desc.load([kb0, kb1, kb2, 0]), [BLOCK_K, BLOCK_DV])
+        else:
+            k = tl.load(
+                k_base + _off(kb0, kb1, kb2, DL0, DL1, DL2, sk0, sk1, sk2, True) + k_rel,
+                mask=_cols(kvalid, offs_d, HEAD_DIM, BLOCK_D),
+                other=0.0,
+            )
+            v = tl.load(
+                v_base + _off(kb0, kb1, kb2, DL0, DL1, DL2, sv0, sv1, sv2, True) + v_rel,
+                mask=_cols(kvalid, offs_dv, HEAD_DIM_V, BLOCK_DV),
+                other=0.0,
+            )
+        # both products first: dp's dot runs on the tensor cores while s is masked and exponentiated
         s = _dot(q, tl.trans(k), PREC) * qk_scale
+        dp = _dot(do, tl.trans(v), PREC)
         if HAS_RPB:
             s += _bias(
                 RPB,
@@ -549,13 +578,39 @@ def na_bwd_dq_kernel(
         if RANK >= 3:
             s = _mask_axis(s, kb0, KB0, smax0, emin0, kj0[None, :], qs0[:, None], qe0[:, None])
         p = tl.exp2(s - lse2[:, None])
-        dp = _dot(do, tl.trans(v), PREC)
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PREC)
     dq = dq * scale
     tl.store(
         DQ + q_row[:, None] + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=_cols(qvalid, offs_d, HEAD_DIM, BLOCK_D)
     )
+
+
+@triton.jit
+def na_bwd_delta_kernel(
+    DO,
+    O,  # noqa: E741
+    GLSE,
+    DELTA,
+    R,
+    DV,
+    HAS_GLSE: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+):
+    """delta = rowsum(dO * O) (- dLSE) in float32, for ``R`` contiguous rows of ``DV``: one read of each
+    operand, where elementwise torch would materialize float32 copies of both."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_DV)
+    rok = rows < R
+    m = rok[:, None] & (cols < DV)[None, :]
+    off = rows.to(tl.int64)[:, None] * DV + cols[None, :]
+    do = tl.load(DO + off, mask=m, other=0.0).to(tl.float32)
+    o = tl.load(O + off, mask=m, other=0.0).to(tl.float32)
+    d = tl.sum(do * o, 1)
+    if HAS_GLSE:
+        d -= tl.load(GLSE + rows, mask=rok, other=0.0).to(tl.float32)
+    tl.store(DELTA + rows, d, mask=rok)
 
 
 @triton.jit
@@ -678,12 +733,16 @@ def na_bwd_dkdv_kernel(
     PREC: tl.constexpr,
     REL64: tl.constexpr,
     DQ_ATOMIC: tl.constexpr,
+    TMA_HOST: tl.constexpr = False,
 ):
     """dk/dv per key tile, accumulated over its inverse neighborhood (and the query heads that share
     its kv head): every key gradient is written once, by one program, in a fixed order.
 
     ``DQ_ATOMIC`` (KV parallelism, not deterministic): the same program also adds its share of dq
     (dS K) into the float32 ``DQ`` with atomics, so no separate dq pass recomputes P. q/DQ share strides.
+    ``TMA_HOST`` (not with ``DQ_ATOMIC``): ``Q``/``DO`` are host-built descriptors, as K/V in the forward;
+    the pointer path's per-element offset tiles of q and do take 64 registers at 32x128, which made
+    this kernel spill.
     """
     BLOCK_Q: tl.constexpr = T0 * T1 * T2
     BLOCK_K: tl.constexpr = KB0 * KB1 * KB2
@@ -730,11 +789,12 @@ def na_bwd_dkdv_kernel(
     total = ntiles * QPK * tile_ok.to(tl.int32)
 
     r0, r1, r2 = _box_rows(BLOCK_Q, T1, T2)
-    q_grp = b * sqb + _off(g0, g1, g2, 1, 1, 1, sq0, sq1, sq2, True)
-    d_base = DO + b * sdb + _off(g0, g1, g2, 1, 1, 1, sd0, sd1, sd2, True)
+    if not TMA_HOST:
+        q_grp = b * sqb + _off(g0, g1, g2, 1, 1, 1, sq0, sq1, sq2, True)
+        d_base = DO + b * sdb + _off(g0, g1, g2, 1, 1, 1, sd0, sd1, sd2, True)
+        q_rel = _off(r0, r1, r2, DL0, DL1, DL2, sq0, sq1, sq2, REL64)[:, None] + offs_d[None, :]
+        d_rel = _off(r0, r1, r2, DL0, DL1, DL2, sd0, sd1, sd2, REL64)[:, None] + offs_dv[None, :]
     l_base = b * slb + _off(g0, g1, g2, 1, 1, 1, sl0, sl1, sl2, True)
-    q_rel = _off(r0, r1, r2, DL0, DL1, DL2, sq0, sq1, sq2, REL64)[:, None] + offs_d[None, :]
-    d_rel = _off(r0, r1, r2, DL0, DL1, DL2, sd0, sd1, sd2, REL64)[:, None] + offs_dv[None, :]
     l_rel = _off(r0, r1, r2, DL0, DL1, DL2, sl0, sl1, sl2, REL64)
     dk = tl.zeros([BLOCK_K, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_K, BLOCK_DV], tl.float32)
@@ -749,12 +809,16 @@ def na_bwd_dkdv_kernel(
         qi1 = qb1 + r1
         qi2 = qb2 + r2
         qvalid = _rows_ok(qi0, qi1, qi2, n0, n1, n2, RANK)
-        qmask = _cols(qvalid, offs_d, HEAD_DIM, BLOCK_D)
-        q_off = hh * sqh + _off(qb0, qb1, qb2, DL0, DL1, DL2, sq0, sq1, sq2, True)
-        d_off = hh * sdh + _off(qb0, qb1, qb2, DL0, DL1, DL2, sd0, sd1, sd2, True)
         l_off = l_base + hh * slh + _off(qb0, qb1, qb2, DL0, DL1, DL2, sl0, sl1, sl2, True)
-        q = tl.load(Q + q_grp + q_off + q_rel, mask=qmask, other=0.0)
-        do = tl.load(d_base + d_off + d_rel, mask=_cols(qvalid, offs_dv, HEAD_DIM_V, BLOCK_DV), other=0.0)
+        if TMA_HOST:
+            q = tl.reshape(Q.load([tl.program_id(2), qb0, qb1, qb2, h * HEAD_DIM]), [BLOCK_Q, BLOCK_D])
+            do = tl.reshape(DO.load([tl.program_id(2), qb0, qb1, qb2, h * HEAD_DIM_V]), [BLOCK_Q, BLOCK_DV])
+        else:
+            qmask = _cols(qvalid, offs_d, HEAD_DIM, BLOCK_D)
+            q_off = hh * sqh + _off(qb0, qb1, qb2, DL0, DL1, DL2, sq0, sq1, sq2, True)
+            d_off = hh * sdh + _off(qb0, qb1, qb2, DL0, DL1, DL2, sd0, sd1, sd2, True)
+            q = tl.load(Q + q_grp + q_off + q_rel, mask=qmask, other=0.0)
+            do = tl.load(d_base + d_off + d_rel, mask=_cols(qvalid, offs_dv, HEAD_DIM_V, BLOCK_DV), other=0.0)
         lse2 = tl.load(LSE + l_off + l_rel, mask=qvalid, other=float("inf")) * 1.4426950408889634
         delta = tl.load(DELTA + l_off + l_rel, mask=qvalid, other=0.0)
         st = _dot(k, tl.trans(q), PREC) * qk_scale  # [BLOCK_K, BLOCK_Q]
@@ -792,7 +856,7 @@ def na_bwd_dkdv_kernel(
             st = _mask_axis(st, kb0, KB0, smax0, emin0, kj0[:, None], qs0[None, :], qe0[None, :])
         pt = tl.exp2(st - lse2[None, :])
         dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PREC)
-        dpt = _dot(v, tl.trans(do), PREC)
+        dpt = _dot(v, tl.trans(do), PREC)  # after the exp: issued earlier, it held registers that spilled
         dst = pt * (dpt - delta[None, :])
         dk = tl.dot(dst.to(q.dtype), q, dk, input_precision=PREC)
         if DQ_ATOMIC:

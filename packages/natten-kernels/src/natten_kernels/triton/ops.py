@@ -4,11 +4,13 @@
 They also run under ``TRITON_INTERPRET=1`` on CPU tensors, which is how CI tests them.
 
 ``config``: forward ``[block_q, block_k, num_warps, num_stages]``, backward ``[resident block,
-streamed block, num_warps, num_stages]`` (the dq pass keeps a query tile and streams key tiles, the
-dk/dv pass keeps a key tile and streams query tiles), each with an optional fifth entry, the variant:
-forward ``1`` loads keys/values through TMA descriptors (Hopper; pointer loads where TMA cannot be
-used), backward ``1`` is the KV-parallel backward (one pass per key tile, dq by float32 atomics; not
-deterministic). ``[]`` or a ``0`` entry takes the per-problem default
+streamed block, num_warps, num_stages]`` (the dk/dv pass keeps a key tile and streams query tiles;
+the dq pass, unless given its own entries, keeps a query tile of the resident size and streams key
+tiles of the streamed size), each with an optional fifth entry, the variant: forward ``1`` loads
+keys/values through TMA descriptors (Hopper; pointer loads where TMA cannot be used), backward ``1``
+is the KV-parallel backward (one pass per key tile, dq by float32 atomics; not deterministic). A
+backward config may add the dq pass's own ``block_q, block_k, num_warps, num_stages(, tma)``
+(TMA as in the forward). ``[]`` or a ``0`` entry takes the per-problem default
 (:func:`natten_kernels.triton.tiling.choose_config`). Block sizes are powers of two >= 16;
 each block becomes a box over the rank-3 view (:func:`natten_kernels.triton.tiling.box`); configs
 that would not fit in shared memory are shrunk (:func:`natten_kernels.triton.tiling.fit_shared_memory`).
@@ -81,31 +83,59 @@ def _smem_limit(device_index: int) -> int:
 
 
 def _parse(config, head_dim, dtype, geometry=None, backward=False, device=None):
-    """``(block_q, block_k, num_warps, num_stages, variant)``. ``[]`` is the default of the problem
-    ``geometry = (spatial, kernel_size, dilation, stride, is_causal)``; in a given config, ``0`` block,
-    warp or stage entries take that default's value and a missing variant is 0."""
-    if len(config) not in (0, 4, 5) or any(int(c) < 0 for c in config):
-        raise ValueError(
-            f"triton config must be [block_q, block_k, num_warps, num_stages(, variant)], got {list(config)}"
-        )
+    """``(block_q, block_k, num_warps, num_stages, variant)``, and for the backward five more entries:
+    the dq pass's own ``(block_q, block_k, num_warps, num_stages, tma)``. ``[]`` is the default of the
+    problem ``geometry = (spatial, kernel_size, dilation, stride, is_causal)``; in a given config, ``0``
+    block, warp or stage entries take that default's value and a missing variant is 0; a backward
+    config without the dq entries runs its dq pass with its own first four."""
+    lengths = (0, 4, 5, 9, 10) if backward else (0, 4, 5)
+    if len(config) not in lengths or any(int(c) < 0 for c in config):
+        what = "[block_q, block_k, num_warps, num_stages(, variant)]"
+        if backward:
+            what = (
+                "[resident, streamed, num_warps, num_stages(, variant(, dq: block_q, block_k, warps, stages(, tma)))]"
+            )
+        raise ValueError(f"triton config must be {what}, got {list(config)}")
+    if backward and len(config) > 5:
+        main = _parse(list(config[:5]), head_dim, dtype, geometry, True, device)[:5]
+        return (*main, *_dq_part(config[5:], main, head_dim, dtype, device))
     cfg = [int(c) for c in config] if config else [0, 0, 0, 0]
     if not config:
         variant = None  # the default's
     else:
         variant = cfg[4] if len(cfg) == 5 else 0
     elem = torch.finfo(dtype).bits // 8
+    dq_default = ()
     if 0 in cfg[:4] or variant is None:
         geo = tuple(tuple(x) for x in geometry) if geometry is not None else ((1,), (1,), (1,), (1,), (False,))
         default = choose_config(head_dim, elem, *geo, backward=backward, kv_parallel=bool(variant))
         cfg = [c or dflt for c, dflt in zip(cfg[:4], default)]
         variant = default[4] if variant is None else variant
+        if not config:  # the whole default: its dq pass too
+            dq_default = tuple(default[5:])
     cfg = cfg[:4]
     for name, v in (("block_q", cfg[0]), ("block_k", cfg[1])):
         if v < 16 or v & (v - 1):
             raise ValueError(f"triton config {name} must be a power of two >= 16, got {v}")
     if device is not None and device.type == "cuda":
         cfg = fit_shared_memory(cfg, head_dim, elem, backward, _smem_limit(device.index or 0))
+    if backward:
+        return (*cfg, variant, *_dq_part(dq_default, cfg, head_dim, dtype, device))
     return (*cfg, variant)
+
+
+def _dq_part(dq_config, main, head_dim, dtype, device):
+    """The dq pass's ``(block_q, block_k, num_warps, num_stages, tma)``: ``dq_config`` (``0`` entries
+    take the main config's), or the main config's first four without TMA."""
+    cfg = [int(c) for c in dq_config] or [0, 0, 0, 0]
+    cfg = [c or m for c, m in zip(cfg[:4], main[:4])] + [cfg[4] if len(cfg) == 5 else 0]
+    for name, v in (("dq block_q", cfg[0]), ("dq block_k", cfg[1])):
+        if v < 16 or v & (v - 1):
+            raise ValueError(f"triton config {name} must be a power of two >= 16, got {v}")
+    if device is not None and device.type == "cuda":
+        elem = torch.finfo(dtype).bits // 8
+        cfg[:4] = fit_shared_memory(cfg[:4], head_dim, elem, True, _smem_limit(device.index or 0))
+    return tuple(cfg)
 
 
 def _rel64(tensors, boxes, dl, extra) -> bool:
@@ -133,15 +163,46 @@ def _tma_ok(tensors, elem) -> bool:
     return all(x.is_cuda and _has_tma(x.device.index or 0) and ok(x) for x in tensors)
 
 
-_allocator_set = []
+def _tma_scratch(size, align, stream):
+    return torch.empty(size, dtype=torch.int8, device="cuda")
 
 
 def _ensure_tma_allocator():
-    """Device-side TMA descriptors need a scratch allocator: set once for the process (Triton's global
-    ``triton.set_allocator``), backed by torch's caching allocator."""
-    if not _allocator_set:
-        triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
-        _allocator_set.append(True)
+    """Device-side TMA descriptors need a scratch allocator. Triton keeps it per thread (a context
+    variable), and autograd runs the backward in its own thread, so it is checked before every launch
+    that needs it; where none is set, torch's caching allocator backs it (a user's own is kept)."""
+    try:
+        from triton.runtime import _allocation
+
+        if not isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
+            return
+    except (ImportError, AttributeError):  # private API moved: set ours
+        pass
+    triton.set_allocator(_tma_scratch)
+
+
+def _tma_operands(k3, v3, kbox, d, dv, dl, want_tma: bool, device_ok: bool = True):
+    """What a kernel gets for two streamed operands (K and V; Q and dO in the dk/dv pass), and how it
+    loads them: ``(k, v, "host")`` with descriptors built here over ``[B, L0, L1, L2, H * D]`` where
+    they describe the tensors (no dilation, head dims that fill their blocks, heads packed),
+    ``"device"`` (each program builds descriptors over its dilation group: a fixed cost per program
+    that short key loops feel) where only TMA can and the kernel has that path, else ``""`` with
+    pointer loads."""
+    if not (want_tma and _tma_ok((k3, v3), k3.element_size())):
+        return k3, v3, ""
+    packed = (k3.stride(4), v3.stride(4)) == (d, dv)
+    if all(x == 1 for x in dl) and (d, dv) == (_dim_block(d), _dim_block(dv)) and packed:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
+        def desc(x, dim):
+            shape = [*x.shape[:4], x.shape[4] * dim]
+            return TensorDescriptor(x, shape, [*x.stride()[:4], 1], [1, *kbox, dim])
+
+        return desc(k3, d), desc(v3, dv), "host"
+    if not device_ok:
+        return k3, v3, ""
+    _ensure_tma_allocator()
+    return k3, v3, "device"
 
 
 def _rpb3(rpb, h, rank):
@@ -224,13 +285,13 @@ def _plan(q, q3, rank, kernel_size, dilation, stride, is_causal, config, d, dv, 
         num_warps=cfg[2],
         num_stages=cfg[3],
     )
-    return (ks, dl, st, L, nmax), cfg, constexprs
+    return (ks, dl, st, L, nmax, cz), cfg, constexprs
 
 
-def _boxes(geo, query_block, key_block):
-    """(query box, key box, their constexprs) for two block sizes."""
-    ks, dl, st, L, _nmax = geo
-    tq, tk = tile_shapes(ks, dl, st, L, query_block, key_block)
+def _boxes(geo, query_block, key_block, search=True):
+    """(query box, key box, their constexprs) for two block sizes (``search``: see tile_shapes)."""
+    ks, dl, st, L, _nmax, cz = geo
+    tq, tk = tile_shapes(ks, dl, st, L, query_block, key_block, cz, search)
     return tq, tk, dict(T0=tq[0], T1=tq[1], T2=tq[2], KB0=tk[0], KB1=tk[1], KB2=tk[2])
 
 
@@ -242,20 +303,18 @@ def _launch_forward(
     geo, (bq, bk, _w, _s, variant), cx = _plan(
         q, q3, rank, kernel_size, dilation, stride, is_causal, config, d, dv, False
     )
-    ks, dl, st, L, nmax = geo
+    ks, dl, st, L, nmax, _cz = geo
     tq, tk, boxes = _boxes(geo, bq, bk)
     rel64 = _rel64((k3, v3), (tk,), dl, _dim_block(max(d, dv)))
-    tma = bool(variant) and not rel64 and _tma_ok((k3, v3), k.element_size())
-    if tma:
-        _ensure_tma_allocator()
+    k_arg, v_arg, tma = _tma_operands(k3, v3, tk, d, dv, dl, bool(variant) and not rel64)
     nt = [-(-nmax[a] // tq[a]) for a in range(3)]
     G = dl[0] * dl[1] * dl[2]
     r3, rs = _rpb3(rpb, hq, rank)
     grid = (nt[0] * nt[1] * nt[2] * G, hq, q.shape[0])
     K.na_fwd_kernel[grid](
         q3,
-        k3,
-        v3,
+        k_arg,
+        v_arg,
         o3,
         l3,
         r3 if r3 is not None else l3,
@@ -276,7 +335,8 @@ def _launch_forward(
         scale * LOG2E,
         HAS_RPB=r3 is not None,
         REL64=rel64,
-        TMA=tma,
+        TMA=tma == "device",
+        TMA_HOST=tma == "host",
         SCALE_FIRST=r3 is not None or scale <= 0,  # else the scale is folded into max and exp2 (needs > 0)
         **boxes,
         **cx,
@@ -316,10 +376,7 @@ def na_fused_backward(
     has_add = additional_keys is not None and additional_keys.numel() > 0
     grad_out = grad_out.contiguous()
     lse = lse.float().contiguous()
-    delta = (grad_out.float() * out.float()).sum(-1)
-    if grad_lse is not None:
-        delta = delta - grad_lse.float()
-    delta = delta.contiguous()
+    delta = _delta(grad_out, out, grad_lse)
     dq = torch.empty(q.shape, dtype=torch.float32 if has_add else q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     dvv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
@@ -372,6 +429,33 @@ def na_fused_backward(
     return dq, dk, dvv, drpb, dadd_k, dadd_v
 
 
+def _delta(grad_out, out, grad_lse):
+    """rowsum(dO * O) - dLSE in float32, shaped like the LSE."""
+    dv = out.shape[-1]
+    delta = torch.empty(out.shape[:-1], dtype=torch.float32, device=out.device)
+    rows = delta.numel()
+    if rows == 0:
+        return delta
+    if dv == 0:
+        return delta.zero_() if grad_lse is None else delta.copy_(-grad_lse.float())
+    glse = grad_lse.float().contiguous() if grad_lse is not None else delta
+    block_dv = triton.next_power_of_2(dv)
+    block_r = max(1, 4096 // block_dv)
+    K.na_bwd_delta_kernel[(triton.cdiv(rows, block_r),)](
+        grad_out.contiguous(),
+        out.contiguous(),
+        glse,
+        delta,
+        rows,
+        dv,
+        HAS_GLSE=grad_lse is not None,
+        BLOCK_R=block_r,
+        BLOCK_DV=block_dv,
+        num_warps=4,
+    )
+    return delta
+
+
 def _launch_backward(
     do,
     q,
@@ -399,14 +483,13 @@ def _launch_backward(
     q3, k3, v3, do3 = _as3(q, rank), _as3(k, rank), _as3(v, rank), _as3(do, rank)
     dk3, dv3 = _as3(dk, rank), _as3(dv, rank)
     l3, de3 = _as3_lse(lse, rank), _as3_lse(delta, rank)
-    geo, (resident, streamed, _w, _s, kv_parallel), cx = _plan(
-        q, q3, rank, kernel_size, dilation, stride, is_causal, config, d, dvd, True
-    )
-    ks, dl, st, L, nmax = geo
-    # backward blocks are [resident, streamed]: the dq pass keeps a query tile and streams keys, the
-    # dk/dv pass keeps a key tile and streams queries
-    tq, tk, dq_boxes = _boxes(geo, resident, streamed)
-    tq2, tk2, dkdv_boxes = _boxes(geo, streamed, resident)
+    geo, cfg, cx = _plan(q, q3, rank, kernel_size, dilation, stride, is_causal, config, d, dvd, True)
+    (resident, streamed, _w, _s, kv_parallel), (dq_bq, dq_bk, dq_warps, dq_stages, dq_tma) = cfg[:5], cfg[5:]
+    ks, dl, st, L, nmax, _cz = geo
+    # backward blocks are [resident, streamed]: the dk/dv pass keeps a key tile and streams queries;
+    # the dq pass (its own config) keeps a query tile and streams keys
+    tq, tk, dq_boxes = _boxes(geo, dq_bq, dq_bk)
+    tq2, tk2, dkdv_boxes = _boxes(geo, streamed, resident, search=False)
     G = dl[0] * dl[1] * dl[2]
     r3, rs = _rpb3(rpb, hq, rank)
     sizes = (*L, *ks, *dl, *st)
@@ -426,11 +509,13 @@ def _launch_backward(
     if kv_parallel:
         dq_acc.zero_()
     else:
+        k_arg, v_arg, tma = _tma_operands(k3, v3, tk, d, dvd, dl, bool(dq_tma) and not cx["REL64"])
+        dq_cx = dict(cx, num_warps=dq_warps, num_stages=dq_stages, TMA=tma == "device", TMA_HOST=tma == "host")
         nt = [-(-nmax[a] // tq[a]) for a in range(3)]
         K.na_bwd_dq_kernel[(nt[0] * nt[1] * nt[2] * G, hq, q.shape[0])](
             q3,
-            k3,
-            v3,
+            k_arg,
+            v_arg,
             do3,
             l3,
             de3,
@@ -445,7 +530,7 @@ def _launch_backward(
             scale * LOG2E,
             scale,
             **dq_boxes,
-            **cx,
+            **dq_cx,
         )
     if k3.stride() != dk3.stride():
         k3 = k3.contiguous()
@@ -454,11 +539,12 @@ def _launch_backward(
     strides = (*_strides5(q3), *_strides5(k3), *_strides5(v3), *_strides5(do3), *_strides5(l3), *rs)
     nk = [-(-nmax[a] // tk2[a]) for a in range(3)]
     logn = max(n.bit_length() for n in nmax) + 1
+    q_arg, do_arg, tma = _tma_operands(q3, do3, tq2, d, dvd, dl, not kv_parallel, device_ok=False)
     K.na_bwd_dkdv_kernel[(nk[0] * nk[1] * nk[2] * G, hkv, q.shape[0])](
-        q3,
+        q_arg,
         k3,
         v3,
-        do3,
+        do_arg,
         l3,
         de3,
         dk3,
@@ -475,6 +561,7 @@ def _launch_backward(
         scale,
         logn,
         DQ_ATOMIC=bool(kv_parallel),
+        TMA_HOST=tma == "host",
         **dkdv_boxes,
         **cx,
     )

@@ -63,13 +63,53 @@ def box(
     return dims[0], dims[1], dims[2]
 
 
-def tile_shapes(kernel_size, dilation, stride, spatial, block_q: int, block_k: int):
-    """Query and key boxes over the rank-3 view (per-axis sizes) for a problem and two block sizes."""
-    ks, dl, st, L = _pad3(kernel_size, 1), _pad3(dilation, 1), _pad3(stride, 1), _pad3(spatial, 1)
+def tile_shapes(kernel_size, dilation, stride, spatial, block_q: int, block_k: int, is_causal=None, search=True):
+    """Query and key boxes over the rank-3 view (per-axis sizes) for a problem and two block sizes.
+
+    :func:`box` proposes a shape per block; with ``search``, every other power-of-two box of the same
+    size is tried, the query box first and then the key box, and one that computes at least 1% fewer
+    pairs (:func:`tile_efficiency`) replaces the proposal: the proposal can leave whole rows of padding
+    on a short axis (S6 with stride 16x8x8: a 4x4x8 query box pads 30 frames to 32, 2x8x8 pads none).
+    The efficiency counts the pairs of query-major loops (forward, dq pass); the dk/dv pass, which
+    walks each key tile's inverse neighborhood, keeps the proposal (``search=False``): shapes chosen
+    for the query-major count made it up to 1.5x slower (S2)."""
+    args = tuple(tuple(_pad3(x, f)) for x, f in ((kernel_size, 1), (dilation, 1), (stride, 1), (spatial, 1)))
+    causal = tuple(_pad3(is_causal if is_causal is not None else (), False))
+    return _tile_shapes(*args, tuple(bool(c) for c in causal), int(block_q), int(block_k), bool(search))
+
+
+@functools.lru_cache(maxsize=1024)
+def _tile_shapes(ks, dl, st, L, causal, block_q, block_k, search):
     nmax = tuple(-(-L[a] // dl[a]) for a in range(3))
     qbox = box(block_q, nmax, ks, align=st if any(s > 1 for s in st) else None)
     kbox = box(block_k, nmax, ks, align=ks)
+    if not search:
+        return qbox, kbox
+
+    def eff(q, k):
+        return tile_efficiency(L, ks, dl, st, causal, q, k)
+
+    best = eff(qbox, kbox)
+    for which in (0, 1):
+        for cand in _boxes_of(block_q if which == 0 else block_k, nmax):
+            q, k = (cand, kbox) if which == 0 else (qbox, cand)
+            e = eff(q, k)
+            if e > best * 1.01:
+                qbox, kbox, best = q, k, e
     return qbox, kbox
+
+
+def _boxes_of(block: int, nmax) -> list[tuple[int, int, int]]:
+    """Every power-of-two box of ``block`` tokens that fits the axes' next powers of two."""
+    e = int(math.log2(block))
+    cap = [_pow2_at_least(n) for n in nmax]
+    out = []
+    for a0 in range(e + 1):
+        for a1 in range(e + 1 - a0):
+            b = (1 << a0, 1 << a1, 1 << (e - a0 - a1))
+            if all(b[i] <= cap[i] for i in range(3)):
+                out.append(b)
+    return out
 
 
 def _window(p: int, n: int, k: int, s: int, causal: bool) -> tuple[int, int]:
@@ -82,13 +122,21 @@ def _window(p: int, n: int, k: int, s: int, causal: bool) -> tuple[int, int]:
     return start, start + k
 
 
-@functools.lru_cache(maxsize=4096)
-def _axis_pairs(length: int, k: int, d: int, s: int, causal: bool, t: int, kb: int) -> tuple[int, int]:
-    """(useful, computed) (query, key) pairs on one axis: queries in boxes of ``t``, keys in boxes of ``kb``."""
-    useful = computed = 0
+@functools.lru_cache(maxsize=1024)
+def _axis_useful(length: int, k: int, d: int, s: int, causal: bool) -> int:
+    useful = 0
     for g in range(d):
         n = -(-(length - g) // d)
         useful += sum(e - b for b, e in (_window(p, n, k, s, causal) for p in range(n)))
+    return useful
+
+
+@functools.lru_cache(maxsize=4096)
+def _axis_pairs(length: int, k: int, d: int, s: int, causal: bool, t: int, kb: int) -> tuple[int, int]:
+    """(useful, computed) (query, key) pairs on one axis: queries in boxes of ``t``, keys in boxes of ``kb``."""
+    useful, computed = _axis_useful(length, k, d, s, causal), 0
+    for g in range(d):
+        n = -(-(length - g) // d)
         for q0 in range(0, n, t):
             lo = _window(q0, n, k, s, causal)[0]
             hi = _window(min(q0 + t, n) - 1, n, k, s, causal)[1]
@@ -163,9 +211,9 @@ _BWD_RATES = {
         (32, 16, 4, 2, 0): 0.41,
         (16, 16, 4, 2, 0): 0.3,
     },
-    128: {
-        (64, 32, 4, 3, 0): 1.0,
-        (64, 32, 4, 2, 0): 0.96,
+    128: {  # v3 (TMA for q/dO in the dk/dv pass): 2 stages best on S1, S2, S6
+        (64, 32, 4, 2, 0): 1.0,
+        (64, 32, 4, 3, 0): 0.97,
         (64, 64, 4, 2, 0): 0.95,
         (128, 64, 8, 2, 0): 0.94,
         (128, 32, 8, 2, 0): 0.87,
@@ -179,6 +227,10 @@ _BWD_KV_RATES = {
     128: {(128, 64, 8, 2, 1): 1.0, (128, 32, 8, 2, 1): 0.95, (64, 32, 4, 2, 1): 0.75, (64, 16, 4, 2, 1): 0.7},
     256: {(32, 32, 4, 1, 1): 1.0, (16, 16, 4, 1, 1): 0.4},
 }
+# The dq pass's own default where it was measured (perf-notes, "backward v3"): at head dim 128 the
+# forward's 128-query tiles over 64-key tiles with TMA beat the dk/dv pass's blocks (S1 3.02 vs 3.26
+# ms, S6 62 vs 80); elsewhere it takes the dk/dv pass's blocks.
+_DQ_PASS = {128: (128, 64, 8, 3, 1)}
 for _table in (_BWD_RATES, _BWD_KV_RATES):
     _table[32] = _table[64]
 _RATES = {(False, 0): _FWD_RATES, (True, 0): _BWD_RATES, (True, 1): _BWD_KV_RATES}
@@ -202,14 +254,19 @@ def choose_config(
     head_dim, dtype_bytes, spatial, kernel_size, dilation, stride, is_causal, backward=False, kv_parallel=False
 ):
     """The default ``[block_q, block_k, num_warps, num_stages, variant]`` of one problem (all tuples):
-    the largest relative rate x tile efficiency (``kv_parallel``: among the KV-parallel backwards)."""
+    the largest relative rate x tile efficiency (``kv_parallel``: among the KV-parallel backwards).
+    A deterministic backward may add its dq pass's own five entries (:data:`_DQ_PASS`)."""
     best, best_score = None, -1.0
     for cfg, rate in _RATES[backward, int(backward and kv_parallel)][_bucket(head_dim)].items():
-        qbox, kbox = tile_shapes(kernel_size, dilation, stride, spatial, cfg[0], cfg[1])
+        qbox, kbox = tile_shapes(kernel_size, dilation, stride, spatial, cfg[0], cfg[1], is_causal, not backward)
         score = rate * tile_efficiency(spatial, kernel_size, dilation, stride, is_causal, qbox, kbox)
         if score > best_score:
             best, best_score = cfg, score
-    return fit_shared_memory(list(best), head_dim, dtype_bytes, backward)
+    cfg = fit_shared_memory(list(best), head_dim, dtype_bytes, backward)
+    dq = _DQ_PASS.get(_bucket(head_dim)) if backward and not kv_parallel else None
+    if dq is not None:
+        cfg += fit_shared_memory(list(dq), head_dim, dtype_bytes, True)
+    return cfg
 
 
 def candidates(head_dim: int, backward: bool = False, kv_parallel: bool = False) -> list[list[int]]:
