@@ -1,0 +1,49 @@
+"""Does the tile-shape search (tiling.tile_shapes: boxes chosen on pairs computed) pay off? Times the
+fused forward of suite problems with the search on (the default) and off (box()'s proposal only),
+interleaved, three times each, with each run's boxes and tile efficiency.
+
+    python3 benchmarks/probe_tile_search.py --only S4,S5-d1,S6,S6-s
+"""
+
+# ruff: noqa: B023  (closures are timed within the loop iteration that defines them)
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from suite_gpu import PROBLEMS, _bench, _inputs
+
+
+def main() -> None:
+    import natten_kernels.triton.standalone as standalone
+
+    standalone.ensure_ops()
+    from natten_kernels.triton import ops, tiling
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default="S4,S5-d1,S6,S6-s,S7-causal")
+    args = parser.parse_args()
+    original = tiling.tile_shapes
+    for problem in (p for p in PROBLEMS if p[0] in args.only.split(",")):
+        pid, spatial, _B, _H, D, _dt, kernel, dil, stride, causal = problem
+        q, k, v = _inputs(problem)
+        cfg = list(ops._parse([], D, q.dtype, (spatial, kernel, dil, stride, causal), False, q.device))
+        rows = {}
+        for _round in range(3):
+            for search in (True, False):
+                ops.tile_shapes = lambda *a, s=search: original(*a[:7], s and (a[7] if len(a) > 7 else True))
+                fn = lambda: ops.na_fused_forward(q, k, v, None, None, None, kernel, dil, stride, causal, D**-0.5, cfg)
+                fn()
+                rows.setdefault(search, []).append(_bench(fn))
+        ops.tile_shapes = original
+        for search, times in rows.items():
+            qb, kb = original(kernel, dil, stride, spatial, cfg[0], cfg[1], causal, search)
+            eff = tiling.tile_efficiency(spatial, kernel, dil, stride, causal, qb, kb)
+            ms = " / ".join(f"{t:.3f}" for t in times)
+            print(f"{pid:10s} cfg {cfg} search {search!s:5s} boxes {qb} {kb} eff {eff:.3f}: {ms} ms", flush=True)
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
