@@ -109,6 +109,19 @@ def _mask_axis(s, kb, KB: tl.constexpr, smax, emin, kj, qs, qe):
 
 
 @triton.jit
+def _mask_inverse(st, kb, KB: tl.constexpr, qb, T: tl.constexpr, qi, kj, n, KS, ST, C: tl.constexpr):
+    """The dk/dv pass's ``_mask_axis`` for a ``[keys, queries]`` tile: the query tile's window bounds
+    decide whether a mask is needed, and the per-query windows are computed only then (most tiles of
+    a large window need none; this loop runs them for every streamed query tile)."""
+    _lo, emin = _window(qb, n, KS, ST, C)
+    smax, _hi = _window(tl.minimum(qb + T, n) - 1, n, KS, ST, C)
+    if (smax > kb) | (kb + KB > emin):
+        qs, qe = _window(qi, n, KS, ST, C)
+        st = tl.where(_inside(kj[:, None], qs[None, :], qe[None, :]), st, float("-inf"))
+    return st
+
+
+@triton.jit
 def _rows_ok(i0, i1, i2, n0, n1, n2, RANK: tl.constexpr):
     ok = i2 < n2
     if RANK >= 2:
@@ -467,6 +480,7 @@ def na_bwd_dq_kernel(
     PREC: tl.constexpr,
     REL64: tl.constexpr,
     TMA: tl.constexpr,
+    SCALE_FIRST: tl.constexpr,
     TMA_HOST: tl.constexpr = False,
 ):
     """dq per query tile over its key box; no atomics. q/dq share strides, do uses sd*. ``TMA`` /
@@ -551,7 +565,9 @@ def na_bwd_dq_kernel(
                 other=0.0,
             )
         # both products first: dp's dot runs on the tensor cores while s is masked and exponentiated
-        s = _dot(q, tl.trans(k), PREC) * qk_scale
+        s = _dot(q, tl.trans(k), PREC)
+        if SCALE_FIRST:
+            s = s * qk_scale
         dp = _dot(do, tl.trans(v), PREC)
         if HAS_RPB:
             s += _bias(
@@ -577,7 +593,10 @@ def na_bwd_dq_kernel(
             s = _mask_axis(s, kb1, KB1, smax1, emin1, kj1[None, :], qs1[:, None], qe1[:, None])
         if RANK >= 3:
             s = _mask_axis(s, kb0, KB0, smax0, emin0, kj0[None, :], qs0[:, None], qe0[:, None])
-        p = tl.exp2(s - lse2[:, None])
+        if SCALE_FIRST:
+            p = tl.exp2(s - lse2[:, None])
+        else:  # the scale rides in one fused multiply-add (masked -inf stays -inf: the scale is > 0)
+            p = tl.exp2(s * qk_scale - lse2[:, None])
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PREC)
     dq = dq * scale
@@ -733,6 +752,7 @@ def na_bwd_dkdv_kernel(
     PREC: tl.constexpr,
     REL64: tl.constexpr,
     DQ_ATOMIC: tl.constexpr,
+    SCALE_FIRST: tl.constexpr,
     TMA_HOST: tl.constexpr = False,
 ):
     """dk/dv per key tile, accumulated over its inverse neighborhood (and the query heads that share
@@ -821,7 +841,9 @@ def na_bwd_dkdv_kernel(
             do = tl.load(d_base + d_off + d_rel, mask=_cols(qvalid, offs_dv, HEAD_DIM_V, BLOCK_DV), other=0.0)
         lse2 = tl.load(LSE + l_off + l_rel, mask=qvalid, other=float("inf")) * 1.4426950408889634
         delta = tl.load(DELTA + l_off + l_rel, mask=qvalid, other=0.0)
-        st = _dot(k, tl.trans(q), PREC) * qk_scale  # [BLOCK_K, BLOCK_Q]
+        st = _dot(k, tl.trans(q), PREC)  # [BLOCK_K, BLOCK_Q]
+        if SCALE_FIRST:
+            st = st * qk_scale
         if HAS_RPB:
             st += _bias(
                 RPB,
@@ -843,18 +865,15 @@ def na_bwd_dkdv_kernel(
             )
         # keys past the group need no mask of their own: a partially visited axis masks them (windows end
         # within the group) and a fully visited one has none
-        _a2, _n2, _h2, smax2, emin2 = _span(qb2, T2, n2, KS2, ST2, C2, KB2)
-        qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
-        st = _mask_axis(st, kb2, KB2, smax2, emin2, kj2[:, None], qs2[None, :], qe2[None, :])
+        st = _mask_inverse(st, kb2, KB2, qb2, T2, qi2, kj2, n2, KS2, ST2, C2)
         if RANK >= 2:
-            _a1, _n1, _h1, smax1, emin1 = _span(qb1, T1, n1, KS1, ST1, C1, KB1)
-            qs1, qe1 = _window(qi1, n1, KS1, ST1, C1)
-            st = _mask_axis(st, kb1, KB1, smax1, emin1, kj1[:, None], qs1[None, :], qe1[None, :])
+            st = _mask_inverse(st, kb1, KB1, qb1, T1, qi1, kj1, n1, KS1, ST1, C1)
         if RANK >= 3:
-            _a0, _n0, _h0, smax0, emin0 = _span(qb0, T0, n0, KS0, ST0, C0, KB0)
-            qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
-            st = _mask_axis(st, kb0, KB0, smax0, emin0, kj0[:, None], qs0[None, :], qe0[None, :])
-        pt = tl.exp2(st - lse2[None, :])
+            st = _mask_inverse(st, kb0, KB0, qb0, T0, qi0, kj0, n0, KS0, ST0, C0)
+        if SCALE_FIRST:
+            pt = tl.exp2(st - lse2[None, :])
+        else:  # the scale rides in one fused multiply-add (masked -inf stays -inf: the scale is > 0)
+            pt = tl.exp2(st * qk_scale - lse2[None, :])
         dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PREC)
         dpt = _dot(v, tl.trans(do), PREC)  # after the exp: issued earlier, it held registers that spilled
         dst = pt * (dpt - delta[None, :])

@@ -505,6 +505,7 @@ def _launch_backward(
         q3 = q3.contiguous()
     cx["REL64"] = _rel64((q3, k3, v3, do3), (tq, tk, tq2, tk2), dl, _dim_block(max(d, dvd)))
     cx["HAS_RPB"] = r3 is not None
+    cx["SCALE_FIRST"] = r3 is not None or scale <= 0  # else folded into the exp2's argument (needs > 0)
     strides = (*_strides5(q3), *_strides5(k3), *_strides5(v3), *_strides5(do3), *_strides5(l3), *rs)
     if kv_parallel:
         dq_acc.zero_()
