@@ -272,9 +272,11 @@ def na_fwd_kernel(
     TMA: tl.constexpr,
     SCALE_FIRST: tl.constexpr,
     TMA_HOST: tl.constexpr = False,
+    Q_TMA: tl.constexpr = False,
 ):
     """``TMA_HOST``: ``K``/``V`` are host-built descriptors over ``[B, L0, L1, L2, H * D]`` (no dilation,
-    head dims that fill their blocks), which spares every program building its own (``TMA``)."""
+    head dims that fill their blocks), which spares every program building its own (``TMA``).
+    ``Q_TMA``: ``Q`` is one too (the query tile lands in shared memory without staging in registers)."""
     BLOCK_Q: tl.constexpr = T0 * T1 * T2
     BLOCK_K: tl.constexpr = KB0 * KB1 * KB2
     pid = tl.program_id(0)
@@ -295,12 +297,15 @@ def na_fwd_kernel(
     qvalid = _rows_ok(qi0, qi1, qi2, n0, n1, n2, RANK)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    x_row = _off(g0 + qi0 * DL0, g1 + qi1 * DL1, g2 + qi2 * DL2, 1, 1, 1, sq0, sq1, sq2, True)
-    q = tl.load(
-        Q + b * sqb + h.to(tl.int64) * sqh + x_row[:, None] + offs_d[None, :],
-        mask=_cols(qvalid, offs_d, HEAD_DIM, BLOCK_D),
-        other=0.0,
-    )
+    if Q_TMA:
+        q = tl.reshape(Q.load([tl.program_id(2), qb0, qb1, qb2, h * HEAD_DIM]), [BLOCK_Q, BLOCK_D])
+    else:
+        x_row = _off(g0 + qi0 * DL0, g1 + qi1 * DL1, g2 + qi2 * DL2, 1, 1, 1, sq0, sq1, sq2, True)
+        q = tl.load(
+            Q + b * sqb + h.to(tl.int64) * sqh + x_row[:, None] + offs_d[None, :],
+            mask=_cols(qvalid, offs_d, HEAD_DIM, BLOCK_D),
+            other=0.0,
+        )
 
     # per-query windows (used on partial tiles only) and, per axis, the key tiles of this query tile
     qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
@@ -482,9 +487,11 @@ def na_bwd_dq_kernel(
     TMA: tl.constexpr,
     SCALE_FIRST: tl.constexpr,
     TMA_HOST: tl.constexpr = False,
+    RES_TMA: tl.constexpr = False,
 ):
     """dq per query tile over its key box; no atomics. q/dq share strides, do uses sd*. ``TMA`` /
-    ``TMA_HOST``: key and value tiles through descriptors, as in the forward."""
+    ``TMA_HOST``: key and value tiles through descriptors, as in the forward; ``RES_TMA``: ``Q``/``DO``
+    are host-built descriptors for the resident q and dO tiles (no staging through registers)."""
     BLOCK_Q: tl.constexpr = T0 * T1 * T2
     BLOCK_K: tl.constexpr = KB0 * KB1 * KB2
     pid = tl.program_id(0)
@@ -511,8 +518,13 @@ def na_bwd_dq_kernel(
     q_row = b * sqb + hh * sqh + _off(x0, x1, x2, 1, 1, 1, sq0, sq1, sq2, True)
     d_row = b * sdb + hh * sdh + _off(x0, x1, x2, 1, 1, 1, sd0, sd1, sd2, True)
     l_row = b * slb + hh * slh + _off(x0, x1, x2, 1, 1, 1, sl0, sl1, sl2, True)
-    q = tl.load(Q + q_row[:, None] + offs_d[None, :], mask=_cols(qvalid, offs_d, HEAD_DIM, BLOCK_D), other=0.0)
-    do = tl.load(DO + d_row[:, None] + offs_dv[None, :], mask=_cols(qvalid, offs_dv, HEAD_DIM_V, BLOCK_DV), other=0.0)
+    if RES_TMA:
+        q = tl.reshape(Q.load([tl.program_id(2), qb0, qb1, qb2, h * HEAD_DIM]), [BLOCK_Q, BLOCK_D])
+        do = tl.reshape(DO.load([tl.program_id(2), qb0, qb1, qb2, h * HEAD_DIM_V]), [BLOCK_Q, BLOCK_DV])
+    else:
+        q = tl.load(Q + q_row[:, None] + offs_d[None, :], mask=_cols(qvalid, offs_d, HEAD_DIM, BLOCK_D), other=0.0)
+        dmask = _cols(qvalid, offs_dv, HEAD_DIM_V, BLOCK_DV)
+        do = tl.load(DO + d_row[:, None] + offs_dv[None, :], mask=dmask, other=0.0)
     lse2 = tl.load(LSE + l_row, mask=qvalid, other=float("inf")) * 1.4426950408889634
     delta = tl.load(DELTA + l_row, mask=qvalid, other=0.0)
 
@@ -754,6 +766,7 @@ def na_bwd_dkdv_kernel(
     DQ_ATOMIC: tl.constexpr,
     SCALE_FIRST: tl.constexpr,
     TMA_HOST: tl.constexpr = False,
+    RES_TMA: tl.constexpr = False,
 ):
     """dk/dv per key tile, accumulated over its inverse neighborhood (and the query heads that share
     its kv head): every key gradient is written once, by one program, in a fixed order.
@@ -762,7 +775,7 @@ def na_bwd_dkdv_kernel(
     (dS K) into the float32 ``DQ`` with atomics, so no separate dq pass recomputes P. q/DQ share strides.
     ``TMA_HOST`` (not with ``DQ_ATOMIC``): ``Q``/``DO`` are host-built descriptors, as K/V in the forward;
     the pointer path's per-element offset tiles of q and do take 64 registers at 32x128, which made
-    this kernel spill.
+    this kernel spill. ``RES_TMA``: ``K``/``V`` are host-built descriptors for the resident key tile.
     """
     BLOCK_Q: tl.constexpr = T0 * T1 * T2
     BLOCK_K: tl.constexpr = KB0 * KB1 * KB2
@@ -789,8 +802,12 @@ def na_bwd_dkdv_kernel(
     v_row = b * svb + hk.to(tl.int64) * svh + _off(y0, y1, y2, 1, 1, 1, sv0, sv1, sv2, True)
     kmask = _cols(kvalid, offs_d, HEAD_DIM, BLOCK_D)
     vmask = _cols(kvalid, offs_dv, HEAD_DIM_V, BLOCK_DV)
-    k = tl.load(K + k_row[:, None] + offs_d[None, :], mask=kmask, other=0.0)
-    v = tl.load(V + v_row[:, None] + offs_dv[None, :], mask=vmask, other=0.0)
+    if RES_TMA:
+        k = tl.reshape(K.load([tl.program_id(2), kb0, kb1, kb2, hk * HEAD_DIM]), [BLOCK_K, BLOCK_D])
+        v = tl.reshape(V.load([tl.program_id(2), kb0, kb1, kb2, hk * HEAD_DIM_V]), [BLOCK_K, BLOCK_DV])
+    else:
+        k = tl.load(K + k_row[:, None] + offs_d[None, :], mask=kmask, other=0.0)
+        v = tl.load(V + v_row[:, None] + offs_dv[None, :], mask=vmask, other=0.0)
 
     # inverse neighborhood: query tiles (starting at the first query that sees the key tile)
     pl2, nq2 = _inverse(kb2, KB2, n2, KS2, ST2, C2, T2, LOGN)

@@ -181,28 +181,42 @@ def _ensure_tma_allocator():
     triton.set_allocator(_tma_scratch)
 
 
+def _host_descriptor(x, dim, box, dl):
+    """A TMA descriptor built here over ``[B, L0, L1, L2, H * dim]`` with ``[1, *box, dim]`` blocks, or
+    None where it cannot describe ``x`` (dilation, a head dim that does not fill its block, heads not
+    packed, not TMA-aligned): rows past an axis read as zeros, one descriptor serves every program."""
+    if any(a != 1 for a in dl) or dim != _dim_block(dim) or x.stride(4) != dim or not _tma_ok((x,), x.element_size()):
+        return None
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    return TensorDescriptor(x, [*x.shape[:4], x.shape[4] * dim], [*x.stride()[:4], 1], [1, *box, dim])
+
+
 def _tma_operands(k3, v3, kbox, d, dv, dl, want_tma: bool, device_ok: bool = True):
     """What a kernel gets for two streamed operands (K and V; Q and dO in the dk/dv pass), and how it
-    loads them: ``(k, v, "host")`` with descriptors built here over ``[B, L0, L1, L2, H * D]`` where
-    they describe the tensors (no dilation, head dims that fill their blocks, heads packed),
-    ``"device"`` (each program builds descriptors over its dilation group: a fixed cost per program
-    that short key loops feel) where only TMA can and the kernel has that path, else ``""`` with
-    pointer loads."""
+    loads them: ``(k, v, "host")`` with descriptors built here (:func:`_host_descriptor`) where they
+    describe the tensors, ``"device"`` (each program builds descriptors over its dilation group: a
+    fixed cost per program that short key loops feel) where only TMA can and the kernel has that path,
+    else ``""`` with pointer loads."""
     if not (want_tma and _tma_ok((k3, v3), k3.element_size())):
         return k3, v3, ""
-    packed = (k3.stride(4), v3.stride(4)) == (d, dv)
-    if all(x == 1 for x in dl) and (d, dv) == (_dim_block(d), _dim_block(dv)) and packed:
-        from triton.tools.tensor_descriptor import TensorDescriptor
-
-        def desc(x, dim):
-            shape = [*x.shape[:4], x.shape[4] * dim]
-            return TensorDescriptor(x, shape, [*x.stride()[:4], 1], [1, *kbox, dim])
-
-        return desc(k3, d), desc(v3, dv), "host"
+    kd, vd = _host_descriptor(k3, d, kbox, dl), _host_descriptor(v3, dv, kbox, dl)
+    if kd is not None and vd is not None:
+        return kd, vd, "host"
     if not device_ok:
         return k3, v3, ""
     _ensure_tma_allocator()
     return k3, v3, "device"
+
+
+def _resident_descriptors(a3, b3, box, da, db, dl, wanted: bool):
+    """Host-built descriptors for a pass's two resident tiles (q and dO in the dq pass, k and v in the
+    dk/dv pass), or None: they land in shared memory without staging through registers (the forward's
+    query tile that way: S1 2.49 -> 2.34 ms)."""
+    if not wanted:
+        return None
+    ad, bd = _host_descriptor(a3, da, box, dl), _host_descriptor(b3, db, box, dl)
+    return None if ad is None or bd is None else (ad, bd)
 
 
 def _rpb3(rpb, h, rank):
@@ -307,12 +321,13 @@ def _launch_forward(
     tq, tk, boxes = _boxes(geo, bq, bk)
     rel64 = _rel64((k3, v3), (tk,), dl, _dim_block(max(d, dv)))
     k_arg, v_arg, tma = _tma_operands(k3, v3, tk, d, dv, dl, bool(variant) and not rel64)
+    q_desc = _host_descriptor(q3, d, tq, dl) if tma == "host" else None
     nt = [-(-nmax[a] // tq[a]) for a in range(3)]
     G = dl[0] * dl[1] * dl[2]
     r3, rs = _rpb3(rpb, hq, rank)
     grid = (nt[0] * nt[1] * nt[2] * G, hq, q.shape[0])
     K.na_fwd_kernel[grid](
-        q3,
+        q3 if q_desc is None else q_desc,
         k_arg,
         v_arg,
         o3,
@@ -337,6 +352,7 @@ def _launch_forward(
         REL64=rel64,
         TMA=tma == "device",
         TMA_HOST=tma == "host",
+        Q_TMA=q_desc is not None,
         SCALE_FIRST=r3 is not None or scale <= 0,  # else the scale is folded into max and exp2 (needs > 0)
         **boxes,
         **cx,
@@ -511,13 +527,15 @@ def _launch_backward(
         dq_acc.zero_()
     else:
         k_arg, v_arg, tma = _tma_operands(k3, v3, tk, d, dvd, dl, bool(dq_tma) and not cx["REL64"])
+        res = _resident_descriptors(q3, do3, tq, d, dvd, dl, tma == "host")
         dq_cx = dict(cx, num_warps=dq_warps, num_stages=dq_stages, TMA=tma == "device", TMA_HOST=tma == "host")
+        dq_cx["RES_TMA"] = res is not None
         nt = [-(-nmax[a] // tq[a]) for a in range(3)]
         K.na_bwd_dq_kernel[(nt[0] * nt[1] * nt[2] * G, hq, q.shape[0])](
-            q3,
+            q3 if res is None else res[0],
             k_arg,
             v_arg,
-            do3,
+            do3 if res is None else res[1],
             l3,
             de3,
             dq3,
@@ -541,10 +559,11 @@ def _launch_backward(
     nk = [-(-nmax[a] // tk2[a]) for a in range(3)]
     logn = max(n.bit_length() for n in nmax) + 1
     q_arg, do_arg, tma = _tma_operands(q3, do3, tq2, d, dvd, dl, not kv_parallel, device_ok=False)
+    res = _resident_descriptors(k3, v3, tk2, d, dvd, dl, tma == "host")
     K.na_bwd_dkdv_kernel[(nk[0] * nk[1] * nk[2] * G, hkv, q.shape[0])](
         q_arg,
-        k3,
-        v3,
+        k3 if res is None else res[0],
+        v3 if res is None else res[1],
         do_arg,
         l3,
         de3,
@@ -563,6 +582,7 @@ def _launch_backward(
         logn,
         DQ_ATOMIC=bool(kv_parallel),
         TMA_HOST=tma == "host",
+        RES_TMA=res is not None,
         **dkdv_boxes,
         **cx,
     )
