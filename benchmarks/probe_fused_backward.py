@@ -89,10 +89,11 @@ def _profile_autograd(problem, tensors) -> float:
 
 def _compiled_stats() -> None:
     """Registers, spills and shared memory of every compiled backward kernel (tile constexprs named)."""
-    from natten_kernels.triton import kernels as K
+    from natten_kernels.triton.fused_backward import na_bwd_dkdv_kernel, na_bwd_dq_kernel
+    from natten_kernels.triton.fused_forward import na_fwd_kernel
 
-    wanted = ("T0", "T1", "T2", "KB0", "KB1", "KB2", "TMA", "TMA_HOST", "RANK")
-    for fn in (K.na_bwd_dq_kernel, K.na_bwd_dkdv_kernel, K.na_fwd_kernel):
+    wanted = ("T0", "T1", "T2", "KB0", "KB1", "KB2", "TMA", "TMA_HOST", "RES_TMA", "Q_TMA", "RANK")
+    for fn in (na_bwd_dq_kernel, na_bwd_dkdv_kernel, na_fwd_kernel):
         for cache in getattr(fn, "device_caches", {}).values():
             kernels = cache[0] if isinstance(cache, tuple) else cache
             for k in kernels.values():

@@ -29,7 +29,13 @@ import functools
 import torch
 import triton
 
-from natten_kernels.triton import kernels as K
+from natten_kernels.triton.fused_backward import (
+    na_bwd_delta_kernel,
+    na_bwd_dkdv_kernel,
+    na_bwd_dq_kernel,
+    na_bwd_drpb_kernel,
+)
+from natten_kernels.triton.fused_forward import na_fwd_kernel
 from natten_kernels.triton.tiling import choose_config, fit_shared_memory
 from natten_kernels.triton.tiling import tile_shapes as tile_shapes  # re-exported for tests/benchmarks
 
@@ -326,7 +332,7 @@ def _launch_forward(
     G = dl[0] * dl[1] * dl[2]
     r3, rs = _rpb3(rpb, hq, rank)
     grid = (nt[0] * nt[1] * nt[2] * G, hq, q.shape[0])
-    K.na_fwd_kernel[grid](
+    na_fwd_kernel[grid](
         q3 if q_desc is None else q_desc,
         k_arg,
         v_arg,
@@ -457,7 +463,7 @@ def _delta(grad_out, out, grad_lse):
     glse = grad_lse.float().contiguous() if grad_lse is not None else delta
     block_dv = triton.next_power_of_2(dv)
     block_r = max(1, 4096 // block_dv)
-    K.na_bwd_delta_kernel[(triton.cdiv(rows, block_r),)](
+    na_bwd_delta_kernel[(triton.cdiv(rows, block_r),)](
         grad_out.contiguous(),
         out.contiguous(),
         glse,
@@ -531,7 +537,7 @@ def _launch_backward(
         dq_cx = dict(cx, num_warps=dq_warps, num_stages=dq_stages, TMA=tma == "device", TMA_HOST=tma == "host")
         dq_cx["RES_TMA"] = res is not None
         nt = [-(-nmax[a] // tq[a]) for a in range(3)]
-        K.na_bwd_dq_kernel[(nt[0] * nt[1] * nt[2] * G, hq, q.shape[0])](
+        na_bwd_dq_kernel[(nt[0] * nt[1] * nt[2] * G, hq, q.shape[0])](
             q3 if res is None else res[0],
             k_arg,
             v_arg,
@@ -560,7 +566,7 @@ def _launch_backward(
     logn = max(n.bit_length() for n in nmax) + 1
     q_arg, do_arg, tma = _tma_operands(q3, do3, tq2, d, dvd, dl, not kv_parallel, device_ok=False)
     res = _resident_descriptors(k3, v3, tk2, d, dvd, dl, tma == "host")
-    K.na_bwd_dkdv_kernel[(nk[0] * nk[1] * nk[2] * G, hkv, q.shape[0])](
+    na_bwd_dkdv_kernel[(nk[0] * nk[1] * nk[2] * G, hkv, q.shape[0])](
         q_arg,
         k3 if res is None else res[0],
         v3 if res is None else res[1],
@@ -590,7 +596,7 @@ def _launch_backward(
         dq.copy_(dq_acc)
     if r3 is not None:
         nrel = drpb.numel() // hq
-        K.na_bwd_drpb_kernel[(nrel, hq)](
+        na_bwd_drpb_kernel[(nrel, hq)](
             q3,
             k3,
             v3,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from natten_kernels.triton.kernels import _group, _window
+from natten_kernels.triton.fused_geometry import _group, _window
 from natten_kernels.triton.unfused_kernels import _mm, _offsets
 
 

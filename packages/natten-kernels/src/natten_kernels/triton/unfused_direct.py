@@ -20,7 +20,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from natten_kernels.triton.kernels import _box_rows, _group, _window
+from natten_kernels.triton.fused_geometry import _box_rows, _group, _window
 from natten_kernels.triton.unfused_kernels import _offsets
 
 

@@ -9,7 +9,7 @@ The four ops (docs/internals.md) reduce to three neighborhood primitives plus th
   inverse neighborhood, so no atomics.
 * ``na_rpb_grad_kernel``: ``drpb[h, r] = sum over batch and queries of W[i, slot(i, r)]``.
 
-Tiling is that of the fused kernels (kernels.py): a program owns a box of queries (or keys) and walks
+Tiling is that of the fused kernels (fused_geometry.py): a program owns a box of queries (or keys) and walks
 the key tiles of its haloed box (or the query tiles of its inverse neighborhood); dilation groups are
 strided addressing. Two ways to move attention weights between the ``[queries, keys]`` pair grid of
 a tile and the ``[queries, slots]`` rows in memory:
@@ -27,7 +27,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from natten_kernels.triton.kernels import _box_rows, _first_start_at_least, _first_true_end, _group, _window
+from natten_kernels.triton.fused_geometry import _box_rows, _first_start_at_least, _first_true_end, _group, _window
 
 
 @triton.jit

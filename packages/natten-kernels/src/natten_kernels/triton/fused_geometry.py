@@ -1,0 +1,236 @@
+"""Geometry of the fused kernels (rank-3 internal view, heads-last layout): windows, tiles, masks,
+addresses and TMA descriptors, shared by fused_forward.py and fused_backward.py (and the unfused
+kernels' window math).
+
+Geometry shared by every kernel (see docs/internals.md and design.md section 3):
+
+* The problem is rank 3; 1D/2D problems arrive with leading unit axes (kernel 1, stride 1). ``RANK``
+  (constexpr) says which axes are real: axis ``a`` is active when ``a >= 3 - RANK``; inactive axes
+  cost nothing (no window, mask or index math).
+* Dilation is handled by partitioning: a program works inside one dilation group ``(g0, g1, g2)``;
+  group-local coordinate ``p`` maps to the token ``g + p * d`` (strided addressing, never a copy).
+* A query tile is a box ``T0 x T1 x T2`` of group-local coordinates; flattened to ``BLOCK_Q`` rows.
+  Its keys are the union of its windows, a haloed box ``[lo, hi)`` per axis (windows are monotonic
+  in the query coordinate, so the box comes from the first and last query of the tile).
+  Key tiles are boxes ``K0 x K1 x K2`` that tile that halo box; nothing outside it is loaded. On an
+  axis the key tiles start on a multiple of the key box when that costs no extra tile (more tiles
+  are then fully visited), else at ``lo``.
+* Masks are per axis: on an axis where every query's window contains the key tile (the latest
+  window start is at or before it, the earliest window end at or after it) the tile needs no mask;
+  a tile pays only for the axes on which it is partially visited, and a fully visited tile for none.
+* Addresses: a tile's base offset is one int64 scalar; the offsets of its rows relative to that base
+  are computed once per program (int32 unless ``REL64``), so the hot loop adds one scalar per tile.
+* Softmax runs in base 2 (``exp2``) with ``scale * log2(e)`` folded into the logits.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _window(p, n, K, S, CAUSAL: tl.constexpr):
+    """Window ``[start, end)`` of group-local query ``p`` on one axis of group length ``n``."""
+    if CAUSAL:
+        c = tl.minimum((p // S) * S + S - 1, n - 1)
+        start = tl.maximum(c - K + 1, 0)
+        end = p + 1
+    else:
+        c = tl.minimum((p // S) * S + S // 2, n - 1)
+        start = tl.minimum(tl.maximum(c - K // 2, 0), n - K)
+        end = start + K
+    return start, end
+
+
+@triton.jit
+def _group(grp, L0, L1, L2, D0, D1, D2):
+    g0 = grp // (D1 * D2)
+    g1 = (grp // D2) % D1
+    g2 = grp % D2
+    n0 = (L0 - g0 + D0 - 1) // D0
+    n1 = (L1 - g1 + D1 - 1) // D1
+    n2 = (L2 - g2 + D2 - 1) // D2
+    return g0, g1, g2, n0, n1, n2
+
+
+@triton.jit
+def _box_rows(BLOCK: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr):
+    r = tl.arange(0, BLOCK)
+    return r // (B1 * B2), (r // B2) % B1, r % B2
+
+
+@triton.jit
+def _split(t, n1, n2, RANK: tl.constexpr):
+    """Tile index ``t`` -> per-axis tile numbers (row-major over the active axes)."""
+    i0 = 0
+    i1 = 0
+    i2 = t
+    if RANK == 2:
+        i1 = t // n2
+        i2 = t % n2
+    if RANK == 3:
+        i0 = t // (n1 * n2)
+        i1 = (t // n2) % n1
+        i2 = t % n2
+    return i0, i1, i2
+
+
+@triton.jit
+def _span(qb, T: tl.constexpr, n, KS, ST, C: tl.constexpr, KB: tl.constexpr):
+    """Keys of the query tile ``[qb, qb + T)`` on one axis: the first key tile's start, the number of
+    key tiles, the halo end, the latest window start and the earliest window end."""
+    lo, emin = _window(qb, n, KS, ST, C)
+    smax, hi = _window(tl.minimum(qb + T, n) - 1, n, KS, ST, C)
+    cnt = (hi - lo + KB - 1) // KB
+    alo = lo - lo % KB
+    aligned = ((hi - alo + KB - 1) // KB == cnt).to(tl.int32)  # grid-aligned tiles when free
+    return lo - (lo - alo) * aligned, cnt, hi, smax, emin
+
+
+@triton.jit
+def _inside(kj, qs, qe):
+    """``qs <= kj < qe`` in one unsigned compare (a key left of the window wraps to a huge value)."""
+    return (kj - qs).to(tl.uint32) < (qe - qs).to(tl.uint32)
+
+
+@triton.jit
+def _mask_axis(s, kb, KB: tl.constexpr, smax, emin, kj, qs, qe):
+    """Mask scores to the windows along one axis, unless every query's window on this axis contains
+    the key tile ``[kb, kb + KB)`` (latest start at or before it, earliest end at or after it): a tile
+    only pays for the axes on which it is partially visited. ``kj``/``qs``/``qe`` come pre-broadcast."""
+    if (smax > kb) | (kb + KB > emin):
+        s = tl.where(_inside(kj, qs, qe), s, float("-inf"))
+    return s
+
+
+@triton.jit
+def _mask_inverse(st, kb, KB: tl.constexpr, qb, T: tl.constexpr, qi, kj, n, KS, ST, C: tl.constexpr):
+    """The dk/dv pass's ``_mask_axis`` for a ``[keys, queries]`` tile: the query tile's window bounds
+    decide whether a mask is needed, and the per-query windows are computed only then (most tiles of
+    a large window need none; this loop runs them for every streamed query tile)."""
+    _lo, emin = _window(qb, n, KS, ST, C)
+    smax, _hi = _window(tl.minimum(qb + T, n) - 1, n, KS, ST, C)
+    if (smax > kb) | (kb + KB > emin):
+        qs, qe = _window(qi, n, KS, ST, C)
+        st = tl.where(_inside(kj[:, None], qs[None, :], qe[None, :]), st, float("-inf"))
+    return st
+
+
+@triton.jit
+def _rows_ok(i0, i1, i2, n0, n1, n2, RANK: tl.constexpr):
+    ok = i2 < n2
+    if RANK >= 2:
+        ok = ok & (i1 < n1)
+    if RANK >= 3:
+        ok = ok & (i0 < n0)
+    return ok
+
+
+@triton.jit
+def _off(c0, c1, c2, DL0, DL1, DL2, s0, s1, s2, WIDE: tl.constexpr):
+    """Memory offset of group-local coordinates (dilation-strided); int64 when ``WIDE``."""
+    if WIDE:  # tl.cast also takes plain ints (a coordinate of an inactive axis is the constant 0)
+        c0 = tl.cast(c0 * DL0, tl.int64)
+        c1 = tl.cast(c1 * DL1, tl.int64)
+        c2 = tl.cast(c2 * DL2, tl.int64)
+    else:
+        c0 = c0 * DL0
+        c1 = c1 * DL1
+        c2 = c2 * DL2
+    return c0 * s0 + c1 * s1 + c2 * s2
+
+
+@triton.jit
+def _cols(rows_ok, offs, DIM: tl.constexpr, BLOCK: tl.constexpr):
+    """Load/store mask of a [rows, BLOCK] tile: no column mask when the head dim fills the block."""
+    mask = rows_ok[:, None]
+    if DIM != BLOCK:
+        mask = mask & (offs < DIM)[None, :]
+    return mask
+
+
+@triton.jit
+def _dot(a, b, PREC: tl.constexpr):
+    return tl.dot(a, b, input_precision=PREC)
+
+
+@triton.jit
+def _bias(rpb_ptr, s_rh, s_r0, s_r1, s_r2, h, K0, K1, K2, qi0, qi1, qi2, kj0, kj1, kj2, valid):
+    """rpb[h, (k-1) + (key - query)] per axis, gathered for a [rows, cols] pair grid (log2 units)."""
+    i0 = K0 - 1 + kj0 - qi0
+    i1 = K1 - 1 + kj1 - qi1
+    i2 = K2 - 1 + kj2 - qi2
+    ok = valid & (i0 >= 0) & (i0 < 2 * K0 - 1) & (i1 >= 0) & (i1 < 2 * K1 - 1) & (i2 >= 0) & (i2 < 2 * K2 - 1)
+    ptr = rpb_ptr + h * s_rh + i0 * s_r0 + i1 * s_r1 + i2 * s_r2
+    return tl.load(ptr, mask=ok, other=0.0).to(tl.float32) * 1.4426950408889634
+
+
+@triton.jit
+def _kv_descriptor(
+    base,
+    n0,
+    n1,
+    n2,
+    DL0,
+    DL1,
+    DL2,
+    s0,
+    s1,
+    s2,
+    KB0: tl.constexpr,
+    KB1: tl.constexpr,
+    KB2: tl.constexpr,
+    DIM: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """TMA descriptor over one dilation group of K or V: shape [n0, n1, n2, DIM], dilation in the
+    strides; rows past the group and columns past DIM are zero-filled by the copy engine."""
+    return tl.make_tensor_descriptor(
+        base, shape=[n0, n1, n2, DIM], strides=[DL0 * s0, DL1 * s1, DL2 * s2, 1], block_shape=[KB0, KB1, KB2, BLOCK]
+    )
+
+
+# ----------------------------------------------------------------------------- inverse neighborhoods (dk/dv pass)
+
+
+@triton.jit
+def _first_true_end(n, target, K, S, C: tl.constexpr, LOGN):
+    """Smallest group-local query p in [0, n] whose window end exceeds ``target``."""
+    lo = n * 0
+    hi = n + 0
+    for _ in range(0, LOGN):
+        mid = (lo + hi) // 2
+        _s, e = _window(mid, n, K, S, C)
+        go = e > target
+        active = lo < hi
+        up = (active & go).to(tl.int32)
+        dn = (active & (~go)).to(tl.int32)
+        hi = hi + (mid - hi) * up
+        lo = lo + (mid + 1 - lo) * dn
+    return lo
+
+
+@triton.jit
+def _first_start_at_least(n, target, K, S, C: tl.constexpr, LOGN):
+    """Smallest group-local query p in [0, n] whose window start is >= ``target``."""
+    lo = n * 0
+    hi = n + 0
+    for _ in range(0, LOGN):
+        mid = (lo + hi) // 2
+        st, _e = _window(mid, n, K, S, C)
+        go = st >= target
+        active = lo < hi
+        up = (active & go).to(tl.int32)
+        dn = (active & (~go)).to(tl.int32)
+        hi = hi + (mid - hi) * up
+        lo = lo + (mid + 1 - lo) * dn
+    return lo
+
+
+@triton.jit
+def _inverse(kb, KB: tl.constexpr, n, KS, ST, C: tl.constexpr, T: tl.constexpr, LOGN):
+    """Queries whose window meets the key tile ``[kb, kb + KB)`` on one axis: first query, query tiles."""
+    pl = _first_true_end(n, kb, KS, ST, C, LOGN)
+    ph = _first_start_at_least(n, tl.minimum(kb + KB, n), KS, ST, C, LOGN)
+    return pl, tl.maximum(ph - pl + T - 1, 0) // T
