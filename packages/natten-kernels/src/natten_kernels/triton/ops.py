@@ -120,9 +120,7 @@ def _parse(config, head_dim, dtype, geometry=None, backward=False, device=None):
         if not config:  # the whole default: its dq pass too
             dq_default = tuple(default[5:])
     cfg = cfg[:4]
-    for name, v in (("block_q", cfg[0]), ("block_k", cfg[1])):
-        if v < 16 or v & (v - 1):
-            raise ValueError(f"triton config {name} must be a power of two >= 16, got {v}")
+    _check_blocks(cfg, "")
     if device is not None and device.type == "cuda":
         cfg = fit_shared_memory(cfg, head_dim, elem, backward, _smem_limit(device.index or 0))
     if backward:
@@ -130,14 +128,18 @@ def _parse(config, head_dim, dtype, geometry=None, backward=False, device=None):
     return (*cfg, variant)
 
 
+def _check_blocks(cfg, prefix: str) -> None:
+    for name, v in ((f"{prefix}block_q", cfg[0]), (f"{prefix}block_k", cfg[1])):
+        if v < 16 or v & (v - 1):
+            raise ValueError(f"triton config {name} must be a power of two >= 16, got {v}")
+
+
 def _dq_part(dq_config, main, head_dim, dtype, device):
     """The dq pass's ``(block_q, block_k, num_warps, num_stages, tma)``: ``dq_config`` (``0`` entries
     take the main config's), or the main config's first four without TMA."""
     cfg = [int(c) for c in dq_config] or [0, 0, 0, 0]
     cfg = [c or m for c, m in zip(cfg[:4], main[:4])] + [cfg[4] if len(cfg) == 5 else 0]
-    for name, v in (("dq block_q", cfg[0]), ("dq block_k", cfg[1])):
-        if v < 16 or v & (v - 1):
-            raise ValueError(f"triton config {name} must be a power of two >= 16, got {v}")
+    _check_blocks(cfg, "dq ")
     if device is not None and device.type == "cuda":
         elem = torch.finfo(dtype).bits // 8
         cfg[:4] = fit_shared_memory(cfg[:4], head_dim, elem, True, _smem_limit(device.index or 0))
@@ -199,11 +201,13 @@ def _host_descriptor(x, dim, box, dl):
 
 
 def _tma_operands(k3, v3, kbox, d, dv, dl, want_tma: bool, device_ok: bool = True):
-    """What a kernel gets for two streamed operands (K and V; Q and dO in the dk/dv pass), and how it
-    loads them: ``(k, v, "host")`` with descriptors built here (:func:`_host_descriptor`) where they
-    describe the tensors, ``"device"`` (each program builds descriptors over its dilation group: a
-    fixed cost per program that short key loops feel) where only TMA can and the kernel has that path,
-    else ``""`` with pointer loads."""
+    """What a kernel gets for two operands and how it loads them. Streamed: K and V (Q and dO in the
+    dk/dv pass); resident, with ``device_ok=False``: q and dO in the dq pass, k and v in the dk/dv pass,
+    which then land in shared memory without staging through registers. Returns ``(k, v, "host")``
+    with descriptors built here (:func:`_host_descriptor`) where they describe the tensors,
+    ``"device"`` (each program builds descriptors over its dilation group: a fixed cost per program
+    that short key loops feel) where only TMA can and the kernel has that path, else ``""`` with
+    pointer loads."""
     if not (want_tma and _tma_ok((k3, v3), k3.element_size())):
         return k3, v3, ""
     kd, vd = _host_descriptor(k3, d, kbox, dl), _host_descriptor(v3, dv, kbox, dl)
@@ -213,16 +217,6 @@ def _tma_operands(k3, v3, kbox, d, dv, dl, want_tma: bool, device_ok: bool = Tru
         return k3, v3, ""
     _ensure_tma_allocator()
     return k3, v3, "device"
-
-
-def _resident_descriptors(a3, b3, box, da, db, dl, wanted: bool):
-    """Host-built descriptors for a pass's two resident tiles (q and dO in the dq pass, k and v in the
-    dk/dv pass), or None: they land in shared memory without staging through registers (the forward's
-    query tile that way: S1 2.49 -> 2.34 ms)."""
-    if not wanted:
-        return None
-    ad, bd = _host_descriptor(a3, da, box, dl), _host_descriptor(b3, db, box, dl)
-    return None if ad is None or bd is None else (ad, bd)
 
 
 def _rpb3(rpb, h, rank):
@@ -533,15 +527,15 @@ def _launch_backward(
         dq_acc.zero_()
     else:
         k_arg, v_arg, tma = _tma_operands(k3, v3, tk, d, dvd, dl, bool(dq_tma) and not cx["REL64"])
-        res = _resident_descriptors(q3, do3, tq, d, dvd, dl, tma == "host")
+        q_res, do_res, res = _tma_operands(q3, do3, tq, d, dvd, dl, tma == "host", device_ok=False)
         dq_cx = dict(cx, num_warps=dq_warps, num_stages=dq_stages, TMA=tma == "device", TMA_HOST=tma == "host")
-        dq_cx["RES_TMA"] = res is not None
+        dq_cx["RES_TMA"] = res == "host"
         nt = [-(-nmax[a] // tq[a]) for a in range(3)]
         na_bwd_dq_kernel[(nt[0] * nt[1] * nt[2] * G, hq, q.shape[0])](
-            q3 if res is None else res[0],
+            q_res,
             k_arg,
             v_arg,
-            do3 if res is None else res[1],
+            do_res,
             l3,
             de3,
             dq3,
@@ -565,11 +559,11 @@ def _launch_backward(
     nk = [-(-nmax[a] // tk2[a]) for a in range(3)]
     logn = max(n.bit_length() for n in nmax) + 1
     q_arg, do_arg, tma = _tma_operands(q3, do3, tq2, d, dvd, dl, not kv_parallel, device_ok=False)
-    res = _resident_descriptors(k3, v3, tk2, d, dvd, dl, tma == "host")
+    k_res, v_res, res = _tma_operands(k3, v3, tk2, d, dvd, dl, tma == "host", device_ok=False)
     na_bwd_dkdv_kernel[(nk[0] * nk[1] * nk[2] * G, hkv, q.shape[0])](
         q_arg,
-        k3 if res is None else res[0],
-        v3 if res is None else res[1],
+        k_res,
+        v_res,
         do_arg,
         l3,
         de3,
@@ -588,7 +582,7 @@ def _launch_backward(
         logn,
         DQ_ATOMIC=bool(kv_parallel),
         TMA_HOST=tma == "host",
-        RES_TMA=res is not None,
+        RES_TMA=res == "host",
         **dkdv_boxes,
         **cx,
     )
