@@ -60,3 +60,23 @@ def matmul_rate(device: str, dtype: torch.dtype, n: int = 2048, iters: int = 10)
         times.append(time.perf_counter() - t0)
     ms = statistics.median(times) * 1e3
     return ms, 2 * n**3 / (ms * 1e-3)
+
+
+def compiled_stats(fns, wanted=()) -> None:
+    """Print registers, spills and shared memory of every compiled variant of Triton kernels ``fns``,
+    with the constexprs named in ``wanted`` (Triton-version specific cache layout: best effort)."""
+    for fn in fns:
+        for cache in getattr(fn, "device_caches", {}).values():
+            kernels = cache[0] if isinstance(cache, tuple) else cache
+            for k in kernels.values():
+                try:
+                    names = k.src.fn.arg_names
+                    consts = {names[i[0] if isinstance(i, tuple) else i]: v for i, v in k.src.constants.items()}
+                    tiles = " ".join(f"{n}={consts[n]}" for n in wanted if n in consts)
+                except Exception as e:
+                    tiles = f"? ({type(e).__name__})"
+                md = k.metadata
+                print(
+                    f"  {fn.__name__}: warps {md.num_warps} stages {md.num_stages} regs {k.n_regs} "
+                    f"spills {k.n_spills} smem {md.shared}  {tiles}"
+                )

@@ -18,6 +18,7 @@ from collections import defaultdict
 
 import torch
 
+from common import compiled_stats
 from suite_gpu import PROBLEMS, _bench, _cudnn, _flops, _inputs
 
 DEFAULT_CONFIGS = "d"  # d: the launcher's default ([])
@@ -93,21 +94,7 @@ def _compiled_stats() -> None:
     from natten_kernels.triton.fused_forward import na_fwd_kernel
 
     wanted = ("T0", "T1", "T2", "KB0", "KB1", "KB2", "TMA", "TMA_HOST", "RES_TMA", "Q_TMA", "RANK")
-    for fn in (na_bwd_dq_kernel, na_bwd_dkdv_kernel, na_fwd_kernel):
-        for cache in getattr(fn, "device_caches", {}).values():
-            kernels = cache[0] if isinstance(cache, tuple) else cache
-            for k in kernels.values():
-                try:
-                    names = k.src.fn.arg_names
-                    consts = {names[i[0] if isinstance(i, tuple) else i]: v for i, v in k.src.constants.items()}
-                    tiles = " ".join(f"{n}={consts[n]}" for n in wanted if n in consts)
-                except Exception as e:  # the cache layout is Triton-version specific
-                    tiles = f"? ({type(e).__name__})"
-                md = k.metadata
-                print(
-                    f"  {fn.__name__}: warps {md.num_warps} stages {md.num_stages} regs {k.n_regs} "
-                    f"spills {k.n_spills} smem {md.shared}  {tiles}"
-                )
+    compiled_stats((na_bwd_dq_kernel, na_bwd_dkdv_kernel, na_fwd_kernel), wanted)
 
 
 def _short(name: str) -> str:

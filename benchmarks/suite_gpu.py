@@ -200,11 +200,10 @@ def _resolved(problem, config, backward=False):
 
 
 def _tile_efficiency(problem, cfg) -> float:
-    from natten_kernels.triton.tiling import tile_efficiency, tile_shapes
+    from natten_kernels.triton.tiling import config_efficiency
 
     _pid, spatial, _B, _H, _D, _dt, kernel, dil, stride, causal = problem
-    qbox, kbox = tile_shapes(kernel, dil, stride, spatial, cfg[0], cfg[1], causal)
-    return tile_efficiency(spatial, kernel, dil, stride, causal, qbox, kbox)
+    return config_efficiency(spatial, kernel, dil, stride, causal, cfg)
 
 
 def _attended(spatial, kernel, dil, stride, causal) -> float:

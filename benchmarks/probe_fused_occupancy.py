@@ -1,0 +1,82 @@
+"""Is the box forward on small windows latency-bound by occupancy? Times forward configs (optionally
+with a register cap, Triton's ``maxnreg``) on the memory-bound problems, interleaved, with each
+compiled kernel's registers, spills and shared memory.
+
+    python3 benchmarks/probe_fused_occupancy.py --only S5-d1 --configs '64,32,2,3,0;64,32,2,3,0,128'
+"""
+
+# ruff: noqa: B023  (closures are timed within the loop iteration that defines them)
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+
+from common import compiled_stats
+from suite_gpu import PROBLEMS, _bench, _inputs
+
+# [block_q, block_k, warps, stages, variant(, maxnreg)]; d = the default config
+DEFAULT_CONFIGS = {
+    32: "d;64,32,2,3,0,128;64,32,2,3,0,96;64,32,1,3,0;32,32,1,3,0;32,16,1,3,0;64,16,2,4,0;64,32,2,4,0",
+    64: "d;64,16,4,3,0,128;64,16,4,3,0,96;64,16,2,3,0;64,32,4,3,0;64,16,4,4,0;32,32,2,3,0;64,16,4,3,1",
+}
+
+
+def main() -> None:
+    import natten_kernels.triton.standalone as standalone
+
+    standalone.ensure_ops()
+    from natten_kernels.triton import ops
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default="S4,S5-d1,S5-d8")
+    parser.add_argument("--configs", default="")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    plan = ops._plan
+    cap = {"maxnreg": None}
+
+    def capped_plan(*a, **kw):
+        geo, cfg, cx = plan(*a, **kw)
+        if cap["maxnreg"]:
+            cx = {**cx, "maxnreg": cap["maxnreg"]}
+        return geo, cfg, cx
+
+    ops._plan = capped_plan
+    for problem in (p for p in PROBLEMS if p[0] in args.only.split(",")):
+        pid, spatial, B, H, D, _dt, kernel, dil, stride, causal = problem
+        q, k, v = _inputs(problem)
+        spec = args.configs or DEFAULT_CONFIGS[32 if D <= 32 else 64]
+        configs = [[] if c == "d" else [int(x) for x in c.split(",")] for c in spec.split(";")]
+        bytes_moved = 4 * B * math.prod(spatial) * H * D * q.element_size()
+
+        def call(cfg):
+            cap["maxnreg"] = cfg[5] if len(cfg) > 5 else None
+            return ops.na_fused_forward(q, k, v, None, None, None, kernel, dil, stride, causal, D**-0.5, cfg[:5])
+
+        times: dict[int, list[float]] = {}
+        for i, cfg in enumerate(configs):
+            try:
+                call(cfg)
+                torch.cuda.synchronize()
+                times[i] = []
+            except Exception as e:
+                print(f"{pid:8s} {cfg!s:24s} FAILED {type(e).__name__}: {e!s:.200}", flush=True)
+        for _round in range(args.rounds):
+            for i in times:
+                cfg = configs[i]
+                times[i].append(_bench(lambda: call(cfg)))
+        for i, ts in times.items():
+            if ts:
+                gbps = bytes_moved / (min(ts) * 1e-3) / 1e9
+                ms = " / ".join(f"{t:.3f}" for t in ts)
+                print(f"{pid:8s} {configs[i]!s:24s} {ms} ms  best {gbps:6.0f} GB/s", flush=True)
+        torch.cuda.empty_cache()
+    from natten_kernels.triton.fused_forward import na_fwd_kernel
+
+    compiled_stats([na_fwd_kernel], ("T0", "T1", "T2", "KB0", "KB1", "KB2", "TMA_HOST"))
+
+
+if __name__ == "__main__":
+    main()
