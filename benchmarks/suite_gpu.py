@@ -200,10 +200,11 @@ def _resolved(problem, config, backward=False):
 
 
 def _tile_efficiency(problem, cfg) -> float:
-    from natten_kernels.triton.tiling import config_efficiency
+    from natten_kernels.triton.tiling import tile_efficiency, tile_shapes
 
     _pid, spatial, _B, _H, _D, _dt, kernel, dil, stride, causal = problem
-    return config_efficiency(spatial, kernel, dil, stride, causal, cfg)
+    qbox, kbox = tile_shapes(kernel, dil, stride, spatial, cfg[0], cfg[1], causal)
+    return tile_efficiency(spatial, kernel, dil, stride, causal, qbox, kbox)
 
 
 def _attended(spatial, kernel, dil, stride, causal) -> float:

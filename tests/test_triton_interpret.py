@@ -66,10 +66,6 @@ RUNS = [(c.id, c, *CONFIG) for c in CASES] + [
     ("kv-parallel-rpb-default-tiles", CASES[4], [], [0, 0, 0, 0, 1]),
     # the dq pass with its own blocks (32-query tiles over 16-key tiles; the dk/dv pass keeps 16)
     ("dq-pass-config", CASES[7], CONFIG[0], [16, 16, 4, 1, 0, 32, 16, 4, 1]),
-    # the gather forward (variant 2: per-tile halos in chunks), multi-chunk halos, rpb, GQA, causal
-    ("gather-2d-rpb", CASES[4], [16, 16, 2, 1, 2], CONFIG[1]),
-    ("gather-2d-gqa-additional", CASES[5], [16, 32, 4, 1, 2], CONFIG[1]),
-    ("gather-3d", CASES[7], [16, 16, 1, 2, 2], CONFIG[1]),
 ]
 
 

@@ -36,8 +36,7 @@ from natten_kernels.triton.fused_backward import (
     na_bwd_drpb_kernel,
 )
 from natten_kernels.triton.fused_forward import na_fwd_kernel
-from natten_kernels.triton.fused_forward_gather import na_fwd_gather_kernel
-from natten_kernels.triton.tiling import GATHER, TMA, choose_config, fit_shared_memory, gather_plan
+from natten_kernels.triton.tiling import choose_config, fit_shared_memory
 from natten_kernels.triton.tiling import tile_shapes as tile_shapes  # re-exported for tests/benchmarks
 
 LOG2E = 1.4426950408889634
@@ -319,11 +318,9 @@ def _launch_forward(
         q, q3, rank, kernel_size, dilation, stride, is_causal, config, d, dv, False
     )
     ks, dl, st, L, nmax, _cz = geo
-    if variant == GATHER:
-        return _launch_forward_gather(q, q3, k3, v3, o3, l3, rpb, rank, hq, hkv, d, dv, geo, bq, bk, scale, cx)
     tq, tk, boxes = _boxes(geo, bq, bk)
     rel64 = _rel64((k3, v3), (tk,), dl, _dim_block(max(d, dv)))
-    k_arg, v_arg, tma = _tma_operands(k3, v3, tk, d, dv, dl, variant == TMA and not rel64)
+    k_arg, v_arg, tma = _tma_operands(k3, v3, tk, d, dv, dl, bool(variant) and not rel64)
     q_desc = _host_descriptor(q3, d, tq, dl) if tma == "host" else None
     nt = [-(-nmax[a] // tq[a]) for a in range(3)]
     G = dl[0] * dl[1] * dl[2]
@@ -358,56 +355,6 @@ def _launch_forward(
         Q_TMA=q_desc is not None,
         SCALE_FIRST=r3 is not None or scale <= 0,  # else the scale is folded into max and exp2 (needs > 0)
         **boxes,
-        **cx,
-    )
-
-
-GATHER_TILES_PER_PROGRAM = 8  # the gather forward's tiles per program (its loads pipeline across them)
-
-
-def _launch_forward_gather(q, q3, k3, v3, o3, l3, rpb, rank, hq, hkv, d, dv, geo, block_q, block_k, scale, cx):
-    """Forward variant 2 (fused_forward_gather.py): boxes of ``block_q`` queries, each gathering its
-    halo in chunks of ``block_k`` keys."""
-    ks, dl, st, L, nmax, cz = geo
-    tq, halo, chunks, _eff = gather_plan(ks, dl, st, L, block_q, block_k, cz)
-    nt = [-(-nmax[a] // tq[a]) for a in range(3)]
-    ntiles = nt[0] * nt[1] * nt[2]
-    per = GATHER_TILES_PER_PROGRAM
-    G = dl[0] * dl[1] * dl[2]
-    r3, rs = _rpb3(rpb, hq, rank)
-    na_fwd_gather_kernel[(-(-ntiles // per) * G, hq, q.shape[0])](
-        q3,
-        k3,
-        v3,
-        o3,
-        l3,
-        r3 if r3 is not None else l3,
-        *_strides5(q3),
-        *_strides5(k3),
-        *_strides5(v3),
-        *_strides5(o3),
-        *_strides5(l3),
-        *rs,
-        *L,
-        *ks,
-        *dl,
-        *st,
-        *halo,
-        nt[1],
-        nt[2],
-        ntiles,
-        G,
-        hq // hkv,
-        scale * LOG2E,
-        T0=tq[0],
-        T1=tq[1],
-        T2=tq[2],
-        PER=per,
-        BLOCK_K=block_k,
-        NCHUNK=chunks,
-        HAS_RPB=r3 is not None,
-        REL64=_rel64((k3, v3), (nmax,), dl, _dim_block(max(d, dv))),
-        SCALE_FIRST=r3 is not None or scale <= 0,
         **cx,
     )
 

@@ -13,14 +13,6 @@ from __future__ import annotations
 import functools
 import math
 
-# forward variants (a config's fifth entry): box tiles with pointer loads, box tiles with TMA loads,
-# gathered halos per sub-box (fused_forward_gather.py)
-POINTER, TMA, GATHER = 0, 1, 2
-
-
-def _ceil(a: int, b: int) -> int:
-    return -(-a // b)
-
 
 def _pow2_at_least(x: int) -> int:
     return 1 << max(0, (int(x) - 1).bit_length())
@@ -163,47 +155,6 @@ def tile_efficiency(spatial, kernel_size, dilation, stride, is_causal, qbox, kbo
     return useful / computed
 
 
-def _axis_halos(length: int, k: int, d: int, s: int, causal: bool, t: int) -> dict[int, int]:
-    """{halo length: number of query boxes of ``t`` with it} on one axis, over every dilation group."""
-    halos: dict[int, int] = {}
-    for g in range(d):
-        n = -(-(length - g) // d)
-        for q0 in range(0, n, t):
-            lo = _window(q0, n, k, s, causal)[0]
-            hi = _window(min(q0 + t, n) - 1, n, k, s, causal)[1]
-            halos[hi - lo] = halos.get(hi - lo, 0) + 1
-    return halos
-
-
-@functools.lru_cache(maxsize=4096)
-def _gather_geometry(L, ks, dl, st, causal, sub, block_k) -> tuple[tuple[int, int, int], int, int, int]:
-    """(fixed halo per axis, chunks per tile, useful pairs, computed pairs) of the gather variant with
-    query box ``sub``: every tile computes ``chunks * block_k`` keys for each of its rows."""
-    halo, tiles, useful = [], 1, 1
-    for a in range(3):
-        halo.append(max(_axis_halos(L[a], ks[a], dl[a], st[a], causal[a], sub[a])))
-        tiles *= dl[a] * _ceil(_ceil(L[a], dl[a]), sub[a])  # every group launches the largest's tiles
-        useful *= _axis_useful(L[a], ks[a], dl[a], st[a], causal[a])
-    chunks = _ceil(halo[0] * halo[1] * halo[2], block_k)
-    return tuple(halo), chunks, useful, tiles * sub[0] * sub[1] * sub[2] * chunks * block_k
-
-
-@functools.lru_cache(maxsize=1024)
-def _gather_box(ks, dl, st, L, causal, sub_q, block_k):
-    nmax = tuple(-(-L[a] // dl[a]) for a in range(3))
-    subs = _boxes_of(sub_q, nmax) or [box(sub_q, nmax, ks)]
-    return min(subs, key=lambda t: _gather_geometry(L, ks, dl, st, causal, t, block_k)[3])
-
-
-def gather_plan(kernel_size, dilation, stride, spatial, sub_q: int, block_k: int, is_causal=None):
-    """The gather variant's (query box, fixed halo per axis, chunks per tile, tile efficiency)."""
-    args = tuple(tuple(_pad3(x, f)) for x, f in ((kernel_size, 1), (dilation, 1), (stride, 1), (spatial, 1)))
-    causal = tuple(bool(c) for c in _pad3(is_causal if is_causal is not None else (), False))
-    sub = _gather_box(*args, causal, int(sub_q), int(block_k))
-    halo, chunks, useful, computed = _gather_geometry(args[3], args[0], args[1], args[2], causal, sub, int(block_k))
-    return sub, halo, chunks, useful / computed
-
-
 # (block_q, block_k, num_warps, num_stages, variant) -> relative inner-loop rate (pairs computed per
 # second; 1.0 = the fastest at that head dim), bf16/fp16 on an H200, averaged over the suite's
 # problems of that head dim (docs/perf-notes.md, v2). Variant 1 = TMA loads. Shapes that spilled
@@ -213,6 +164,9 @@ _FWD_RATES = {
         (128, 32, 4, 3, 0): 1.1,
         (128, 64, 4, 3, 0): 1.0,
         (64, 32, 2, 3, 0): 0.95,
+        # one warp per 32-query tile (v4): more programs per SM where a 7x7 window leaves little work
+        (32, 32, 1, 3, 0): 0.81,
+        (32, 16, 1, 3, 0): 0.76,
         (64, 64, 4, 3, 0): 0.9,
         (64, 32, 4, 3, 0): 0.84,
         (64, 16, 4, 3, 0): 0.65,
@@ -298,14 +252,6 @@ def _bucket(head_dim: int) -> int:
     return 256
 
 
-def config_efficiency(spatial, kernel_size, dilation, stride, is_causal, cfg, backward=False) -> float:
-    """Tile efficiency of a ``[block_q, block_k, num_warps, num_stages(, variant)]`` config."""
-    if not backward and len(cfg) > 4 and cfg[4] == GATHER:
-        return gather_plan(kernel_size, dilation, stride, spatial, cfg[0], cfg[1], is_causal)[3]
-    qbox, kbox = tile_shapes(kernel_size, dilation, stride, spatial, cfg[0], cfg[1], is_causal, not backward)
-    return tile_efficiency(spatial, kernel_size, dilation, stride, is_causal, qbox, kbox)
-
-
 @functools.lru_cache(maxsize=1024)
 def choose_config(
     head_dim, dtype_bytes, spatial, kernel_size, dilation, stride, is_causal, backward=False, kv_parallel=False
@@ -315,7 +261,8 @@ def choose_config(
     A deterministic backward may add its dq pass's own five entries (:data:`_DQ_PASS`)."""
     best, best_score = None, -1.0
     for cfg, rate in _RATES[backward, int(backward and kv_parallel)][_bucket(head_dim)].items():
-        score = rate * config_efficiency(spatial, kernel_size, dilation, stride, is_causal, cfg, backward)
+        qbox, kbox = tile_shapes(kernel_size, dilation, stride, spatial, cfg[0], cfg[1], is_causal, not backward)
+        score = rate * tile_efficiency(spatial, kernel_size, dilation, stride, is_causal, qbox, kbox)
         if score > best_score:
             best, best_score = cfg, score
     cfg = fit_shared_memory(list(best), head_dim, dtype_bytes, backward)
