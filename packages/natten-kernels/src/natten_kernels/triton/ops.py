@@ -36,7 +36,7 @@ from natten_kernels.triton.fused_backward import (
     na_bwd_drpb_kernel,
 )
 from natten_kernels.triton.fused_forward import na_fwd_kernel
-from natten_kernels.triton.tiling import choose_config, fit_shared_memory
+from natten_kernels.triton.tiling import choose_config, fit_shared_memory, pow2_at_least
 from natten_kernels.triton.tiling import tile_shapes as tile_shapes  # re-exported for tests/benchmarks
 
 LOG2E = 1.4426950408889634
@@ -228,7 +228,7 @@ def _rpb3(rpb, h, rank):
 
 
 def _dim_block(d):
-    return max(16, triton.next_power_of_2(d))
+    return max(16, pow2_at_least(d))
 
 
 # ----------------------------------------------------------------------------- additional KV (dense)
@@ -455,7 +455,7 @@ def _delta(grad_out, out, grad_lse):
     if dv == 0:
         return delta.zero_() if grad_lse is None else delta.copy_(-grad_lse.float())
     glse = grad_lse.float().contiguous() if grad_lse is not None else delta
-    block_dv = triton.next_power_of_2(dv)
+    block_dv = pow2_at_least(dv)
     block_r = max(1, 4096 // block_dv)
     na_bwd_delta_kernel[(triton.cdiv(rows, block_r),)](
         grad_out.contiguous(),

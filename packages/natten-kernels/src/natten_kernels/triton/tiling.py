@@ -14,7 +14,9 @@ import functools
 import math
 
 
-def _pow2_at_least(x: int) -> int:
+def pow2_at_least(x: int) -> int:
+    """The smallest power of two >= ``x`` (>= 1). Plain Python: ``triton.next_power_of_2`` goes through a
+    JIT wrapper that costs microseconds on every launch."""
     return 1 << max(0, (int(x) - 1).bit_length())
 
 
@@ -34,7 +36,7 @@ def box(
     with windows and stride blocks (perfectly block-sparse problems then need no mask at all).
     """
     dims = [1, 1, 1]
-    cap = [_pow2_at_least(e) for e in extent]
+    cap = [pow2_at_least(e) for e in extent]
     target = int(math.log2(block))
 
     def grow(require_align: bool) -> bool:
@@ -102,7 +104,7 @@ def _tile_shapes(ks, dl, st, L, causal, block_q, block_k, search):
 def _boxes_of(block: int, nmax) -> list[tuple[int, int, int]]:
     """Every power-of-two box of ``block`` tokens that fits the axes' next powers of two."""
     e = int(math.log2(block))
-    cap = [_pow2_at_least(n) for n in nmax]
+    cap = [pow2_at_least(n) for n in nmax]
     out = []
     for a0 in range(e + 1):
         for a1 in range(e + 1 - a0):
@@ -284,7 +286,7 @@ def fit_shared_memory(cfg: list[int], head_dim: int, dtype_bytes: int, backward:
     tiles plus ``num_stages`` buffers of each streamed tile) matched Triton's sm_90 allocation exactly
     for the forward; the backward (two resident and two streamed tiles) gets 10% for its transposes."""
     bq, bk, warps, stages, *variant = cfg
-    d = _pow2_at_least(max(head_dim, 16))
+    d = pow2_at_least(max(head_dim, 16))
 
     def size():
         if not backward:  # q resident, k and v streamed

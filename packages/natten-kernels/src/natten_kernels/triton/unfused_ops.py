@@ -30,13 +30,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import triton
 
 from natten_kernels.triton import unfused_band as UB
 from natten_kernels.triton import unfused_direct as UD
 from natten_kernels.triton import unfused_kernels as U
 from natten_kernels.triton.ops import _precision
-from natten_kernels.triton.tiling import box
+from natten_kernels.triton.tiling import box, pow2_at_least
 from natten_kernels.triton.variants import EXACT, GEMM
 
 HALO_PAIRS, HALO_ROWS, DIRECT, BAND, AUTO = 0, 1, 2, 3, -1
@@ -196,7 +195,7 @@ def _tiles(n: tuple, t: tuple) -> list:
 
 
 def _slots_pow2(g: Geometry) -> int:
-    return max(16, triton.next_power_of_2(g.slots))  # tl.gather wants rows of at least 16
+    return max(16, pow2_at_least(g.slots))  # tl.gather wants rows of at least 16
 
 
 def _path(g: Geometry, lc: Launch, head_dim: int) -> int:
@@ -222,7 +221,7 @@ def _halo_blocks(g: Geometry, lc: Launch, head_dim: int) -> tuple[int, int, int]
         return max(16, lc.block_q), max(16, lc.block_k), max(16, lc.block_d)
     if lc.exact:
         return 32, 32, 16
-    dim_block = max(16, triton.next_power_of_2(head_dim))
+    dim_block = max(16, pow2_at_least(head_dim))
     small = dim_block <= 128
     return (64 if small else 32), (64 if small else 32), dim_block
 
@@ -293,7 +292,7 @@ def _segment(g: Geometry) -> int:
 
 
 def _pow2(n: int) -> int:
-    return triton.next_power_of_2(max(n, 1))
+    return pow2_at_least(max(n, 1))
 
 
 def pairs(a, b, rpb, out, g: Geometry, fill: float, lc: Launch) -> None:
@@ -338,7 +337,7 @@ def pairs(a, b, rpb, out, g: Geometry, fill: float, lc: Launch) -> None:
     U.na_pairs_kernel[grid](
         *args,
         **_boxes(tq, g.key_box(bk)),
-        BLOCK_D=min(bd, max(16, triton.next_power_of_2(a.shape[-1]))),
+        BLOCK_D=min(bd, max(16, pow2_at_least(a.shape[-1]))),
         KKP=_slots_pow2(g) if path == HALO_ROWS else _FILL_SLOTS,
         GATHER=path == HALO_ROWS,
         EXACT=lc.exact,
@@ -349,7 +348,7 @@ def pairs(a, b, rpb, out, g: Geometry, fill: float, lc: Launch) -> None:
 
 def _d_chunks(d: int, block: int, floor: int = 16) -> tuple[int, int]:
     """(block, chunks) over an output's channels, the block a power of two no wider than needed."""
-    block = min(block, max(floor, triton.next_power_of_2(d)))
+    block = min(block, max(floor, pow2_at_least(d)))
     return block, -(-d // block)
 
 
