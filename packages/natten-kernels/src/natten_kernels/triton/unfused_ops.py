@@ -34,7 +34,7 @@ import torch
 from natten_kernels.triton import unfused_band as UB
 from natten_kernels.triton import unfused_direct as UD
 from natten_kernels.triton import unfused_kernels as U
-from natten_kernels.triton.ops import _precision
+from natten_kernels.triton.ops import _dim_block, _precision
 from natten_kernels.triton.tiling import box, pow2_at_least
 from natten_kernels.triton.variants import EXACT, GEMM
 
@@ -221,7 +221,7 @@ def _halo_blocks(g: Geometry, lc: Launch, head_dim: int) -> tuple[int, int, int]
         return max(16, lc.block_q), max(16, lc.block_k), max(16, lc.block_d)
     if lc.exact:
         return 32, 32, 16
-    dim_block = max(16, pow2_at_least(head_dim))
+    dim_block = _dim_block(head_dim)
     small = dim_block <= 128
     return (64 if small else 32), (64 if small else 32), dim_block
 
@@ -337,7 +337,7 @@ def pairs(a, b, rpb, out, g: Geometry, fill: float, lc: Launch) -> None:
     U.na_pairs_kernel[grid](
         *args,
         **_boxes(tq, g.key_box(bk)),
-        BLOCK_D=min(bd, max(16, pow2_at_least(a.shape[-1]))),
+        BLOCK_D=min(bd, _dim_block(a.shape[-1])),
         KKP=_slots_pow2(g) if path == HALO_ROWS else _FILL_SLOTS,
         GATHER=path == HALO_ROWS,
         EXACT=lc.exact,
