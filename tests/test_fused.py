@@ -124,6 +124,27 @@ def test_empty_batch():
     assert out.shape == (0, 9, 2, 8)
 
 
+def test_autograd_function_only_when_gradients_are_needed(monkeypatch):
+    """Inference calls the op alone (``Function.apply`` binds its signature on every call, host time a
+    small kernel waits on); a call that needs gradients goes through the Function, and both agree."""
+    from natten.autograd.fused import FusedNeighborhoodAttention
+
+    applied = []
+    apply = FusedNeighborhoodAttention.apply
+    monkeypatch.setattr(FusedNeighborhoodAttention, "apply", lambda *a: applied.append(1) or apply(*a))
+    q, k, v = (torch.randn(2, 9, 10, 2, 8, dtype=torch.float64) for _ in range(3))
+    inference = F.na2d(q, k, v, (5, 3), 1, (True, False))
+    with torch.no_grad():
+        F.na2d(q.requires_grad_(), k, v, (5, 3))
+    assert applied == []
+    torch.testing.assert_close(inference, na_reference(q.detach(), k, v, (5, 3), is_causal=(True, False)))
+    training = F.na2d(q, k, v, (5, 3), 1, (True, False))
+    assert applied == [1]
+    assert torch.equal(training.detach(), inference)
+    training.sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
 def test_double_backward_raises_clearly():
     q, k, v = (torch.randn(1, 9, 1, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
     out = F.na1d(q, k, v, 3)

@@ -66,6 +66,18 @@ RUNS = [(c.id, c, *CONFIG) for c in CASES] + [
     ("kv-parallel-rpb-default-tiles", CASES[4], [], [0, 0, 0, 0, 1]),
     # the dq pass with its own blocks (32-query tiles over 16-key tiles; the dk/dv pass keeps 16)
     ("dq-pass-config", CASES[7], CONFIG[0], [16, 16, 4, 1, 0, 32, 16, 4, 1]),
+    # the forward's launch plans are cached per problem: each of these shares every tensor shape with
+    # the one before it and differs in one parameter, so a key that missed it would launch a stale plan
+    *(
+        (f"plan-cache-{name}", replace(CASES[4], rpb=False, **kw), *CONFIG)
+        for name, kw in (
+            ("causal", dict(is_causal=(True, False))),
+            ("dilation", dict(is_causal=(True, False), dilation=(1, 2))),
+            ("stride", dict(is_causal=(True, False), dilation=(1, 2), stride=(2, 1))),
+            ("not-causal", dict(dilation=(1, 2), stride=(2, 1))),
+            ("window", dict(dilation=(1, 2), stride=(2, 1), kernel_size=(5, 3))),
+        )
+    ),
 ]
 
 

@@ -189,34 +189,50 @@ def _ensure_tma_allocator():
     triton.set_allocator(_tma_scratch)
 
 
-def _host_descriptor(x, dim, box, dl):
-    """A TMA descriptor built here over ``[B, L0, L1, L2, H * dim]`` with ``[1, *box, dim]`` blocks, or
-    None where it cannot describe ``x`` (dilation, a head dim that does not fill its block, heads not
-    packed, not TMA-aligned): rows past an axis read as zeros, one descriptor serves every program."""
+def _descriptor_spec(x, dim, box, dl):
+    """``(shape, strides, block)`` of a TMA descriptor over ``[B, L0, L1, L2, H * dim]`` with ``[1, *box,
+    dim]`` blocks, or None where one cannot describe ``x`` (dilation, a head dim that does not fill its
+    block, heads not packed, not TMA-aligned): rows past an axis read as zeros, one descriptor serves
+    every program."""
     if any(a != 1 for a in dl) or dim != _dim_block(dim) or x.stride(4) != dim or not _tma_ok((x,), x.element_size()):
         return None
+    return [*x.shape[:4], x.shape[4] * dim], [*x.stride()[:4], 1], [1, *box, dim]
+
+
+def _descriptor(x, spec):
+    """The host-built descriptor of ``spec`` (:func:`_descriptor_spec`) over ``x``'s memory."""
     from triton.tools.tensor_descriptor import TensorDescriptor
 
-    return TensorDescriptor(x, [*x.shape[:4], x.shape[4] * dim], [*x.stride()[:4], 1], [1, *box, dim])
+    return TensorDescriptor(x, *spec)
+
+
+def _tma_specs(k3, v3, kbox, d, dv, dl, want_tma: bool, device_ok: bool = True):
+    """How a kernel loads two operands. Streamed: K and V (Q and dO in the dk/dv pass); resident,
+    with ``device_ok=False``: q and dO in the dq pass, k and v in the dk/dv pass, which then land in
+    shared memory without staging through registers. Returns ``(k spec, v spec, "host")`` where
+    descriptors built here describe the tensors (:func:`_descriptor_spec`), ``(None, None,
+    "device")`` (each program builds descriptors over its dilation group: a fixed cost per program
+    that short key loops feel) where only TMA can and the kernel has that path, else ``(None, None,
+    "")`` with pointer loads."""
+    if not (want_tma and _tma_ok((k3, v3), k3.element_size())):
+        return None, None, ""
+    ks, vs = _descriptor_spec(k3, d, kbox, dl), _descriptor_spec(v3, dv, kbox, dl)
+    if ks is not None and vs is not None:
+        return ks, vs, "host"
+    if not device_ok:
+        return None, None, ""
+    return None, None, "device"
 
 
 def _tma_operands(k3, v3, kbox, d, dv, dl, want_tma: bool, device_ok: bool = True):
-    """What a kernel gets for two operands and how it loads them. Streamed: K and V (Q and dO in the
-    dk/dv pass); resident, with ``device_ok=False``: q and dO in the dq pass, k and v in the dk/dv pass,
-    which then land in shared memory without staging through registers. Returns ``(k, v, "host")``
-    with descriptors built here (:func:`_host_descriptor`) where they describe the tensors,
-    ``"device"`` (each program builds descriptors over its dilation group: a fixed cost per program
-    that short key loops feel) where only TMA can and the kernel has that path, else ``""`` with
-    pointer loads."""
-    if not (want_tma and _tma_ok((k3, v3), k3.element_size())):
-        return k3, v3, ""
-    kd, vd = _host_descriptor(k3, d, kbox, dl), _host_descriptor(v3, dv, kbox, dl)
-    if kd is not None and vd is not None:
-        return kd, vd, "host"
-    if not device_ok:
-        return k3, v3, ""
-    _ensure_tma_allocator()
-    return k3, v3, "device"
+    """What a kernel gets for two operands (:func:`_tma_specs`): ``(k, v, "host")`` as descriptors,
+    ``(k3, v3, "device")`` (the TMA allocator set), or ``(k3, v3, "")``."""
+    ks, vs, how = _tma_specs(k3, v3, kbox, d, dv, dl, want_tma, device_ok)
+    if how == "host":
+        return _descriptor(k3, ks), _descriptor(v3, vs), how
+    if how == "device":
+        _ensure_tma_allocator()
+    return k3, v3, how
 
 
 def _rpb3(rpb, h, rank):
@@ -309,9 +325,60 @@ def _boxes(geo, query_block, key_block, search=True):
     return tq, tk, dict(T0=tq[0], T1=tq[1], T2=tq[2], KB0=tk[0], KB1=tk[1], KB2=tk[2])
 
 
+_FORWARD_PLANS: dict = {}  # launch plans of recent problems (a bounded FIFO; see _launch_forward)
+_MAX_PLANS = 256
+
+
 def _launch_forward(
     q, k, v, rpb, out, lse, rank, hq, hkv, d, dv, kernel_size, dilation, stride, is_causal, scale, config
 ):
+    """Launch the forward from a plan cached per problem: everything but the data pointers follows
+    from the key (shapes, strides, dtype, device, parameters, config, the TF32 switch, and 16-byte
+    alignment, which TMA needs), so a repeated call skips the tiling and config choice."""
+    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))  # views below, same pointers
+    aligned = q.is_cuda and ((q.data_ptr() | k.data_ptr() | v.data_ptr()) & 15) == 0
+    key = (
+        rank,
+        q.shape,
+        q.stride(),
+        k.shape,
+        k.stride(),
+        v.shape,
+        v.stride(),
+        q.dtype,
+        q.device,
+        None if rpb is None else rpb.shape,
+        tuple(kernel_size),
+        tuple(dilation),
+        tuple(stride),
+        tuple(is_causal),
+        scale,
+        tuple(config),
+        q.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32,
+        aligned,
+    )
+    plan = _FORWARD_PLANS.get(key)
+    if plan is None:
+        plan = _forward_plan(
+            q, k, v, rpb, out, lse, rank, hq, hkv, d, dv, kernel_size, dilation, stride, is_causal, scale, config
+        )
+        while len(_FORWARD_PLANS) >= _MAX_PLANS:
+            _FORWARD_PLANS.pop(next(iter(_FORWARD_PLANS)), None)
+        _FORWARD_PLANS[key] = plan
+    grid, specs, scalars, constexprs = plan
+    r = lse if rpb is None else rpb.to(torch.float32).contiguous()
+    tensors = (q, k, v, out, lse, r)
+    args = [t if spec is None else _descriptor(t, spec) for t, spec in zip(tensors, specs)]
+    if constexprs["TMA"]:
+        _ensure_tma_allocator()
+    na_fwd_kernel[grid](*args, *scalars, **constexprs)
+
+
+def _forward_plan(
+    q, k, v, rpb, out, lse, rank, hq, hkv, d, dv, kernel_size, dilation, stride, is_causal, scale, config
+):
+    """``(grid, descriptor specs of q, k, v, out, lse, rpb (None: the tensor itself), the scalar
+    arguments, the constexprs)`` of one forward launch; its tensors are views of the call's."""
     q3, k3, v3 = _as3(q, rank), _as3(k, rank), _as3(v, rank)
     o3, l3 = _as3(out, rank), _as3_lse(lse, rank)
     geo, (bq, bk, _w, _s, variant), cx = _plan(
@@ -320,19 +387,13 @@ def _launch_forward(
     ks, dl, st, L, nmax, _cz = geo
     tq, tk, boxes = _boxes(geo, bq, bk)
     rel64 = _rel64((k3, v3), (tk,), dl, _dim_block(max(d, dv)))
-    k_arg, v_arg, tma = _tma_operands(k3, v3, tk, d, dv, dl, bool(variant) and not rel64)
-    q_desc = _host_descriptor(q3, d, tq, dl) if tma == "host" else None
+    k_spec, v_spec, tma = _tma_specs(k3, v3, tk, d, dv, dl, bool(variant) and not rel64)
+    q_spec = _descriptor_spec(q3, d, tq, dl) if tma == "host" else None
     nt = [-(-nmax[a] // tq[a]) for a in range(3)]
     G = dl[0] * dl[1] * dl[2]
     r3, rs = _rpb3(rpb, hq, rank)
     grid = (nt[0] * nt[1] * nt[2] * G, hq, q.shape[0])
-    na_fwd_kernel[grid](
-        q3 if q_desc is None else q_desc,
-        k_arg,
-        v_arg,
-        o3,
-        l3,
-        r3 if r3 is not None else l3,
+    scalars = (
         *_strides5(q3),
         *_strides5(k3),
         *_strides5(v3),
@@ -348,15 +409,18 @@ def _launch_forward(
         G,
         hq // hkv,
         scale * LOG2E,
+    )
+    constexprs = dict(
         HAS_RPB=r3 is not None,
         REL64=rel64,
         TMA=tma == "device",
         TMA_HOST=tma == "host",
-        Q_TMA=q_desc is not None,
+        Q_TMA=q_spec is not None,
         SCALE_FIRST=r3 is not None or scale <= 0,  # else the scale is folded into max and exp2 (needs > 0)
         **boxes,
         **cx,
     )
+    return grid, (q_spec, k_spec, v_spec, None, None, None), scalars, constexprs
 
 
 # ----------------------------------------------------------------------------- backward

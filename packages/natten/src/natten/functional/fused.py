@@ -30,26 +30,40 @@ def _na(
 ):
     params = normalize_params(rank, kernel_size, dilation, stride, is_causal)
     shapes = check_fused(query, key, value, params, rpb, scale, additional_keys, additional_values)
-    backend = select_backend(
-        problem_for(
-            "fused",
-            params,
-            query,
-            shapes.head_dim,
-            shapes.head_dim_v,
-            (query, key, value, rpb, additional_keys, additional_values),
-            rpb=rpb is not None,
-            additional_kv=additional_keys is not None,
-            gqa=shapes.kv_heads != shapes.heads,
-        )
+    problem = problem_for(
+        "fused",
+        params,
+        query,
+        shapes.head_dim,
+        shapes.head_dim_v,
+        (query, key, value, rpb, additional_keys, additional_values),
+        rpb=rpb is not None,
+        additional_kv=additional_keys is not None,
+        gqa=shapes.kv_heads != shapes.heads,
     )
+    backend = select_backend(problem)
     if scale is None:
         scale = shapes.head_dim**-0.5
     tensors = (query, key, value, rpb, additional_keys, additional_values)
     op_args = (*params.as_op_args(), float(scale))
     forward_config, backward_configs = _configs(backend, shapes, query, tensors, op_args)
-    out, lse = FusedNeighborhoodAttention.apply(*tensors, *op_args, forward_config, backward_configs)
+    if _needs_function(problem):
+        out, lse = FusedNeighborhoodAttention.apply(*tensors, *op_args, forward_config, backward_configs)
+    else:
+        out, lse = torch.ops.natten.na_fused_forward(*tensors, *op_args, forward_config)
     return (out, lse) if return_lse else out
+
+
+def _needs_function(problem) -> bool:
+    """Whether the call goes through the autograd Function: for gradients, functorch transforms and
+    torch.jit tracing (fvcore finds the Function's node). Otherwise the op alone runs, which spares an
+    ``inspect.signature`` bind per call in ``Function.apply`` (tens of microseconds of host time, as
+    much as a small problem's kernel)."""
+    return (
+        "backward" in problem.features
+        or torch._C._are_functorch_transforms_active()
+        or torch._C._get_tracing_state() is not None
+    )
 
 
 def _configs(backend, shapes, query, tensors, op_args) -> tuple[list[int], tuple[tuple[int, ...], ...]]:
