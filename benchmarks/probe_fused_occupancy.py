@@ -1,5 +1,5 @@
-"""Is the box forward on small windows latency-bound by occupancy? Times forward configs (optionally
-with a register cap, Triton's ``maxnreg``) on the memory-bound problems, interleaved, with each
+"""Is the box forward on small windows latency-bound by occupancy? Times forward configs (the sixth
+entry is a register cap, Triton's ``maxnreg``) on the memory-bound problems, interleaved, with each
 compiled kernel's registers, spills and shared memory.
 
     python3 benchmarks/probe_fused_occupancy.py --only S5-d1 --configs '64,32,2,3,0;64,32,2,3,0,128'
@@ -16,6 +16,14 @@ import torch
 from common import compiled_stats
 from suite_gpu import PROBLEMS, _bench, _inputs
 
+# head dim 32 beyond S5's 7x7 windows: does a register cap measured on short key loops hold on
+# longer ones? (same fields as suite_gpu.PROBLEMS)
+WINDOWS_D32 = [
+    ("D32-k13", (64, 64), 16, 8, 32, "fp16", (13, 13), (1, 1), (1, 1), (False, False)),
+    ("D32-k31", (128, 128), 4, 8, 32, "fp16", (31, 31), (1, 1), (1, 1), (False, False)),
+    ("D32-1d-k255", (16384,), 4, 8, 32, "fp16", (255,), (1,), (1,), (False,)),
+    ("D32-3d-k7", (16, 32, 32), 4, 8, 32, "fp16", (7, 7, 7), (1, 1, 1), (1, 1, 1), (False, False, False)),
+]
 # [block_q, block_k, warps, stages, variant(, maxnreg)]; d = the default config
 DEFAULT_CONFIGS = {
     32: "d;64,32,2,3,0,128;64,32,2,3,0,96;64,32,1,3,0;32,32,1,3,0;32,16,1,3,0;64,16,2,4,0;64,32,2,4,0",
@@ -30,21 +38,11 @@ def main() -> None:
     from natten_kernels.triton import ops
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default="S4,S5-d1,S5-d8")
+    parser.add_argument("--only", default="S4,S5-d1,S5-d8", help="ids of suite_gpu.PROBLEMS or WINDOWS_D32")
     parser.add_argument("--configs", default="")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    plan = ops._plan
-    cap = {"maxnreg": None}
-
-    def capped_plan(*a, **kw):
-        geo, cfg, cx = plan(*a, **kw)
-        if cap["maxnreg"]:
-            cx = {**cx, "maxnreg": cap["maxnreg"]}
-        return geo, cfg, cx
-
-    ops._plan = capped_plan
-    for problem in (p for p in PROBLEMS if p[0] in args.only.split(",")):
+    for problem in (p for p in PROBLEMS + WINDOWS_D32 if p[0] in args.only.split(",")):
         pid, spatial, B, H, D, _dt, kernel, dil, stride, causal = problem
         q, k, v = _inputs(problem)
         spec = args.configs or DEFAULT_CONFIGS[32 if D <= 32 else 64]
@@ -52,11 +50,7 @@ def main() -> None:
         bytes_moved = 4 * B * math.prod(spatial) * H * D * q.element_size()
 
         def call(cfg):
-            maxnreg = cfg[5] if len(cfg) > 5 else None
-            if maxnreg != cap["maxnreg"]:  # the cached launch plans do not key on the cap
-                ops._FORWARD_PLANS.clear()
-            cap["maxnreg"] = maxnreg
-            return ops.na_fused_forward(q, k, v, None, None, None, kernel, dil, stride, causal, D**-0.5, cfg[:5])
+            return ops.na_fused_forward(q, k, v, None, None, None, kernel, dil, stride, causal, D**-0.5, cfg)
 
         times: dict[int, list[float]] = {}
         for i, cfg in enumerate(configs):

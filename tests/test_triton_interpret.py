@@ -130,6 +130,8 @@ def test_triton_bad_config_is_a_value_error():
         _parse([24, 16, 4, 1], 16, torch.float32)
     with pytest.raises(ValueError, match="must be"):
         _parse([64, 32, 4, 3, 0, 64], 16, torch.float32, backward=True)
+    with pytest.raises(ValueError, match=r"maxnreg must be 0 \(no cap\) or 32-255 registers, got 16"):
+        _parse([64, 32, 4, 3, 0, 16], 16, torch.float32)
     with pytest.raises(ValueError, match="dq block_k"):
         _parse([64, 32, 4, 3, 0, 64, 48, 4, 3], 16, torch.float32, backward=True)
 
@@ -160,6 +162,10 @@ def test_defaults_and_zero_entries():
     assert _parse([0, 0, 0, 0, 1], 128, torch.bfloat16, ((4096,), (512,), (1,), (1,), (False,)))[4] == 1
     assert _parse([128, 64, 8, 2], 128, torch.bfloat16)[4] == 0  # an explicit config without variant
     assert _parse([0, 32, 4, 0], 64, torch.float16)[1:3] == (32, 4)
+    # the forward's sixth entry, a register cap: the default's where measured, else none unless given
+    assert small[5] == 128 and large[5] == 0
+    assert _parse([64, 32, 2, 3], 32, torch.float16)[5] == 0
+    assert _parse([0, 0, 0, 0, 0, 96], 32, torch.float16)[4:] == (0, 96)
     # backward: the dq pass takes the main blocks unless given its own (0 entries: the main config's)
     assert _parse([64, 32, 4, 3], 128, torch.bfloat16, backward=True)[5:] == (64, 32, 4, 3, 0)
     assert _parse([64, 32, 4, 3, 0, 128, 0, 8, 3, 1], 128, torch.bfloat16, backward=True)[5:] == (128, 32, 8, 3, 1)

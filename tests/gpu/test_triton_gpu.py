@@ -9,6 +9,7 @@ configs, an int64-indexing case over 2^31 elements, bitwise determinism and torc
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import replace
 
 import pytest
@@ -61,6 +62,13 @@ def test_head_dims(case):
 def test_tile_configs(case, config):
     c = replace(case, dtype=torch.float16)
     check(c, "cuda", run_launchers, fwd_config=config, bwd_config=config)
+
+
+@pytest.mark.parametrize("config", [[64, 32, 2, 3, 0, 128], [32, 32, 1, 3, 1, 96]], ids=["cap128", "cap96-tma"])
+@pytest.mark.parametrize("case", HEAD_DIMS[:6:2], ids=[c.id for c in HEAD_DIMS[:6:2]])
+def test_register_caps(case, config):
+    """The forward's register cap (sixth entry) spills at 96 registers; results must not change."""
+    check(replace(case, dtype=torch.float16), "cuda", run_launchers, fwd_config=config, bwd_config=config[:4])
 
 
 @pytest.mark.parametrize("config", VARIANTS, ids=["x".join(map(str, c)) for c in VARIANTS])
@@ -132,6 +140,30 @@ def test_tma_host_and_device_descriptors(case, path):
     assert _tma_operands(k3, k3, (1, 4, 8), case.head_dim, case.head_dim, (1, 1, *case.dilation)[-3:], True)[2] == path
     c = replace(case, dtype=torch.bfloat16)
     check(c, "cuda", run_launchers, fwd_config=[32, 32, 4, 2, 1], bwd_config=[32, 32, 4, 2, 0, 32, 32, 4, 2, 1])
+
+
+def test_launch_plans_follow_alignment_and_strides():
+    """The forward's cached launch plans key on 16-byte alignment and strides: the same shapes come as
+    TMA-aligned tensors, as views 8 bytes off (pointer loads), as slices of wider heads (other
+    strides) and aligned again, each against the reference."""
+    from natten_kernels.triton.ops import na_fused_forward
+    from natten_legacy.reference import na_reference
+
+    shape = (2, 19, 37, 2, 64)
+
+    def make(kind):
+        if kind == "offset":
+            return torch.randn(math.prod(shape) + 4, device="cuda", dtype=torch.bfloat16)[4:].view(shape)
+        if kind == "sliced":
+            return torch.randn(*shape[:-1], 128, device="cuda", dtype=torch.bfloat16)[..., :64]
+        return torch.randn(shape, device="cuda", dtype=torch.bfloat16)
+
+    for kind in ("aligned", "offset", "sliced", "aligned"):
+        q, k, v = (make(kind) for _ in range(3))
+        args = ([5, 7], [1, 1], [1, 1], [False, False], 0.125, [64, 32, 4, 3, 1])
+        out, _lse = na_fused_forward(q, k, v, None, None, None, *args)
+        ref = na_reference(q.double(), k.double(), v.double(), (5, 7), scale=0.125)
+        torch.testing.assert_close(out.double(), ref, atol=2e-2, rtol=2e-2, msg=kind)
 
 
 def test_default_configs_follow_the_window():

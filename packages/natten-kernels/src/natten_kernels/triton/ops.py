@@ -9,6 +9,8 @@ the dq pass, unless given its own entries, keeps a query tile of the resident si
 tiles of the streamed size), each with an optional fifth entry, the variant: forward ``1`` loads
 keys/values through TMA descriptors (Hopper; pointer loads where TMA cannot be used), backward ``1``
 is the KV-parallel backward (one pass per key tile, dq by float32 atomics; not deterministic). A
+forward config may add a sixth entry, a cap on registers per thread (ptxas' ``maxnreg``, 32-255; 0 or
+none: no cap), which lets more programs share an SM where short key loops leave latency to hide. A
 backward config may add the dq pass's own ``block_q, block_k, num_warps, num_stages(, tma)``
 (TMA as in the forward). ``[]`` or a ``0`` entry takes the per-problem default
 (:func:`natten_kernels.triton.tiling.choose_config`). Block sizes are powers of two >= 16;
@@ -89,14 +91,15 @@ def _smem_limit(device_index: int) -> int:
 
 
 def _parse(config, head_dim, dtype, geometry=None, backward=False, device=None):
-    """``(block_q, block_k, num_warps, num_stages, variant)``, and for the backward five more entries:
-    the dq pass's own ``(block_q, block_k, num_warps, num_stages, tma)``. ``[]`` is the default of the
-    problem ``geometry = (spatial, kernel_size, dilation, stride, is_causal)``; in a given config, ``0``
-    block, warp or stage entries take that default's value and a missing variant is 0; a backward
+    """Forward ``(block_q, block_k, num_warps, num_stages, variant, maxnreg)``; backward ``(block_q,
+    block_k, num_warps, num_stages, variant)`` and five more entries: the dq pass's own ``(block_q,
+    block_k, num_warps, num_stages, tma)``. ``[]`` is the default of the problem ``geometry =
+    (spatial, kernel_size, dilation, stride, is_causal)``; in a given config, ``0`` block, warp or
+    stage entries take that default's value and a missing variant or register cap is 0; a backward
     config without the dq entries runs its dq pass with its own first four."""
-    lengths = (0, 4, 5, 9, 10) if backward else (0, 4, 5)
+    lengths = (0, 4, 5, 9, 10) if backward else (0, 4, 5, 6)
     if len(config) not in lengths or any(int(c) < 0 for c in config):
-        what = "[block_q, block_k, num_warps, num_stages(, variant)]"
+        what = "[block_q, block_k, num_warps, num_stages(, variant(, maxnreg))]"
         if backward:
             what = (
                 "[resident, streamed, num_warps, num_stages(, variant(, dq: block_q, block_k, warps, stages(, tma)))]"
@@ -107,9 +110,12 @@ def _parse(config, head_dim, dtype, geometry=None, backward=False, device=None):
         return (*main, *_dq_part(config[5:], main, head_dim, dtype, device))
     cfg = [int(c) for c in config] if config else [0, 0, 0, 0]
     if not config:
-        variant = None  # the default's
+        variant = maxnreg = None  # the default's
     else:
-        variant = cfg[4] if len(cfg) == 5 else 0
+        variant = cfg[4] if len(cfg) >= 5 else 0
+        maxnreg = cfg[5] if len(cfg) == 6 else 0
+    if maxnreg and not 32 <= maxnreg <= 255:
+        raise ValueError(f"triton config maxnreg must be 0 (no cap) or 32-255 registers, got {maxnreg}")
     elem = torch.finfo(dtype).bits // 8
     dq_default = ()
     if 0 in cfg[:4] or variant is None:
@@ -117,6 +123,8 @@ def _parse(config, head_dim, dtype, geometry=None, backward=False, device=None):
         default = choose_config(head_dim, elem, *geo, backward=backward, kv_parallel=bool(variant))
         cfg = [c or dflt for c, dflt in zip(cfg[:4], default)]
         variant = default[4] if variant is None else variant
+        if maxnreg is None:
+            maxnreg = default[5] if len(default) == 6 and not backward else 0
         if not config:  # the whole default: its dq pass too
             dq_default = tuple(default[5:])
     cfg = cfg[:4]
@@ -125,7 +133,7 @@ def _parse(config, head_dim, dtype, geometry=None, backward=False, device=None):
         cfg = fit_shared_memory(cfg, head_dim, elem, backward, _smem_limit(device.index or 0))
     if backward:
         return (*cfg, variant, *_dq_part(dq_default, cfg, head_dim, dtype, device))
-    return (*cfg, variant)
+    return (*cfg, variant, maxnreg)
 
 
 def _check_blocks(cfg, prefix: str) -> None:
@@ -315,6 +323,8 @@ def _plan(q, q3, rank, kernel_size, dilation, stride, is_causal, config, d, dv, 
         num_warps=cfg[2],
         num_stages=cfg[3],
     )
+    if not backward and cfg[5]:
+        constexprs["maxnreg"] = cfg[5]
     return (ks, dl, st, L, nmax, cz), cfg, constexprs
 
 
@@ -381,7 +391,7 @@ def _forward_plan(
     arguments, the constexprs)`` of one forward launch; its tensors are views of the call's."""
     q3, k3, v3 = _as3(q, rank), _as3(k, rank), _as3(v, rank)
     o3, l3 = _as3(out, rank), _as3_lse(lse, rank)
-    geo, (bq, bk, _w, _s, variant), cx = _plan(
+    geo, (bq, bk, _w, _s, variant, _maxnreg), cx = _plan(
         q, q3, rank, kernel_size, dilation, stride, is_causal, config, d, dv, False
     )
     ks, dl, st, L, nmax, _cz = geo

@@ -157,7 +157,7 @@ def tile_efficiency(spatial, kernel_size, dilation, stride, is_causal, qbox, kbo
     return useful / computed
 
 
-# (block_q, block_k, num_warps, num_stages, variant) -> relative inner-loop rate (pairs computed per
+# (block_q, block_k, num_warps, num_stages, variant(, maxnreg)) -> relative inner-loop rate (pairs computed per
 # second; 1.0 = the fastest at that head dim), bf16/fp16 on an H200, averaged over the suite's
 # problems of that head dim (docs/perf-notes.md, v2). Variant 1 = TMA loads. Shapes that spilled
 # (128x64 or 64x128 with 4 warps at D=128: 4-5x slower) are left out.
@@ -166,6 +166,10 @@ _FWD_RATES = {
         (128, 32, 4, 3, 0): 1.1,
         (128, 64, 4, 3, 0): 1.0,
         (64, 32, 2, 3, 0): 0.95,
+        # with a sixth entry, a register cap (v5): 162-168 -> 128 registers (2-4 spilled) fit more
+        # programs per SM; measured 7-10% faster on S5's short key loops
+        (64, 32, 2, 3, 0, 128): 1.03,
+        (32, 32, 1, 3, 0, 128): 0.89,
         # one warp per 32-query tile (v4): more programs per SM where a 7x7 window leaves little work
         (32, 32, 1, 3, 0): 0.81,
         (32, 16, 1, 3, 0): 0.76,
