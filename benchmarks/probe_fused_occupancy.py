@@ -16,13 +16,15 @@ import torch
 from common import compiled_stats
 from suite_gpu import PROBLEMS, _bench, _inputs
 
-# head dim 32 beyond S5's 7x7 windows: does a register cap measured on short key loops hold on
-# longer ones? (same fields as suite_gpu.PROBLEMS)
-WINDOWS_D32 = [
+# beyond S4/S5 (same fields as suite_gpu.PROBLEMS): head dim 32 on longer key loops (does a register
+# cap measured on short ones hold?), head dim 64 with dilation (TMA through per-program descriptors)
+EXTRA_PROBLEMS = [
     ("D32-k13", (64, 64), 16, 8, 32, "fp16", (13, 13), (1, 1), (1, 1), (False, False)),
     ("D32-k31", (128, 128), 4, 8, 32, "fp16", (31, 31), (1, 1), (1, 1), (False, False)),
     ("D32-1d-k255", (16384,), 4, 8, 32, "fp16", (255,), (1,), (1,), (False,)),
     ("D32-3d-k7", (16, 32, 32), 4, 8, 32, "fp16", (7, 7, 7), (1, 1, 1), (1, 1, 1), (False, False, False)),
+    ("D64-k13-d2", (128, 128), 16, 16, 64, "fp16", (13, 13), (2, 2), (1, 1), (False, False)),
+    ("D64-k7-d4", (64, 64), 32, 8, 64, "fp16", (7, 7), (4, 4), (1, 1), (False, False)),
 ]
 # [block_q, block_k, warps, stages, variant(, maxnreg)]; d = the default config
 DEFAULT_CONFIGS = {
@@ -38,11 +40,11 @@ def main() -> None:
     from natten_kernels.triton import ops
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default="S4,S5-d1,S5-d8", help="ids of suite_gpu.PROBLEMS or WINDOWS_D32")
+    parser.add_argument("--only", default="S4,S5-d1,S5-d8", help="ids of suite_gpu.PROBLEMS or EXTRA_PROBLEMS")
     parser.add_argument("--configs", default="")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    for problem in (p for p in PROBLEMS + WINDOWS_D32 if p[0] in args.only.split(",")):
+    for problem in (p for p in PROBLEMS + EXTRA_PROBLEMS if p[0] in args.only.split(",")):
         pid, spatial, B, H, D, _dt, kernel, dil, stride, causal = problem
         q, k, v = _inputs(problem)
         spec = args.configs or DEFAULT_CONFIGS[32 if D <= 32 else 64]

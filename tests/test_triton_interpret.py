@@ -166,6 +166,9 @@ def test_defaults_and_zero_entries():
     assert small[5] == 128 and large[5] == 0
     assert _parse([64, 32, 2, 3], 32, torch.float16)[5] == 0
     assert _parse([0, 0, 0, 0, 0, 96], 32, torch.float16)[4:] == (0, 96)
+    # TMA shapes measured with host-built descriptors are defaults only where those apply (no dilation)
+    assert small[4] == 1
+    assert _parse([], 32, torch.float16, ((56, 56), (7, 7), (8, 8), (1, 1), (False, False)))[4] == 0
     # backward: the dq pass takes the main blocks unless given its own (0 entries: the main config's)
     assert _parse([64, 32, 4, 3], 128, torch.bfloat16, backward=True)[5:] == (64, 32, 4, 3, 0)
     assert _parse([64, 32, 4, 3, 0, 128, 0, 8, 3, 1], 128, torch.bfloat16, backward=True)[5:] == (128, 32, 8, 3, 1)

@@ -166,6 +166,19 @@ def test_launch_plans_follow_alignment_and_strides():
         torch.testing.assert_close(out.double(), ref, atol=2e-2, rtol=2e-2, msg=kind)
 
 
+SQUARE_KEY_TILES = [(64, [64, 64, 4, 3, 1]), (64, [128, 64, 8, 3, 1]), (32, [64, 32, 4, 3, 1])]
+
+
+@pytest.mark.parametrize("head_dim,config", SQUARE_KEY_TILES, ids=[f"hd{d}-{c[0]}x{c[1]}" for d, c in SQUARE_KEY_TILES])
+def test_tma_square_key_tiles(head_dim, config):
+    """Square streamed tiles under warpgroup products came out wrong through TMA (Triton 3.6): the
+    launchers load them by pointer; the forward, the dq pass with the same blocks and a dk/dv pass
+    streaming square query tiles match the reference."""
+    case = Case((45, 61), (13, 17), (1, 1), (1, 1), (False, False), heads=2, head_dim=head_dim, head_dim_v=head_dim)
+    bwd = [64, head_dim, 4, 2, 0, *config[:4], 1]
+    check(replace(case, batch=1, dtype=torch.bfloat16), "cuda", run_launchers, fwd_config=config, bwd_config=bwd)
+
+
 def test_default_configs_follow_the_window():
     """Small windows get small tiles (tile efficiency), large ones the fastest 128-row tiles."""
     from natten_kernels.triton.ops import _parse

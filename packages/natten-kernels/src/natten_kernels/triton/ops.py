@@ -214,6 +214,15 @@ def _descriptor(x, spec):
     return TensorDescriptor(x, *spec)
 
 
+def _tma_tiles_ok(resident_rows: int, streamed_rows: int, d: int, dv: int) -> bool:
+    """Whether streamed tiles may come through TMA for these blocks. With Triton 3.6 on the H200,
+    square streamed tiles (as many rows as the padded head dim, 32 or 64) against a resident tile of
+    64 rows or more (warpgroup products) gave wrong results: forward outputs and dk (max error
+    0.7-2.4 on 2D bf16/fp16 problems; perf notes v5). Those configs load by pointer instead; 128-wide
+    tiles and 32-row resident tiles were right."""
+    return not (resident_rows >= 64 and streamed_rows in (_dim_block(d), _dim_block(dv)) and streamed_rows <= 64)
+
+
 def _tma_specs(k3, v3, kbox, d, dv, dl, want_tma: bool, device_ok: bool = True):
     """How a kernel loads two operands. Streamed: K and V (Q and dO in the dk/dv pass); resident,
     with ``device_ok=False``: q and dO in the dq pass, k and v in the dk/dv pass, which then land in
@@ -397,7 +406,8 @@ def _forward_plan(
     ks, dl, st, L, nmax, _cz = geo
     tq, tk, boxes = _boxes(geo, bq, bk)
     rel64 = _rel64((k3, v3), (tk,), dl, _dim_block(max(d, dv)))
-    k_spec, v_spec, tma = _tma_specs(k3, v3, tk, d, dv, dl, bool(variant) and not rel64)
+    want = bool(variant) and not rel64 and _tma_tiles_ok(bq, bk, d, dv)
+    k_spec, v_spec, tma = _tma_specs(k3, v3, tk, d, dv, dl, want)
     q_spec = _descriptor_spec(q3, d, tq, dl) if tma == "host" else None
     nt = [-(-nmax[a] // tq[a]) for a in range(3)]
     G = dl[0] * dl[1] * dl[2]
@@ -600,7 +610,8 @@ def _launch_backward(
     if kv_parallel:
         dq_acc.zero_()
     else:
-        k_arg, v_arg, tma = _tma_operands(k3, v3, tk, d, dvd, dl, bool(dq_tma) and not cx["REL64"])
+        want = bool(dq_tma) and not cx["REL64"] and _tma_tiles_ok(dq_bq, dq_bk, d, dvd)
+        k_arg, v_arg, tma = _tma_operands(k3, v3, tk, d, dvd, dl, want)
         q_res, do_res, res = _tma_operands(q3, do3, tq, d, dvd, dl, tma == "host", device_ok=False)
         dq_cx = dict(cx, num_warps=dq_warps, num_stages=dq_stages, TMA=tma == "device", TMA_HOST=tma == "host")
         dq_cx["RES_TMA"] = res == "host"
@@ -632,7 +643,8 @@ def _launch_backward(
     strides = (*_strides5(q3), *_strides5(k3), *_strides5(v3), *_strides5(do3), *_strides5(l3), *rs)
     nk = [-(-nmax[a] // tk2[a]) for a in range(3)]
     logn = max(n.bit_length() for n in nmax) + 1
-    q_arg, do_arg, tma = _tma_operands(q3, do3, tq2, d, dvd, dl, not kv_parallel, device_ok=False)
+    want = not kv_parallel and _tma_tiles_ok(resident, streamed, d, dvd)
+    q_arg, do_arg, tma = _tma_operands(q3, do3, tq2, d, dvd, dl, want, device_ok=False)
     k_res, v_res, res = _tma_operands(k3, v3, tk2, d, dvd, dl, tma == "host", device_ok=False)
     na_bwd_dkdv_kernel[(nk[0] * nk[1] * nk[2] * G, hkv, q.shape[0])](
         q_arg,

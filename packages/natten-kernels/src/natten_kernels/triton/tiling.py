@@ -243,10 +243,20 @@ _DQ_PASS = {128: (128, 64, 8, 3, 1)}
 for _table in (_BWD_RATES, _BWD_KV_RATES):
     _table[32] = _table[64]
 _RATES = {(False, 0): _FWD_RATES, (True, 0): _BWD_RATES, (True, 1): _BWD_KV_RATES}
+# Forward TMA shapes measured with host-built descriptors (no dilation, a head dim that fills its
+# block), where they beat pointer loads (v5: S5-d1 0.264 -> 0.237 ms). Through per-program descriptors
+# (dilation) TMA lost 13-35% on 7x7 windows, so a default takes these only where the host path
+# applies; the autotuner tries them everywhere.
+_FWD_HOST_TMA_RATES = {32: {(32, 32, 1, 3, 1, 128): 0.99}}
 # the autotuner's candidates per head-dim bucket, fastest first (plain lists: torch.compile traces
 # the backend's config functions)
 _CANDIDATES = {
-    key: {d: [list(c) for c in sorted(r, key=r.get, reverse=True)] for d, r in rates.items()}
+    key: {
+        d: [list(c) for c in sorted(r, key=r.get, reverse=True)]
+        for d, r in (
+            {b: {**r, **_FWD_HOST_TMA_RATES.get(b, {})} for b, r in rates.items()} if key == (False, 0) else rates
+        ).items()
+    }
     for key, rates in _RATES.items()
 }
 
@@ -265,8 +275,11 @@ def choose_config(
     """The default ``[block_q, block_k, num_warps, num_stages, variant]`` of one problem (all tuples):
     the largest relative rate x tile efficiency (``kv_parallel``: among the KV-parallel backwards).
     A deterministic backward may add its dq pass's own five entries (:data:`_DQ_PASS`)."""
+    rates = _RATES[backward, int(backward and kv_parallel)][_bucket(head_dim)]
+    if not backward and all(d == 1 for d in dilation) and head_dim == max(16, pow2_at_least(head_dim)):
+        rates = {**rates, **_FWD_HOST_TMA_RATES.get(_bucket(head_dim), {})}
     best, best_score = None, -1.0
-    for cfg, rate in _RATES[backward, int(backward and kv_parallel)][_bucket(head_dim)].items():
+    for cfg, rate in rates.items():
         qbox, kbox = tile_shapes(kernel_size, dilation, stride, spatial, cfg[0], cfg[1], is_causal, not backward)
         score = rate * tile_efficiency(spatial, kernel_size, dilation, stride, is_causal, qbox, kbox)
         if score > best_score:
