@@ -179,6 +179,16 @@ def test_tma_square_key_tiles(head_dim, config):
     check(replace(case, batch=1, dtype=torch.bfloat16), "cuda", run_launchers, fwd_config=config, bwd_config=bwd)
 
 
+def test_default_backward_streams_square_tiles_correctly():
+    """Head dim 32, 13x13 window, no dilation: the default backward streams 32-row query tiles
+    against 64-row key tiles, the shape the TMA guard sends to pointer loads (its dk was wrong)."""
+    from natten_kernels.triton.tiling import choose_config
+
+    case = Case((40, 44), (13, 13), (1, 1), (1, 1), (False, False), head_dim=32, head_dim_v=32, batch=1)
+    assert choose_config(32, 2, case.spatial, case.kernel_size, (1, 1), (1, 1), (False, False), True)[:2] == [64, 32]
+    check(replace(case, dtype=torch.float16), "cuda", run_api)
+
+
 def test_default_configs_follow_the_window():
     """Small windows get small tiles (tile efficiency), large ones the fastest 128-row tiles."""
     from natten_kernels.triton.ops import _parse
