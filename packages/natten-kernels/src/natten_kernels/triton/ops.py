@@ -236,9 +236,7 @@ def _tma_specs(k3, v3, kbox, d, dv, dl, want_tma: bool, device_ok: bool = True):
     ks, vs = _descriptor_spec(k3, d, kbox, dl), _descriptor_spec(v3, dv, kbox, dl)
     if ks is not None and vs is not None:
         return ks, vs, "host"
-    if not device_ok:
-        return None, None, ""
-    return None, None, "device"
+    return None, None, "device" if device_ok else ""
 
 
 def _tma_operands(k3, v3, kbox, d, dv, dl, want_tma: bool, device_ok: bool = True):

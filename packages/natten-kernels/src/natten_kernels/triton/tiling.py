@@ -250,14 +250,19 @@ _RATES = {(False, 0): _FWD_RATES, (True, 0): _BWD_RATES, (True, 1): _BWD_KV_RATE
 _FWD_HOST_TMA_RATES = {32: {(32, 32, 1, 3, 1, 128): 0.99}}
 # the autotuner's candidates per head-dim bucket, fastest first (plain lists: torch.compile traces
 # the backend's config functions)
+
+
+def _rates(bucket: int, backward: bool, kv_parallel: bool, host_tma: bool = True) -> dict:
+    """The measured rates of a head-dim bucket (``host_tma``: with the host-descriptor TMA shapes)."""
+    rates = _RATES[backward, int(backward and kv_parallel)][bucket]
+    if not backward and host_tma:
+        rates = {**rates, **_FWD_HOST_TMA_RATES.get(bucket, {})}
+    return rates
+
+
 _CANDIDATES = {
-    key: {
-        d: [list(c) for c in sorted(r, key=r.get, reverse=True)]
-        for d, r in (
-            {b: {**r, **_FWD_HOST_TMA_RATES.get(b, {})} for b, r in rates.items()} if key == (False, 0) else rates
-        ).items()
-    }
-    for key, rates in _RATES.items()
+    key: {b: [list(c) for c in sorted(r, key=r.get, reverse=True)] for b in table for r in [_rates(b, *key)]}
+    for key, table in _RATES.items()
 }
 
 
@@ -275,9 +280,8 @@ def choose_config(
     """The default ``[block_q, block_k, num_warps, num_stages, variant]`` of one problem (all tuples):
     the largest relative rate x tile efficiency (``kv_parallel``: among the KV-parallel backwards).
     A deterministic backward may add its dq pass's own five entries (:data:`_DQ_PASS`)."""
-    rates = _RATES[backward, int(backward and kv_parallel)][_bucket(head_dim)]
-    if not backward and all(d == 1 for d in dilation) and head_dim == max(16, pow2_at_least(head_dim)):
-        rates = {**rates, **_FWD_HOST_TMA_RATES.get(_bucket(head_dim), {})}
+    host_tma = all(d == 1 for d in dilation) and head_dim == max(16, pow2_at_least(head_dim))
+    rates = _rates(_bucket(head_dim), backward, kv_parallel, host_tma)
     best, best_score = None, -1.0
     for cfg, rate in rates.items():
         qbox, kbox = tile_shapes(kernel_size, dilation, stride, spatial, cfg[0], cfg[1], is_causal, not backward)
