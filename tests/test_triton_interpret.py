@@ -79,10 +79,27 @@ RUNS = [(c.id, c, *CONFIG) for c in CASES] + [
         )
     ),
 ]
+# Windows that are whole dilation groups (extent == kernel * dilation): the default forward is the
+# group-wise kernel (config variant 2), whose persistent programs loop over several items here
+GROUP_CASES = [
+    Case((14, 14), (7, 7), (2, 2), (2, 3), (False, False), heads=4, kv_heads=2, head_dim=32, head_dim_v=32, dtype=F16),
+    Case((12,), (4,), (3,), (1,), (False,), rpb=True, additional=2, head_dim=24, head_dim_v=16, dtype=F32),
+    Case((4, 6, 3), (2, 3, 3), (2, 2, 1), (1, 1, 1), (False, False, False), batch=1, rpb=True, dtype=F32),
+    Case((5, 6), (5, 6), (1, 1), (1, 1), (False, False), batch=3, heads=1, kv_heads=1, head_dim=16, dtype=F16),
+]
+RUNS += [
+    ("groups-default-" + GROUP_CASES[0].id, GROUP_CASES[0], [], CONFIG[1]),
+    *((f"groups-{c.id}", c, [0, 0, 0, 0, 2], CONFIG[1]) for c in GROUP_CASES[1:]),
+]
 
 
 def run_all() -> dict:
-    """Check every run; {name: None if it passed, else the failure text}."""
+    """Check every run; {name: None if it passed, else the failure text}. Outputs are poisoned (NaN
+    where torch.empty allocates): an element a kernel does not write fails."""
+    import torch.utils.deterministic
+
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
     results = {}
     for name, case, fwd, bwd in RUNS:
         try:
@@ -136,6 +153,29 @@ def test_triton_bad_config_is_a_value_error():
         _parse([64, 32, 4, 3, 0, 64, 48, 4, 3], 16, torch.float32, backward=True)
 
 
+def test_whole_groups_take_the_group_forward():
+    """Windows that are whole dilation groups (extent == kernel * dilation, not causal) get the
+    group-wise forward by default (variant 2, its blocks not shrunk); anything else the box kernels,
+    and the variant asked for where it cannot run is a ValueError."""
+    from natten_kernels.triton.ops import _parse, na_fused_forward
+    from natten_kernels.triton.tiling import choose_config, whole_groups
+
+    s5_d8 = ((56, 56), (7, 7), (8, 8), (1, 1), (False, False))
+    assert whole_groups(*s5_d8[:3], s5_d8[4], 32, 2) == 49
+    assert whole_groups((56, 56), (7, 7), (8, 8), (True, False), 32, 2) == 0  # causal
+    assert whole_groups((56, 56), (7, 7), (1, 1), (False, False), 32, 2) == 0  # S5, no dilation
+    assert whole_groups((57, 56), (7, 7), (8, 8), (False, False), 32, 2) == 0  # 8 groups of 8 rows, one of 1
+    assert whole_groups((300,), (150,), (2,), (False,), 32, 2) == 0  # too many tokens
+    assert whole_groups((64,), (64,), (1,), (False,), 128, 4) == 64  # dense 1D
+    assert whole_groups((256,), (128,), (2,), (False,), 128, 4) == 0  # a stage of fp32 tiles too large
+    assert choose_config(32, 2, *s5_d8) == [64, 64, 2, 2, 2, 128]
+    assert choose_config(32, 2, *s5_d8, backward=True)[4] == 0  # the backward stays on the box kernels
+    assert _parse([], 64, torch.float32, ((256,), (128,), (2,), (1,), (False,)))[:5] == (128, 128, 8, 1, 2)
+    q = torch.zeros(1, 20, 20, 2, 32)
+    with pytest.raises(ValueError, match=r"whole dilation group .* got extent \[20, 20\], kernel_size \[7, 7\]"):
+        na_fused_forward(q, q, q, None, None, None, [7, 7], [2, 2], [1, 1], [False, False], 1.0, [0, 0, 0, 0, 2])
+
+
 def test_tile_efficiency_counts_pairs():
     """The analytic tile efficiency equals a brute-force count of the pairs the kernel computes."""
     from natten_kernels.triton.tiling import _window, tile_efficiency
@@ -168,7 +208,7 @@ def test_defaults_and_zero_entries():
     assert _parse([0, 0, 0, 0, 0, 96], 32, torch.float16)[4:] == (0, 96)
     # TMA shapes measured with host-built descriptors are defaults only where those apply (no dilation)
     assert small[4] == 1
-    assert _parse([], 32, torch.float16, ((56, 56), (7, 7), (8, 8), (1, 1), (False, False)))[4] == 0
+    assert _parse([], 32, torch.float16, ((56, 56), (7, 7), (4, 4), (1, 1), (False, False)))[4] == 0
     # backward: the dq pass takes the main blocks unless given its own (0 entries: the main config's)
     assert _parse([64, 32, 4, 3], 128, torch.bfloat16, backward=True)[5:] == (64, 32, 4, 3, 0)
     assert _parse([64, 32, 4, 3, 0, 128, 0, 8, 3, 1], 128, torch.bfloat16, backward=True)[5:] == (128, 32, 8, 3, 1)

@@ -22,7 +22,8 @@ if TRITON.unavailable_reason() is not None:
 from cases import Case, fused_cases
 from gpu.naref import check, make_inputs, run_api, run_launchers
 
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
+DTYPES = (F32, F16, BF16)
 CASES = fused_cases("cuda", dtypes=DTYPES)
 assert CASES, "no case generated for the triton backend"
 
@@ -187,6 +188,44 @@ def test_default_backward_streams_square_tiles_correctly():
     case = Case((40, 44), (13, 13), (1, 1), (1, 1), (False, False), head_dim=32, head_dim_v=32, batch=1)
     assert choose_config(32, 2, case.spatial, case.kernel_size, (1, 1), (1, 1), (False, False), True)[:2] == [64, 32]
     check(replace(case, dtype=torch.float16), "cuda", run_api)
+
+
+# windows that are whole dilation groups: the default forward is the group-wise kernel (variant 2)
+WHOLE_GROUPS = [
+    Case((21, 28), (7, 7), (3, 4), (2, 1), (False, False), heads=4, kv_heads=2, head_dim=32, head_dim_v=32, dtype=F16),
+    Case((93,), (31,), (3,), (1,), (False,), rpb=True, additional=3, head_dim=64, head_dim_v=64, dtype=BF16),
+    Case((6, 9, 12), (3, 3, 3), (2, 3, 4), (1, 1, 1), (False,) * 3, rpb=True, head_dim=128, head_dim_v=128, dtype=F32),
+    Case((16, 8), (8, 8), (2, 1), (1, 1), (False, False), heads=3, kv_heads=1, head_dim=24, head_dim_v=24, dtype=BF16),
+    Case((256,), (128,), (2,), (1,), (False,), batch=3, head_dim=64, head_dim_v=32, dtype=F16),
+]
+
+
+@pytest.mark.parametrize("case", WHOLE_GROUPS, ids=[c.id for c in WHOLE_GROUPS])
+def test_whole_group_forward(case, poisoned):
+    """Through the API (its backward is the box kernels'), every output written (poisoned), and the
+    plan is the group-wise kernel's, whose persistent grid is resized to one wave after its first
+    launch."""
+    from natten_kernels.triton import ops
+    from natten_kernels.triton.fused_forward_groups import na_fwd_groups_kernel
+
+    d = max(case.head_dim, case.head_dim_v)
+    geometry = (case.spatial, case.kernel_size, case.dilation, case.stride, case.is_causal)
+    assert ops._parse([], d, case.dtype, geometry)[4] == 2
+    ops._FORWARD_PLANS.clear()
+    check(case, "cuda", run_api)
+    plans = [p for p in ops._FORWARD_PLANS.values() if p[0] is na_fwd_groups_kernel]
+    assert plans and all(p[5] is None for p in plans)
+    items = case.batch * math.prod(case.dilation) * case.heads
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    assert all(min(items, sms) <= p[1][0] <= items for p in plans)
+
+
+def test_whole_group_variant_needs_whole_groups():
+    q = torch.randn(1, 20, 20, 2, 32, device="cuda", dtype=torch.float16)
+    from natten_kernels.triton.ops import na_fused_forward
+
+    with pytest.raises(ValueError, match="whole dilation group"):
+        na_fused_forward(q, q, q, None, None, None, [7, 7], [2, 2], [1, 1], [False, False], 1.0, [0, 0, 0, 0, 2])
 
 
 def test_default_configs_follow_the_window():

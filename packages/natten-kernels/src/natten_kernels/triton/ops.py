@@ -38,7 +38,8 @@ from natten_kernels.triton.fused_backward import (
     na_bwd_drpb_kernel,
 )
 from natten_kernels.triton.fused_forward import na_fwd_kernel
-from natten_kernels.triton.tiling import choose_config, fit_shared_memory, pow2_at_least
+from natten_kernels.triton.fused_forward_groups import na_fwd_groups_kernel
+from natten_kernels.triton.tiling import GROUP_VARIANT, choose_config, fit_shared_memory, pow2_at_least, whole_groups
 from natten_kernels.triton.tiling import tile_shapes as tile_shapes  # re-exported for tests/benchmarks
 
 LOG2E = 1.4426950408889634
@@ -129,7 +130,7 @@ def _parse(config, head_dim, dtype, geometry=None, backward=False, device=None):
             dq_default = tuple(default[5:])
     cfg = cfg[:4]
     _check_blocks(cfg, "")
-    if device is not None and device.type == "cuda":
+    if device is not None and device.type == "cuda" and (backward or variant != GROUP_VARIANT):
         cfg = fit_shared_memory(cfg, head_dim, elem, backward, _smem_limit(device.index or 0))
     if backward:
         return (*cfg, variant, *_dq_part(dq_default, cfg, head_dim, dtype, device))
@@ -382,25 +383,30 @@ def _launch_forward(
         while len(_FORWARD_PLANS) >= _MAX_PLANS:
             _FORWARD_PLANS.pop(next(iter(_FORWARD_PLANS)), None)
         _FORWARD_PLANS[key] = plan
-    grid, specs, scalars, constexprs = plan
+    kernel, grid, specs, scalars, constexprs, resident = plan
     r = lse if rpb is None else rpb.to(torch.float32).contiguous()
     tensors = (q, k, v, out, lse, r)
     args = [t if spec is None else _descriptor(t, spec) for t, spec in zip(tensors, specs)]
-    if constexprs["TMA"]:
+    if constexprs.get("TMA"):
         _ensure_tma_allocator()
-    na_fwd_kernel[grid](*args, *scalars, **constexprs)
+    compiled = kernel[grid](*args, *scalars, **constexprs)
+    if resident is not None:  # a persistent grid: one wave of the programs that fit, now that they are known
+        plan[1] = (min(resident[0], resident[1] * _programs_per_sm(compiled, constexprs["num_warps"], resident[2])),)
+        plan[5] = None
 
 
 def _forward_plan(
     q, k, v, rpb, out, lse, rank, hq, hkv, d, dv, kernel_size, dilation, stride, is_causal, scale, config
 ):
-    """``(grid, descriptor specs of q, k, v, out, lse, rpb (None: the tensor itself), the scalar
-    arguments, the constexprs)`` of one forward launch; its tensors are views of the call's."""
+    """``(kernel, grid, descriptor specs of q, k, v, out, lse, rpb (None: the tensor itself), the
+    scalar arguments, the constexprs)`` of one forward launch; its tensors are views of the call's."""
     q3, k3, v3 = _as3(q, rank), _as3(k, rank), _as3(v, rank)
     o3, l3 = _as3(out, rank), _as3_lse(lse, rank)
     geo, (bq, bk, _w, _s, variant, _maxnreg), cx = _plan(
         q, q3, rank, kernel_size, dilation, stride, is_causal, config, d, dv, False
     )
+    if variant == GROUP_VARIANT:
+        return _groups_plan(q, q3, k3, v3, o3, l3, rpb, rank, hq, hkv, d, dv, geo, scale, cx)
     ks, dl, st, L, nmax, _cz = geo
     tq, tk, boxes = _boxes(geo, bq, bk)
     rel64 = _rel64((k3, v3), (tk,), dl, _dim_block(max(d, dv)))
@@ -438,7 +444,76 @@ def _forward_plan(
         **boxes,
         **cx,
     )
-    return grid, (q_spec, k_spec, v_spec, None, None, None), scalars, constexprs
+    return [na_fwd_kernel, grid, (q_spec, k_spec, v_spec, None, None, None), scalars, constexprs, None]
+
+
+def _groups_plan(q, q3, k3, v3, o3, l3, rpb, rank, hq, hkv, d, dv, geo, scale, cx):
+    """The plan of the whole-group forward (config variant 2, :mod:`fused_forward_groups`): one item
+    per (batch, dilation group, head), a persistent grid of programs."""
+    ks, dl, _st, L, _nmax, cz = geo
+    tokens = whole_groups(L, ks, dl, cz, max(d, dv), q.element_size())
+    if not tokens:
+        raise ValueError(
+            f"triton config variant {GROUP_VARIANT} (whole-group forward) needs every window to be its whole "
+            f"dilation group (extent == kernel_size * dilation, not causal) and at most the group kernel's "
+            f"tokens and tile bytes; got extent {L[3 - rank :]}, kernel_size {ks[3 - rank :]}, dilation "
+            f"{dl[3 - rank :]}, causal {cz[3 - rank :]}, head dim {max(d, dv)}"
+        )
+    block = max(16, pow2_at_least(tokens))
+    r3, rs = _rpb3(rpb, hq, rank)
+    n_items = q.shape[0] * dl[0] * dl[1] * dl[2] * hq
+    rel64 = _rel64((q3, k3, v3, o3), ((ks[0], ks[1], ks[2]),), dl, _dim_block(max(d, dv)))
+    scalars = (
+        *_strides5(q3),
+        *_strides5(k3),
+        *_strides5(v3),
+        *_strides5(o3),
+        *_strides5(l3),
+        *rs,
+        *dl,
+        hq,
+        hq // hkv,
+        n_items,
+        scale * LOG2E,
+    )
+    keep = ("HEAD_DIM", "HEAD_DIM_V", "BLOCK_D", "BLOCK_DV", "PREC", "num_warps", "num_stages", "maxnreg")
+    constexprs = dict(
+        KS0=ks[0],
+        KS1=ks[1],
+        KS2=ks[2],
+        BLOCK=block,
+        HAS_RPB=r3 is not None,
+        REL64=rel64,
+        SCALE_FIRST=r3 is not None or scale <= 0,
+        **{name: cx[name] for name in keep if name in cx},
+    )
+    # persistent programs, each looping over items: a few under the interpreter (its tests run the
+    # loop); on a GPU one full wave, first from the register cap, then from the compiled kernel
+    warps = cx["num_warps"]
+    if q.device.type != "cuda":
+        return [na_fwd_groups_kernel, (min(n_items, 3),), (None,) * 6, scalars, constexprs, None]
+    sms = _sm_count(q.device.index or 0)
+    guess = max(1, min(32 // warps, 65536 // ((cx.get("maxnreg") or 168) * 32 * warps)))
+    grid = (min(n_items, sms * guess),)
+    return [na_fwd_groups_kernel, grid, (None,) * 6, scalars, constexprs, (n_items, sms, guess)]
+
+
+@functools.lru_cache(maxsize=8)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _programs_per_sm(compiled, num_warps: int, fallback: int) -> int:
+    """Programs of ``num_warps`` warps that one Hopper/Ampere SM holds at once, from a compiled
+    kernel's registers (allocated per warp in units of 256) and shared memory; ``fallback`` where the
+    launch returned no compiled kernel (Triton versions differ)."""
+    regs = getattr(compiled, "n_regs", None)
+    smem = getattr(getattr(compiled, "metadata", None), "shared", None)
+    if not regs or smem is None:
+        return fallback
+    by_regs = 65536 // (-(-regs * 32 // 256) * 256 * num_warps)
+    by_smem = (228 * 1024) // (smem + 1024)
+    return max(1, min(by_regs, by_smem, 64 // num_warps, 32))
 
 
 # ----------------------------------------------------------------------------- backward

@@ -1,0 +1,148 @@
+"""The fused forward where every window is its whole dilation group: on each axis the group length
+equals the kernel size (``extent == kernel_size * dilation``, not causal; stride then changes
+nothing), so neighborhood attention is dense attention inside each group (DiNAT's widest dilation,
+S5-d8). No window, halo or mask math: one product tile per group, a single-pass softmax, and a
+persistent loop over (batch, group, head) items whose loads Triton pipelines across items.
+Geometry helpers: fused_geometry.py."""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from natten_kernels.triton.fused_geometry import _bias, _box_rows, _cols, _dot, _off
+
+
+@triton.jit
+def na_fwd_groups_kernel(
+    Q,
+    K,
+    V,
+    O,  # noqa: E741
+    LSE,
+    RPB,
+    sqb,
+    sq0,
+    sq1,
+    sq2,
+    sqh,
+    skb,
+    sk0,
+    sk1,
+    sk2,
+    skh,
+    svb,
+    sv0,
+    sv1,
+    sv2,
+    svh,
+    sob,
+    so0,
+    so1,
+    so2,
+    soh,
+    slb,
+    sl0,
+    sl1,
+    sl2,
+    slh,
+    s_rh,
+    s_r0,
+    s_r1,
+    s_r2,
+    DL0,
+    DL1,
+    DL2,
+    H,
+    QPK,
+    n_items,
+    qk_scale,
+    KS0: tl.constexpr,
+    KS1: tl.constexpr,
+    KS2: tl.constexpr,
+    BLOCK: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    HEAD_DIM_V: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+    HAS_RPB: tl.constexpr,
+    PREC: tl.constexpr,
+    REL64: tl.constexpr,
+    SCALE_FIRST: tl.constexpr,
+):
+    """Program ``p`` takes items ``p, p + P, ...`` (``P`` programs); item = ``(b * G + group) * H + h``,
+    heads fastest (heads-last layout: neighbouring items share cache lines). A group's ``KS0 * KS1 *
+    KS2`` tokens are the tile's rows (padded to ``BLOCK``); their offsets are the same in every group."""
+    TOKENS: tl.constexpr = KS0 * KS1 * KS2
+    c0, c1, c2 = _box_rows(BLOCK, KS1, KS2)
+    valid = tl.arange(0, BLOCK) < TOKENS
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    q_rel = _off(c0, c1, c2, DL0, DL1, DL2, sq0, sq1, sq2, REL64)[:, None] + offs_d[None, :]
+    k_rel = _off(c0, c1, c2, DL0, DL1, DL2, sk0, sk1, sk2, REL64)[:, None] + offs_d[None, :]
+    v_rel = _off(c0, c1, c2, DL0, DL1, DL2, sv0, sv1, sv2, REL64)[:, None] + offs_dv[None, :]
+    o_rel = _off(c0, c1, c2, DL0, DL1, DL2, so0, so1, so2, REL64)[:, None] + offs_dv[None, :]
+    l_rel = _off(c0, c1, c2, DL0, DL1, DL2, sl0, sl1, sl2, REL64)
+    G = DL0 * DL1 * DL2
+    for item in tl.range(tl.program_id(0), n_items, tl.num_programs(0)):
+        h = item % H
+        rest = (item // H).to(tl.int64)
+        grp = rest % G
+        b = rest // G
+        g0 = grp // (DL1 * DL2)
+        g1 = (grp // DL2) % DL1
+        g2 = grp % DL2
+        hk = h // QPK
+        q = tl.load(
+            Q + (b * sqb + h * sqh + g0 * sq0 + g1 * sq1 + g2 * sq2) + q_rel,
+            mask=_cols(valid, offs_d, HEAD_DIM, BLOCK_D),
+            other=0.0,
+        )
+        k = tl.load(
+            K + (b * skb + hk * skh + g0 * sk0 + g1 * sk1 + g2 * sk2) + k_rel,
+            mask=_cols(valid, offs_d, HEAD_DIM, BLOCK_D),
+            other=0.0,
+        )
+        s = _dot(q, tl.trans(k), PREC)
+        if SCALE_FIRST:
+            s = s * qk_scale
+            s_scale = 1.0
+        else:  # the scale rides in the row max and in one fused multiply-add before exp2
+            s_scale = qk_scale
+        if HAS_RPB:
+            s += _bias(
+                RPB,
+                s_rh,
+                s_r0,
+                s_r1,
+                s_r2,
+                h,
+                KS0,
+                KS1,
+                KS2,
+                c0[:, None],
+                c1[:, None],
+                c2[:, None],
+                c0[None, :],
+                c1[None, :],
+                c2[None, :],
+                valid[:, None] & valid[None, :],
+            )
+        if TOKENS < BLOCK:
+            s = tl.where(valid[None, :], s, float("-inf"))
+        m = tl.max(s, 1) * s_scale
+        p = tl.exp2(s * s_scale - m[:, None])
+        l_sum = tl.sum(p, 1)
+        v = tl.load(
+            V + (b * svb + hk * svh + g0 * sv0 + g1 * sv1 + g2 * sv2) + v_rel,
+            mask=_cols(valid, offs_dv, HEAD_DIM_V, BLOCK_DV),
+            other=0.0,
+        )
+        out = _dot(p.to(v.dtype), v, PREC) * (1.0 / l_sum)[:, None]
+        tl.store(
+            O + (b * sob + h * soh + g0 * so0 + g1 * so1 + g2 * so2) + o_rel,
+            out.to(O.dtype.element_ty),
+            mask=_cols(valid, offs_dv, HEAD_DIM_V, BLOCK_DV),
+        )
+        lse = (m + tl.log2(l_sum)) * 0.6931471805599453
+        tl.store(LSE + (b * slb + h * slh + g0 * sl0 + g1 * sl1 + g2 * sl2) + l_rel, lse, mask=valid)
