@@ -7,8 +7,10 @@ They also run under ``TRITON_INTERPRET=1`` on CPU tensors, which is how CI tests
 streamed block, num_warps, num_stages]`` (the dk/dv pass keeps a key tile and streams query tiles;
 the dq pass, unless given its own entries, keeps a query tile of the resident size and streams key
 tiles of the streamed size), each with an optional fifth entry, the variant: forward ``1`` loads
-keys/values through TMA descriptors (Hopper; pointer loads where TMA cannot be used), backward ``1``
-is the KV-parallel backward (one pass per key tile, dq by float32 atomics; not deterministic). A
+keys/values through TMA descriptors (Hopper; pointer loads where TMA cannot be used), forward ``2``
+is the whole-group kernel (fused_forward_groups.py; only where every window is its whole dilation
+group, the default there), backward ``1`` is the KV-parallel backward (one pass per key tile, dq by
+float32 atomics; not deterministic). A
 forward config may add a sixth entry, a cap on registers per thread (ptxas' ``maxnreg``, 32-255; 0 or
 none: no cap), which lets more programs share an SM where short key loops leave latency to hide. A
 backward config may add the dq pass's own ``block_q, block_k, num_warps, num_stages(, tma)``
