@@ -169,10 +169,12 @@ def _flex_mask(spatial, kernel, dil, stride, causal, tbox):
     return mask_mod
 
 
-def _flex_anchors(problem, q, k, v, qh, kh, vh, reference) -> dict:
+def _flex_anchors(problem, q, k, v, qh, kh, vh, reference, sampled) -> dict:
     """Flex dense and Flex with the neighborhood mask (tokens permuted into tiles), ms; also the max
-    difference of Flex's NA output from ``reference`` (natten's), which checks the mask."""
+    difference of Flex's NA output from ``reference`` (natten's) against twice the dtype's tolerance,
+    and Flex's own output at the sampled queries against the exact windows (``sampled``)."""
     import torch._dynamo
+    from natten_legacy.sampled import check_sampled, tolerance
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     _pid, spatial, *_rest, kernel, dil, stride, causal = problem
@@ -187,8 +189,48 @@ def _flex_anchors(problem, q, k, v, qh, kh, vh, reference) -> dict:
     )
     res["flex-na"] = _bench(lambda: flex(qt, kt, vt, block_mask=bm))
     out = _from_tiles(flex(qt, kt, vt, block_mask=bm), spatial, tbox)
+    qs, exact = sampled
     res["flex_max_diff"] = float((out.float() - reference.float()).abs().max())
+    res["flex_diff_ok"] = res["flex_max_diff"] <= 2 * tolerance(exact, q.dtype)[0]
+    res["flex_ok"] = check_sampled(_at(out, spatial, qs), exact, q.dtype).ok
     return res
+
+
+def _sampled(problem, q, k, v):
+    """Sampled queries (corners, edges, interior, random) and their exact outputs (float64)."""
+    from natten_legacy.sampled import sample_queries, sampled_reference
+
+    _pid, spatial, *_rest, kernel, dil, stride, causal = problem
+    qs = sample_queries(spatial, kernel, dil, extra=6)
+    out, _lse, _g = sampled_reference(q, k, v, qs, kernel, dil, stride, causal)
+    return qs, out
+
+
+def _at(x, spatial, qs):
+    """``x [B, *spatial, H, D]`` at the sampled queries: ``[B, M, H, D]``."""
+    from natten_legacy.sampled import flat_index
+
+    return x.reshape(x.shape[0], -1, *x.shape[-2:])[:, flat_index(spatial, qs).to(x.device)]
+
+
+def _validate(problem, fn, q, k, v, backward: bool) -> tuple[bool, str]:
+    """natten's results at sampled queries against the exact windows (forward: output and LSE;
+    backward: also dq, dk, dv) before anything of it is timed: ``(ok, error / tolerance summary)``."""
+    from natten_legacy.sampled import sample_queries, summary, verify
+
+    _pid, spatial, *_rest, kernel, dil, stride, causal = problem
+    qs = sample_queries(spatial, kernel, dil, extra=6)
+
+    def run(go, gl):
+        x = [t.detach().requires_grad_(go is not None) for t in (q, k, v)]
+        out, lse = fn(*x, kernel, dil, causal, stride=stride, return_lse=True)
+        if go is None:
+            return out, lse, {}
+        torch.autograd.backward((out, lse), (go, gl))
+        return out, lse, dict(zip("qkv", (t.grad for t in x)))
+
+    reports = verify(run, {"q": q, "k": k, "v": v}, qs, kernel, dil, stride, causal, backward=backward)
+    return all(r.ok for r in reports), summary(reports)
 
 
 def _resolved(problem, config, backward=False):
@@ -281,14 +323,21 @@ def run(args: argparse.Namespace) -> tuple[Recorder, bool]:
         q, k, v = _inputs(problem)
         row = _row(problem)
         res = {}
-        flex_diff = None
+        flex_diff = flex_ok = flex_diff_ok = None
         t0 = time.perf_counter()
         fn = {1: F.na1d, 2: F.na2d, 3: F.na3d}[len(spatial)]
         na = functools.partial(fn, q, k, v, kernel, dil, causal, stride=stride)
         na()
         torch.cuda.synchronize()
         first_call = time.perf_counter() - t0
-        res["natten-triton"] = _bench(na)
+        sampled = _sampled(problem, q, k, v)
+        valid, errors = _validate(problem, fn, q, k, v, backward=False)
+        print(f"{pid:10s} check    natten-triton  {'ok' if valid else 'INVALID'}  error/tolerance {errors}", flush=True)
+        if valid:
+            res["natten-triton"] = _bench(na)
+        else:
+            met = False
+            rec.add("forward", **row, impl="natten-triton", invalid=True, check=errors)
         qh, kh, vh = (x.reshape(B, N, H, D).transpose(1, 2).contiguous() for x in (q, k, v))
         for name, backend in (("sdpa-cudnn", SDPBackend.CUDNN_ATTENTION), ("sdpa-flash", SDPBackend.FLASH_ATTENTION)):
             try:
@@ -298,8 +347,15 @@ def run(args: argparse.Namespace) -> tuple[Recorder, bool]:
                 print(f"  {pid}: {name} unavailable: {e!s:.80}")
         if not args.no_flex:
             try:
-                flex_res = _flex_anchors(problem, q, k, v, qh, kh, vh, na())
+                flex_res = _flex_anchors(problem, q, k, v, qh, kh, vh, na(), sampled)
                 flex_diff = flex_res.pop("flex_max_diff")
+                flex_diff_ok = flex_res.pop("flex_diff_ok")
+                flex_ok = flex_res.pop("flex_ok")
+                if not (flex_ok and flex_diff_ok):
+                    print(
+                        f"  {pid}: flex-na MISMATCH: own check {'ok' if flex_ok else 'FAILED'}, "
+                        f"max diff vs natten {flex_diff:.1e} {'ok' if flex_diff_ok else 'beyond tolerance'}"
+                    )
                 res.update(flex_res)
             except Exception as e:
                 print(f"  {pid}: flex unavailable: {e!s:.120}")
@@ -326,15 +382,24 @@ def run(args: argparse.Namespace) -> tuple[Recorder, bool]:
                     config=cfg if ours else None,
                     first_call_s=first_call if ours else None,
                     max_diff_vs_natten=flex_diff if impl == "flex-na" else None,
+                    max_diff_ok=flex_diff_ok if impl == "flex-na" else None,
+                    valid=True if ours else (flex_ok if impl == "flex-na" else None),
                 )
             )
-        if pid in TARGETS and cudnn_rate:
+        if pid in TARGETS and cudnn_rate and valid:
             ratio = flops / (res["natten-triton"] * 1e-3) / cudnn_rate
             verdicts.append((pid, "forward x cuDNN", ratio, TARGETS[pid]))
-        if pid in MEMORY_BOUND:
+        if pid in MEMORY_BOUND and valid:
             gbps = bytes_moved / (res["natten-triton"] * 1e-3) / 1e9
             verdicts.append((pid, "forward GB/s", gbps, GBPS_TARGET))
         if not args.no_backward:
+            bwd_ok, bwd_errors = _validate(problem, fn, q, k, v, backward=True)
+            state = "ok" if bwd_ok else "INVALID"
+            print(f"{pid:10s} check    fwd+bwd        {state}  error/tolerance {bwd_errors}", flush=True)
+            if not bwd_ok:
+                met = False
+                rec.add("fwd+bwd", **row, impl="natten-triton", invalid=True, check=bwd_errors)
+        if not args.no_backward and bwd_ok:
             lines.append(_fwd_bwd_row(rec, problem, fn, q, k, v, qh, kh, vh, flops, dense_flops))
             if pid in FWD_BWD_TARGETS and lines[-1]["ratio_vs_cudnn"] is not None:
                 verdicts.append((pid, "fwd+bwd x cuDNN", lines[-1]["ratio_vs_cudnn"], FWD_BWD_TARGETS[pid]))
@@ -389,7 +454,8 @@ def _print_problem(pid, rows):
         if r.get("config"):
             extra += f"  cfg {r['config']}"
         if r.get("max_diff_vs_natten") is not None:
-            extra += f"  max diff vs natten {r['max_diff_vs_natten']:.1e}"
+            verdict = "within tolerance" if r.get("max_diff_ok") else "MISMATCH"
+            extra += f"  max diff vs natten {r['max_diff_vs_natten']:.1e} ({verdict})"
         print(
             f"{pid:10s} {r['kind']:8s} {r['impl']:14s} {r['ms']:9.3f} ms {r['tflops']:7.1f} TFLOP/s  "
             f"x cuDNN {ratio}{extra}",
@@ -442,6 +508,27 @@ def _run_job(problem, direction, cfg, tensors):
     return lambda: na_fused_backward(go, q, k, v, out, lse, None, None, None, None, *args, cfg)
 
 
+def _check_job(problem, direction, cfg, tensors) -> tuple[bool, str]:
+    """A sweep job's results at sampled queries against the exact windows (as the suite's rows)."""
+    from natten_kernels.triton.ops import na_fused_backward, na_fused_forward
+    from natten_legacy.sampled import sample_queries, summary, verify
+
+    _pid, spatial, _B, _H, D, _dt, kernel, dil, stride, causal = problem
+    q, k, v = tensors
+    args = (list(kernel), list(dil), list(stride), list(causal), D**-0.5)
+
+    def run(go, gl):
+        out, lse = na_fused_forward(q, k, v, None, None, None, *args, cfg if direction == "forward" else [])
+        if go is None:
+            return out, lse, {}
+        dq, dk, dv, *_ = na_fused_backward(go, q, k, v, out, lse, gl, None, None, None, *args, cfg)
+        return out, lse, {"q": dq, "k": dk, "v": dv}
+
+    qs = sample_queries(spatial, kernel, dil, extra=6)
+    reports = verify(run, {"q": q, "k": k, "v": v}, qs, kernel, dil, stride, causal, backward=direction != "forward")
+    return all(r.ok for r in reports), summary(reports)
+
+
 def _warm(job):
     """Compile one sweep job in a worker process (fills triton's on-disk cache); '' or the error."""
     try:
@@ -471,7 +558,7 @@ def sweep(args) -> Recorder:
                 if err:
                     errors[(job[0][0], job[1], tuple(job[2]))] = err
     print(f"sweep: {len(jobs)} jobs compiled in {time.perf_counter() - t0:.0f}s, {len(errors)} failed", flush=True)
-    current, tensors, reference = None, None, None
+    current, tensors = None, None
     for problem, direction, cfg in jobs:
         pid, spatial, B, H, D, *_ = problem
         if current is not problem:
@@ -479,7 +566,6 @@ def sweep(args) -> Recorder:
             qh, kh, vh = (x.reshape(B, -1, H, D).transpose(1, 2).contiguous() for x in tensors)
             cudnn_fwd, cudnn_fb = _cudnn(qh, kh, vh, "backward" in args.directions)
             del qh, kh, vh
-            reference = None
         key = (pid, direction, tuple(cfg))
         row = {**_row(problem), "direction": direction, "config": cfg}
         if key in errors:
@@ -487,14 +573,12 @@ def sweep(args) -> Recorder:
             print(f"{pid:10s} {direction:12s} {cfg!s:22s} FAILED {errors[key][:100]}", flush=True)
             continue
         try:
+            valid, errors = _check_job(problem, direction, cfg, tensors)
+            if not valid:  # a wrong kernel gets no rate
+                rec.add("sweep", **row, invalid=True, check=errors)
+                print(f"{pid:10s} {direction:12s} {cfg!s:22s} INVALID error/tolerance {errors}", flush=True)
+                continue
             fn = _run_job(problem, direction, cfg, tensors)
-            res = fn()
-            # every forward config must agree with the first one timed (the default)
-            err = None
-            if direction == "forward":
-                if reference is None:
-                    reference = res[0].float()
-                err = float((res[0].float() - reference).abs().max())
             ms = _bench(fn, rep=100)
         except Exception as e:
             rec.add("sweep", **row, error=f"{type(e).__name__}: {e!s:.200}")
@@ -514,13 +598,13 @@ def sweep(args) -> Recorder:
             ratio_vs_cudnn=ratio,
             tile_efficiency=eff,
             gbps=4 * B * math.prod(spatial) * H * D * tensors[0].element_size() / (ms * 1e-3) / 1e9,
-            max_diff_vs_default=err,
+            check=errors,
         )
         print(
             f"{pid:10s} {direction:12s} {cfg!s:22s} {ms:8.3f} ms {r['tflops']:6.1f} TFLOP/s"
             f" (raw {r['raw_tflops']:6.1f})"
             f" x cuDNN {ratio if ratio is None else round(ratio, 3)} eff {eff:.3f} {r['gbps']:6.0f} GB/s"
-            + (f" diff {err:.2e}" if err is not None else ""),
+            f"  error/tolerance {errors}",
             flush=True,
         )
     return rec

@@ -72,6 +72,7 @@ def neighborhood_slots(
     is_causal: bool = False,
     *,
     device: torch.device | str | None = None,
+    queries: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Neighborhood slots of every query on one axis (design.md §3).
 
@@ -84,16 +85,19 @@ def neighborhood_slots(
         kernel_size, dilation, stride, is_causal: this axis' parameters
             (``1 <= kernel_size``, ``kernel_size * dilation <= L``, ``1 <= stride <= kernel_size``).
         device: where to build the tables.
+        queries: optional ``LongTensor [M]`` of query indices in ``[0, L)``: the rows of those queries
+            only (``[M, kernel_size]``), for checking sampled queries of problems too large for
+            ``[L, kernel_size]`` tables.
 
     Returns:
-        ``keys``: ``LongTensor [L, kernel_size]``, global key index of each slot (always in
-        ``[0, L)``; for a causal axis the invalid slots hold the in-range key ``start + t`` that
-        lies past the query).
+        ``keys``: ``LongTensor [L, kernel_size]`` (``[M, kernel_size]`` with ``queries``), global key
+        index of each slot (always in ``[0, L)``; for a causal axis the invalid slots hold the in-range
+        key ``start + t`` that lies past the query).
         ``valid``: ``BoolTensor [L, kernel_size]``, False exactly for causal slots past the query.
     """
     k, d, s = int(kernel_size), int(dilation), int(stride)
     _check_axis(int(length), k, d, s)
-    i = torch.arange(length, device=device)
+    i = torch.arange(length, device=device) if queries is None else queries.to(device=device, dtype=torch.long)
     g = i % d  # dilation group
     p = i // d  # group-local query index
     n = (length - g + d - 1) // d  # group length, ceil((L - g) / d); n >= k because k * d <= L
@@ -108,7 +112,7 @@ def neighborhood_slots(
         leader = torch.minimum(block + s // 2, n - 1)
         start = torch.minimum(leader - k // 2, n - k).clamp(min=0)  # clamp(c - left, 0, n - k)
         local = start[:, None] + t
-        valid = torch.ones(length, k, dtype=torch.bool, device=device)
+        valid = torch.ones(local.shape, dtype=torch.bool, device=device)
     return g[:, None] + local * d, valid
 
 

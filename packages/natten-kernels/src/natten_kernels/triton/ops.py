@@ -220,10 +220,23 @@ def _descriptor(x, spec):
 def _tma_tiles_ok(resident_rows: int, streamed_rows: int, d: int, dv: int) -> bool:
     """Whether streamed tiles may come through TMA for these blocks. With Triton 3.6 on the H200,
     square streamed tiles (as many rows as the padded head dim, 32 or 64) against a resident tile of
-    64 rows or more (warpgroup products) gave wrong results: forward outputs and dk (max error
-    0.7-2.4 on 2D bf16/fp16 problems; perf notes v5). Those configs load by pointer instead; 128-wide
-    tiles and 32-row resident tiles were right."""
+    64 rows or more gave wrong results: forward outputs and dk (max error 0.7-2.4 on 2D bf16/fp16
+    problems; perf notes v5). Those configs load by pointer instead. (Perf notes v7 traced that fault
+    to the resident tile's TMA load, :func:`_resident_tma_ok`; this older guard stays until its
+    configs are re-measured with streamed TMA.)"""
     return not (resident_rows >= 64 and streamed_rows in (_dim_block(d), _dim_block(dv)) and streamed_rows <= 64)
+
+
+def _resident_tma_ok(resident_box, streamed_rows: int, d: int, dv: int) -> bool:
+    """Whether a resident tile (forward q, dq pass q/dO, dk/dv pass k/v) may load through a host-built
+    TMA descriptor. Triton 3.6 miscompiles one case (perf notes v7, docs/gpu.md): a resident box with
+    more than one non-unit axis (a 2D/3D tile, reshaped from the descriptor's rank-5 block) against
+    streamed tiles with as many rows as the padded head dim. Every output of such a launch was wrong
+    (S3's 128x128 forward at head dim 128: LSE off by 0.72, outputs 300x the rounding error), at head
+    dims 32, 64 and 128, in the forward, the dq pass and the dk/dv pass; the same tiles loaded by
+    pointer, or through 1D boxes, were right. Such resident tiles load by pointer."""
+    multi_axis = sum(int(b) > 1 for b in resident_box) > 1
+    return not (multi_axis and streamed_rows in (_dim_block(d), _dim_block(dv)))
 
 
 def _tma_specs(k3, v3, kbox, d, dv, dl, want_tma: bool, device_ok: bool = True):
@@ -414,7 +427,8 @@ def _forward_plan(
     rel64 = _rel64((k3, v3), (tk,), dl, _dim_block(max(d, dv)))
     want = bool(variant) and not rel64 and _tma_tiles_ok(bq, bk, d, dv)
     k_spec, v_spec, tma = _tma_specs(k3, v3, tk, d, dv, dl, want)
-    q_spec = _descriptor_spec(q3, d, tq, dl) if tma == "host" else None
+    q_ok = tma == "host" and _resident_tma_ok(tq, bk, d, dv)
+    q_spec = _descriptor_spec(q3, d, tq, dl) if q_ok else None
     nt = [-(-nmax[a] // tq[a]) for a in range(3)]
     G = dl[0] * dl[1] * dl[2]
     r3, rs = _rpb3(rpb, hq, rank)
@@ -687,7 +701,8 @@ def _launch_backward(
     else:
         want = bool(dq_tma) and not cx["REL64"] and _tma_tiles_ok(dq_bq, dq_bk, d, dvd)
         k_arg, v_arg, tma = _tma_operands(k3, v3, tk, d, dvd, dl, want)
-        q_res, do_res, res = _tma_operands(q3, do3, tq, d, dvd, dl, tma == "host", device_ok=False)
+        res_ok = tma == "host" and _resident_tma_ok(tq, dq_bk, d, dvd)
+        q_res, do_res, res = _tma_operands(q3, do3, tq, d, dvd, dl, res_ok, device_ok=False)
         dq_cx = dict(cx, num_warps=dq_warps, num_stages=dq_stages, TMA=tma == "device", TMA_HOST=tma == "host")
         dq_cx["RES_TMA"] = res == "host"
         nt = [-(-nmax[a] // tq[a]) for a in range(3)]
@@ -720,7 +735,8 @@ def _launch_backward(
     logn = max(n.bit_length() for n in nmax) + 1
     want = not kv_parallel and _tma_tiles_ok(resident, streamed, d, dvd)
     q_arg, do_arg, tma = _tma_operands(q3, do3, tq2, d, dvd, dl, want, device_ok=False)
-    k_res, v_res, res = _tma_operands(k3, v3, tk2, d, dvd, dl, tma == "host", device_ok=False)
+    res_ok = tma == "host" and _resident_tma_ok(tk2, streamed, d, dvd)
+    k_res, v_res, res = _tma_operands(k3, v3, tk2, d, dvd, dl, res_ok, device_ok=False)
     na_bwd_dkdv_kernel[(nk[0] * nk[1] * nk[2] * G, hkv, q.shape[0])](
         q_arg,
         k_res,
