@@ -105,7 +105,7 @@ def test_verify_flags_a_wrong_window():
         return out, lse, {n: v.grad for n, v in x.items()}
 
     def run_shifted(go, gl):
-        out, lse, g = run_ok(go, gl)
+        _out, _lse, g = run_ok(go, gl)
         k2 = t["k"].roll(1, dims=2)
         out2, lse2 = na_reference(t["q"], k2, t["v"], kernel, return_lse=True)
         return out2, lse2, g
