@@ -6,6 +6,7 @@ tolerance (<= 1 passes), and the error as a multiple of the rounding error (the 
     python benchmarks/probes/probe_configs.py [--only S3,S6] [--backward]
 """
 
+# ruff: noqa: B023  (closures are timed within the loop iteration that defines them)
 from __future__ import annotations
 
 import argparse
@@ -37,6 +38,7 @@ PROBLEMS = {
 # host-built descriptors: per-program TMA)
 FWD = [
     ("default", [], ""),
+    ("128x128x8x3-tma-unguarded", [128, 128, 8, 3, 1], "unguarded"),
     ("default-noqtma", [], "noq"),
     ("default-devtma", [], "device"),
     ("128x128x8x3-ptr", [128, 128, 8, 3, 0], ""),
@@ -67,11 +69,13 @@ BWD_GRID = [
 
 
 def patch(mode: str):
-    """Modes, joined by '+': noq, device, noguard (no TMA guard), box=A.B.C/D.E.F (query/key boxes)."""
+    """Modes, joined by '+': noq, device, noguard (no streamed-tile TMA guard), unguarded (no resident-tile
+    guard either: the miscompiled path), box=A.B.C/D.E.F (query/key boxes)."""
     from natten_kernels.triton import ops
 
     orig = ops.__dict__.setdefault("_orig_descriptor_spec", ops._descriptor_spec)
     guard = ops.__dict__.setdefault("_orig_tma_tiles_ok", ops._tma_tiles_ok)
+    resident = ops.__dict__.setdefault("_orig_resident_tma_ok", ops._resident_tma_ok)
     shapes = ops.__dict__.setdefault("_orig_tile_shapes", ops.tile_shapes)
     qptr = patch.qptr
     modes = mode.split("+")
@@ -83,6 +87,7 @@ def patch(mode: str):
 
     ops._descriptor_spec = spec
     ops._tma_tiles_ok = (lambda *a: True) if "noguard" in modes else guard
+    ops._resident_tma_ok = (lambda *a: True) if "unguarded" in modes else resident
     boxes = [m[4:] for m in modes if m.startswith("box=")]
     if boxes:
         qb, kb = (tuple(int(x) for x in b.split(".")) for b in boxes[0].split("/"))
@@ -101,6 +106,7 @@ def main() -> None:
     ap.add_argument("--configs", default="", help="labels of forward configs (default: all)")
     ap.add_argument("--backward", action="store_true")
     ap.add_argument("--grid", action="store_true", help="forward: blocks x TMA x guard grid instead")
+    ap.add_argument("--time", action="store_true", help="also the forward's median ms (do_bench), wrong or not")
     args = ap.parse_args()
     from natten_kernels.triton.ops import na_fused_backward, na_fused_forward
 
@@ -156,8 +162,16 @@ def main() -> None:
             rnd = (ex_o.to(dt).double() - ex_o).abs().max().item()
             bad_q = (o_s.double() - ex_o).abs().amax(dim=(0, 2, 3)) > ro.atol
             where = qs[bad_q.cpu()][:6].tolist()
+            ms = ""
+            if args.time:
+                import triton
+
+                def fwd():
+                    return na_fused_forward(q, k, v, None, None, None, ks, dl, st, cz, D**-0.5, cfg)
+
+                ms = f"{triton.testing.do_bench(fwd, warmup=25, rep=200, return_mode='median'):7.3f} ms  "
             print(
-                f"  {label:22s} out err/tol {ro.max_abs_err / ro.atol:8.2f} ratio {ro.max_abs_err / rnd:8.1f}  "
+                f"  {label:22s} {ms}out err/tol {ro.max_abs_err / ro.atol:8.2f} ratio {ro.max_abs_err / rnd:8.1f}  "
                 f"lse err {rl.max_abs_err:.2e} (tol {rl.atol:.1e})  bad queries {int(bad_q.sum())}/{M} {where} "
                 f"[{time.time() - t0:.0f}s]",
                 flush=True,

@@ -3,6 +3,7 @@
 # benchmark suites, fused then unfused). Usage on the GPU machine, from the repository root:
 #   bash tests/gpu/run.sh [--bench] [pytest args...]
 # Logs go to ${OUT:-gpu-logs}/ (build.log, gpu-tests.log, bench.log and the benchmark JSON rows).
+# The tests (about 660, 8 xdist workers) take about 4.5 minutes on the H200 machine.
 set -o pipefail
 export PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-16}
 LOGS=${OUT:-gpu-logs}
@@ -23,7 +24,7 @@ status=0
 # Triton compiles on the CPU: spread the suite over processes when pytest-xdist is there
 WORKERS=()
 if python3 -c "import xdist" 2>/dev/null; then WORKERS=(-n "${GPU_TEST_WORKERS:-8}"); fi
-timeout ${GPU_TEST_TIMEOUT:-300} python3 -m pytest tests/gpu -q -p no:cacheprovider --maxfail=15 -rf "${WORKERS[@]}" "$@" 2>&1 \
+timeout ${GPU_TEST_TIMEOUT:-480} python3 -m pytest tests/gpu -q -p no:cacheprovider --maxfail=15 -rf "${WORKERS[@]}" "$@" 2>&1 \
     | tee "$LOGS/gpu-tests.log" | grep -v "^tests/gpu.*PASSED" | tail -60 || status=1
 if [ "$BENCH" = 1 ]; then
     timeout ${GPU_BENCH_TIMEOUT:-300} python3 benchmarks/run.py --suite gpu --out "$LOGS" ${BENCH_ARGS:-} 2>&1 \
