@@ -121,3 +121,57 @@ def test_sdpa_mask_matches_the_oracle(shape, kwargs):
         view[a], view[rank + a] = n, n
         expected = expected & axis.reshape(view)
     assert torch.equal(neighborhood_mask(p), expected.reshape(p.tokens, p.tokens))
+
+
+def test_memory_and_spread_columns(capsys):
+    assert main([*TINY, "--json", "--iters", "3"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    for row in doc["rows"]:
+        assert row["forward_min_ms"] <= row["forward_ms"] <= row["forward_max_ms"]
+        assert row["backward_min_ms"] <= row["backward_ms"] <= row["backward_max_ms"]
+        if sys.platform.startswith("linux"):
+            assert row["forward_peak_bytes"] is not None and row["fwd_bwd_peak_bytes"] is not None
+            assert row["forward_peak_bytes"] >= 0 and row["fwd_bwd_peak_bytes"] >= 0
+
+
+def test_peak_bytes_sees_an_allocation():
+    """64 MiB allocated and touched inside the call shows as at least that much peak memory."""
+    from natten.profiler.memory import peak_bytes
+
+    if not sys.platform.startswith("linux"):
+        assert peak_bytes(lambda: torch.ones(2**24), "cpu") is None
+        return
+    peak = peak_bytes(lambda: torch.ones(2**24), "cpu")  # float32: 64 MiB
+    assert 60 * 2**20 <= peak < 200 * 2**20
+
+
+def test_half_precision_note(monkeypatch):
+    """On the CPU a bf16 run slower than float32 gets a note that says why; a faster one none."""
+    from natten.profiler import runner
+    from natten.profiler.runner import Row, half_precision_note
+
+    problem = ProfileProblem.create((12, 10), 3, dtype=torch.bfloat16)
+    half = [Row("natten", "natten", "ok", forward_ms=30.0, backward_ms=60.0)]
+    fp32 = Row("natten", "natten", "ok", forward_ms=10.0, backward_ms=20.0)
+    monkeypatch.setattr(runner, "profile", lambda p, *a, **k: [fp32] if p.dtype == torch.float32 else half)
+    note = half_precision_note(problem, half)
+    assert note is not None and "3.0x" in note and "float32" in note and "saves memory, not time" in note
+    fp32.forward_ms, fp32.backward_ms = 40.0, 80.0
+    assert half_precision_note(problem, half) is None
+    assert half_precision_note(ProfileProblem.create((12, 10), 3), half) is None  # float32 run: no note
+
+
+def test_plot_writes_a_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib")  # the tests session installs it; the figure needs it
+    out = tmp_path / "p.png"
+    assert main([*TINY, "--shape", "16", "16", "--plot", str(out), "--plot-points", "2"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_plot_without_matplotlib_says_what_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(SystemExit) as exc:
+        main([*TINY, "--plot", "x.png"])
+    assert exc.value.code == 2
+    assert "pip install matplotlib" in capsys.readouterr().err

@@ -7,10 +7,11 @@ import json
 
 import torch
 
+from natten.profiler import plot
 from natten.profiler.implementations import IMPLEMENTATIONS
 from natten.profiler.problem import DEFAULTS, DTYPES, ProfileProblem, axes
 from natten.profiler.report import document, format_report
-from natten.profiler.runner import environment, profile, stderr_progress
+from natten.profiler.runner import environment, half_precision_note, profile, stderr_progress
 
 _TRUE = {"1", "t", "true", "y", "yes"}
 _FALSE = {"0", "f", "false", "n", "no"}
@@ -98,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     o.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+    o.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="also write a PNG of time and peak memory against --plot-over (needs matplotlib); the problem "
+        "above is the largest point",
+    )
+    o.add_argument("--plot-over", choices=("tokens", "kernel"), default="tokens", help="x axis of --plot")
+    o.add_argument("--plot-points", type=_positive, default=4, help="problems in --plot (default 4)")
     return p
 
 
@@ -139,21 +148,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--impls: unknown {unknown}; choose from {','.join(IMPLEMENTATIONS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.plot:
+        try:
+            plot.require_matplotlib()
+        except ImportError as exc:
+            parser.error(str(exc))
     progress = None if args.quiet else stderr_progress
+    timing = dict(backward=not args.no_backward, warmup=args.warmup, iters=args.iters, max_seconds=args.max_time)
     if progress:
         progress(f"natten.profiler: {problem.describe()}")
-    rows = profile(
-        problem,
-        impls,
-        backward=not args.no_backward,
-        warmup=args.warmup,
-        iters=args.iters,
-        max_seconds=args.max_time,
-        progress=progress,
-    )
+    if args.plot:
+        results = plot.sweep(problem, impls, args.plot_over, args.plot_points, progress, **timing)
+        plot.write_figure(results, args.plot_over, args.plot)
+        problem, rows = results[-1]
+    else:
+        rows = profile(problem, impls, progress=progress, **timing)
+    note = half_precision_note(problem, rows, timing["backward"])
+    notes = [note] if note else []
+    if args.plot:
+        notes.append(f"wrote {args.plot}: time and peak memory against {args.plot_over}, {len(results)} points")
     env = environment(problem.device)
     if args.json:
-        print(json.dumps(document(problem, rows, env), indent=2))
+        print(json.dumps(document(problem, rows, env, notes), indent=2))
     else:
-        print(format_report(problem, rows, env))
+        print(format_report(problem, rows, env, notes))
     return int(any(r.impl == "natten" and r.status != "ok" for r in rows))

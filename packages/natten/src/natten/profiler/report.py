@@ -38,6 +38,17 @@ def speedup_of(reference: Row | None, row: Row) -> float | None:
     return row.total_ms / reference.total_ms
 
 
+def _spread(median: float | None, low: float | None, high: float | None) -> str:
+    """``median (min-max)`` in ms."""
+    if median is None:
+        return "-"
+    return f"{median:.2f} ({low:.2f}-{high:.2f})" if low is not None and high is not None else f"{median:.2f}"
+
+
+def _mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.1f}"
+
+
 def format_rows(rows: Sequence[Row], device: str) -> str:
     unit, div = rate_unit(device)
     natten = next((r for r in rows if r.impl == "natten" and r.status == "ok"), None)
@@ -51,29 +62,31 @@ def format_rows(rows: Sequence[Row], device: str) -> str:
         lines.append(
             [
                 r.label,
-                _fmt(r.forward_ms, ".2f"),
-                _fmt(r.backward_ms, ".2f"),
+                _spread(r.forward_ms, r.forward_min_ms, r.forward_max_ms),
+                _spread(r.backward_ms, r.backward_min_ms, r.backward_max_ms),
                 _fmt(fwd_rate and fwd_rate / div, ".2f"),
                 _fmt(bwd_rate and bwd_rate / div, ".2f"),
                 str(r.forward_samples),
+                f"{_mib(r.forward_peak_bytes)} / {_mib(r.fwd_bwd_peak_bytes)}",
                 _fmt(speedup, ".3g") + ("x" if speedup is not None else ""),
                 _fmt(r.max_abs_diff, ".1e"),
             ]
         )
     headers = [
         "implementation",
-        "fwd ms",
-        "bwd ms",
+        "fwd ms (min-max)",
+        "bwd ms (min-max)",
         f"fwd {unit}",
         f"bwd {unit}",
         "n",
+        "peak MiB fwd / fwd+bwd",
         "natten speedup",
         "max |out - natten|",
     ]
     return table(headers, lines)
 
 
-def format_report(problem: ProfileProblem, rows: Sequence[Row], env: dict) -> str:
+def format_report(problem: ProfileProblem, rows: Sequence[Row], env: dict, notes: Sequence[str] = ()) -> str:
     fwd, bwd = problem.useful_flops()
     legacy = f", natten-legacy {env['natten_legacy']}" if env.get("natten_legacy") else ""
     return "\n".join(
@@ -87,13 +100,15 @@ def format_report(problem: ProfileProblem, rows: Sequence[Row], env: dict) -> st
             "",
             format_rows(rows, problem.device),
             "",
-            "Times are medians after warm-up (n timed iterations); backward excludes its forward. "
+            "Times are medians after warm-up (min-max of the n timed iterations); backward excludes its forward. "
+            "Peak memory: one call's high-water mark over its inputs (CPU: resident set; CUDA: allocator). "
             "'natten speedup' = this row's fwd+bwd time / natten's.",
+            *(f"note: {n}" for n in notes),
         ]
     )
 
 
-def document(problem: ProfileProblem, rows: Sequence[Row], env: dict) -> dict:
+def document(problem: ProfileProblem, rows: Sequence[Row], env: dict, notes: Sequence[str] = ()) -> dict:
     """The machine-readable form of a run (``--json``)."""
     natten = next((r for r in rows if r.impl == "natten" and r.status == "ok"), None)
     fwd, bwd = problem.useful_flops()
@@ -102,4 +117,5 @@ def document(problem: ProfileProblem, rows: Sequence[Row], env: dict) -> dict:
         "flop": {"forward": fwd, "backward": bwd},
         "environment": env,
         "rows": [{**r.as_dict(), "natten_speedup": speedup_of(natten, r)} for r in rows],
+        "notes": list(notes),
     }

@@ -6,11 +6,12 @@ import gc
 import platform
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
 from natten.profiler.implementations import IMPLEMENTATIONS, Unavailable
+from natten.profiler.memory import peak_bytes
 from natten.profiler.problem import ProfileProblem
 from natten.profiler.timing import time_forward_backward
 
@@ -29,8 +30,14 @@ class Row:
     note: str = ""
     forward_ms: float | None = None  # medians
     backward_ms: float | None = None
+    forward_min_ms: float | None = None
+    forward_max_ms: float | None = None
+    backward_min_ms: float | None = None
+    backward_max_ms: float | None = None
     forward_samples: int = 0
     backward_samples: int = 0
+    forward_peak_bytes: int | None = None  # peak memory of one forward (as timed) beyond its inputs
+    fwd_bwd_peak_bytes: int | None = None  # of one forward + backward
     forward_flop: int = 0  # useful FLOPs of the problem, the same for every implementation
     backward_flop: int = 0
     forward_bytes: int = 0  # least memory traffic of the problem
@@ -132,9 +139,48 @@ def _measure(row: Row, problem: ProfileProblem, qkv, step: str, say: Progress, *
         return None
     row.forward_ms, row.backward_ms = samples.forward_median, samples.backward_median
     row.forward_samples, row.backward_samples = len(samples.forward_ms), len(samples.backward_ms)
+    row.forward_min_ms, row.forward_max_ms = min(samples.forward_ms), max(samples.forward_ms)
+    if samples.backward_ms:
+        row.backward_min_ms, row.backward_max_ms = min(samples.backward_ms), max(samples.backward_ms)
+    _memory(row, prepared, samples.output, problem.device, timing["backward"])
     bwd = f", backward {row.backward_ms:.2f} ms" if row.backward_ms is not None else ""
     say(f"      forward {row.forward_ms:.2f} ms{bwd} (median of {row.forward_samples})")
     return prepared.to_heads_last(samples.output)
+
+
+def half_precision_note(problem: ProfileProblem, rows: list[Row], backward: bool = True) -> str | None:
+    """On the CPU, a note when natten in float16/bfloat16 ran slower than it runs in float32 (timed
+    here, briefly): the CPU kernels convert half inputs to float32 and compute in float32."""
+    if torch.device(problem.device).type != "cpu" or problem.dtype not in (torch.float16, torch.bfloat16):
+        return None
+    half = next((r for r in rows if r.impl == "natten" and r.status == "ok"), None)
+    if half is None or half.total_ms is None:
+        return None
+    fp32 = profile(replace(problem, dtype=torch.float32), ["natten"], backward=backward, iters=3, max_seconds=1.0,
+                   progress=None)[0]
+    if fp32.status != "ok" or fp32.total_ms is None or fp32.total_ms >= half.total_ms:
+        return None
+    return (
+        f"natten in {problem.dtype_name} took {half.total_ms:.1f} ms, {half.total_ms / fp32.total_ms:.1f}x its "
+        f"{fp32.total_ms:.1f} ms in float32 here: the CPU kernels convert half inputs to float32 and compute in "
+        "float32, so on the CPU half precision saves memory, not time"
+    )
+
+
+def _memory(row: Row, prepared, output: torch.Tensor, device: str, backward: bool) -> None:
+    """Peak memory of one forward (as timed: recording autograd when the backward is timed) and of
+    one forward + backward; measured after the timing, so warm-up allocations are not counted."""
+    with torch.enable_grad() if backward else torch.inference_mode():
+        row.forward_peak_bytes = peak_bytes(prepared.forward, device)
+    if backward:
+        grad = torch.randn_like(output)
+
+        def step():
+            with torch.enable_grad():
+                out = prepared.forward()
+            return torch.autograd.grad(out, prepared.leaves, grad.reshape(out.shape))
+
+        row.fwd_bwd_peak_bytes = peak_bytes(step, device)
 
 
 def _cpu_name() -> str:
