@@ -4,6 +4,7 @@ import importlib
 import sys
 
 import pytest
+import torch
 
 import natten
 
@@ -70,3 +71,37 @@ def test_flops_missing_names_the_package(monkeypatch):
     with pytest.raises(ImportError, match=r"natten-flops.*pip install natten-flops"):
         importlib.import_module("natten.flops")
     monkeypatch.delitem(sys.modules, "natten.flops", raising=False)
+
+
+def test_one_version_everywhere():
+    """The four distributions share one version, and natten's pins name it."""
+    import re
+    from pathlib import Path
+
+    import natten_flops
+    import natten_kernels
+    import natten_legacy
+
+    versions = {natten.__version__, natten_kernels.__version__, natten_flops.__version__, natten_legacy.__version__}
+    assert len(versions) == 1, versions
+    (v,) = versions
+    root = Path(__file__).resolve().parent.parent / "packages"
+    for toml in root.glob("*/pyproject.toml"):
+        text = toml.read_text()
+        assert re.search(rf'^version = "{re.escape(v)}"$', text, re.M), toml
+        assert set(re.findall(r"natten-[a-z]+==([\w.]+)", text)) <= {v}, toml
+
+
+def test_kernels_refuse_another_torch(monkeypatch):
+    """Built against one torch, imported under another: an ImportError that names both and the fix."""
+    import types
+
+    from natten_kernels import _library
+
+    fake = types.ModuleType("natten_kernels._build_info")
+    fake.TORCH_VERSION = "1.99.0+elsewhere"
+    monkeypatch.setitem(sys.modules, "natten_kernels._build_info", fake)
+    with pytest.raises(ImportError, match=r"built against torch 1\.99\.0\+elsewhere.*torch==1\.99\.0.*rebuild"):
+        _library.check_torch()
+    fake.TORCH_VERSION = torch.__version__
+    _library.check_torch()  # the build's own torch passes

@@ -21,7 +21,7 @@ from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 from natten_kernels.ops.flops import macs
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"
 
 __all__ = ["FUNCTION_OPS", "NATTEN_HANDLES", "add_natten_handle", "get_flops", "python_op_args", "__version__"]
 

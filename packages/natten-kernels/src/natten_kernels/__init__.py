@@ -1,9 +1,9 @@
 """natten-kernels: compiled kernels, the ``torch.ops.natten`` op registry, backends and dispatcher."""
 
-from natten_kernels import _library
+from natten_kernels import _library  # raises ImportError under another torch than the build's
 from natten_kernels.ops import fake as _fake
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"
 
 if _library.load():
     _fake.register()

@@ -11,6 +11,26 @@ _load_error: str | None = None
 _loaded = False
 
 
+def check_torch() -> None:
+    """Raise ``ImportError`` when the compiled library was built against another torch than the one
+    imported (a C++ extension is tied to one torch release). A source checkout without a build has no
+    record and is not checked."""
+    try:
+        from natten_kernels._build_info import TORCH_VERSION
+    except ImportError:
+        return
+    if torch.__version__ != TORCH_VERSION:
+        raise ImportError(
+            f"natten-kernels was built against torch {TORCH_VERSION}, but torch {torch.__version__} is "
+            f"installed. Install torch=={TORCH_VERSION.split('+')[0]}, or rebuild natten-kernels against this "
+            "torch: pip install --no-build-isolation --no-deps --force-reinstall natten-kernels (from a checkout: "
+            "./packages/natten-kernels instead of natten-kernels)."
+        )
+
+
+check_torch()
+
+
 def load() -> bool:
     """Load the shared library once; remember why it failed instead of raising at import."""
     global _loaded, _load_error

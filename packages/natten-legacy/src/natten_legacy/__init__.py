@@ -14,7 +14,7 @@ from natten_legacy.modules import (
 )
 from natten_legacy.reference import na_av_reference, na_qk_reference, na_reference, neighborhood_slots
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"
 
 __all__ = [
     "LegacyNeighborhoodAttention",

@@ -39,7 +39,7 @@ from natten.context import (
 )
 from natten.modules import NeighborhoodAttention1D, NeighborhoodAttention2D, NeighborhoodAttention3D
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"
 
 _LEGACY = (
     "LegacyNeighborhoodAttention",

@@ -6,9 +6,21 @@ import platform
 
 import natten_kernels
 import torch
+from natten_kernels import env
 from natten_kernels.backends import BACKENDS
 
 import natten
+
+CHECKS = (
+    "has_cuda",
+    "has_half",
+    "has_bfloat",
+    "has_fna",
+    "has_gemm",
+    "has_fp32_gemm",
+    "has_tf32_gemm",
+    "has_fp64_gemm",
+)
 
 
 def main() -> None:
@@ -20,8 +32,9 @@ def main() -> None:
             print(f"cuda:{i}: {torch.cuda.get_device_name(i)}, SM{natten.get_device_cc(i)}")
     else:
         print("cuda: not available")
-    for name in ("has_cuda", "has_half", "has_bfloat", "has_gemm", "has_fna", "has_fp32_gemm", "has_fp64_gemm"):
-        print(f"  {name}() = {getattr(natten, name)()}")
+    print(f"environment checks (about {env.current_device()}; the CPU when torch sees no CUDA device):")
+    for name in CHECKS:
+        print(f"  {name}() = {getattr(env, name)()}")
     print("backends (dispatch order):")
     for backend in BACKENDS:
         why = backend.unavailable_reason()

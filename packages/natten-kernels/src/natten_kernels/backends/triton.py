@@ -27,10 +27,11 @@ def unavailable_reason() -> str | None:
 
 
 def _check() -> str | None:
-    if importlib.util.find_spec("triton") is None:
-        return "triton is not installed (pip install triton)"
+    # the real cause first: without a CUDA device, installing triton would not help
     if not torch.cuda.is_available():
         return "no CUDA device (torch.cuda.is_available() is False)"
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed (pip install triton)"
     major, minor = torch.cuda.get_device_capability()
     if 10 * major + minor < MIN_CC:
         return f"needs compute capability >= {MIN_CC // 10}.{MIN_CC % 10}, device 0 is {major}.{minor}"
