@@ -75,11 +75,7 @@ def gpu_figure(rows: list[dict], out: Path) -> Path:
     )
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = out / "gpu-suite.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out / "gpu-suite.png")
 
 
 def cpu_figure(rows: list[dict], out: Path) -> Path:
@@ -101,8 +97,11 @@ def cpu_figure(rows: list[dict], out: Path) -> Path:
     fig.suptitle(f"CPU suite on {', '.join(sorted(name))}, {rows[0].get('threads', '?')} threads", fontsize=9)
     for ax in (ax_t, ax_m):
         ax.grid(axis="y", alpha=0.3)
+    return _save(plt, fig, out / "cpu-suite.png")
+
+
+def _save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
-    path = out / "cpu-suite.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -9,8 +9,7 @@ from natten_legacy.reference import na_reference
 from natten_legacy.testing import assert_close_to_reference
 
 from cases import Case
-
-NAMES = ("q", "k", "v", "rpb", "additional_keys", "additional_values")
+from sampled_checks import NAMES, launchers, run_api  # noqa: F401  (run_api: the API runner)
 
 
 def make_inputs(case: Case, device: str, dtype: torch.dtype, seed: int = 0) -> dict:
@@ -56,40 +55,8 @@ def reference(case: Case, t: dict, upstream, upstream_lse, dtype=torch.float64):
 
 
 def run_launchers(case: Case, t: dict, upstream, upstream_lse, fwd_config=(), bwd_config=()):
-    from natten_kernels.triton.ops import na_fused_backward, na_fused_forward
-
-    scale = case.head_dim**-0.5
-    args = [t.get(n) for n in NAMES]
-    geo = (list(case.kernel_size), list(case.dilation), list(case.stride), list(case.is_causal))
-    out, lse = na_fused_forward(*args, *geo, scale, list(fwd_config))
-    res = na_fused_backward(
-        upstream, t["q"], t["k"], t["v"], out, lse, upstream_lse, *args[3:], *geo, scale, list(bwd_config)
-    )
-    grads = {n: g for n, g in zip(NAMES, res) if n in t}
-    return out, lse, grads
-
-
-def run_api(case: Case, t: dict, upstream, upstream_lse):
-    """Through natten.functional (dispatcher, torch.library op, autograd)."""
-    import natten.functional as F
-
-    fn = {1: F.na1d, 2: F.na2d, 3: F.na3d}[case.rank]
-    x = {n: v.detach().clone().requires_grad_(True) for n, v in t.items()}
-    out, lse = fn(
-        x["q"],
-        x["k"],
-        x["v"],
-        case.kernel_size,
-        case.dilation,
-        case.is_causal,
-        rpb=x.get("rpb"),
-        additional_keys=x.get("additional_keys"),
-        additional_values=x.get("additional_values"),
-        stride=case.stride,
-        return_lse=True,
-    )
-    g = torch.autograd.grad((out, lse), list(x.values()), (upstream, upstream_lse))
-    return out.detach(), lse.detach(), dict(zip(x, g))
+    """Through the Triton launchers with explicit configs."""
+    return launchers(fwd_config, bwd_config)(case, t, upstream, upstream_lse)
 
 
 def check(case: Case, device: str, runner, seed: int = 0, **kw) -> None:
