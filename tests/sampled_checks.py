@@ -19,14 +19,9 @@ from cases import Case
 NAMES = ("q", "k", "v", "rpb", "additional_keys", "additional_values")
 
 
-def inputs(case: Case, device: str, seed: int = 0) -> dict:
-    """Fresh normal inputs in the case's dtype (drawn on the device: large problems)."""
-    g = torch.Generator(device).manual_seed(seed)
-    b, s, dt = case.batch, case.spatial, case.dtype
-
-    def rnd(*shape):
-        return torch.randn(*shape, device=device, dtype=torch.float32, generator=g).to(dt)
-
+def case_tensors(case: Case, rnd) -> dict:
+    """A fused case's inputs by name, each drawn by ``rnd(*shape)``."""
+    b, s = case.batch, case.spatial
     t = {
         "q": rnd(b, *s, case.heads, case.head_dim),
         "k": rnd(b, *s, case.kv_heads, case.head_dim),
@@ -38,6 +33,14 @@ def inputs(case: Case, device: str, seed: int = 0) -> dict:
         t["additional_keys"] = rnd(b, case.additional, case.kv_heads, case.head_dim)
         t["additional_values"] = rnd(b, case.additional, case.kv_heads, case.head_dim_v)
     return t
+
+
+def inputs(case: Case, device: str, seed: int = 0) -> dict:
+    """Fresh normal inputs in the case's dtype (drawn on the device: large problems)."""
+    g = torch.Generator(device).manual_seed(seed)
+    return case_tensors(
+        case, lambda *shape: torch.randn(*shape, device=device, dtype=torch.float32, generator=g).to(case.dtype)
+    )
 
 
 def run_api(case: Case, t: dict, grad_out, grad_lse):

@@ -9,28 +9,15 @@ from natten_legacy.reference import na_reference
 from natten_legacy.testing import assert_close_to_reference
 
 from cases import Case
-from sampled_checks import NAMES, launchers, run_api  # noqa: F401  (run_api: the API runner)
+from sampled_checks import NAMES, case_tensors, launchers, run_api  # noqa: F401  (run_api: the API runner)
 
 
 def make_inputs(case: Case, device: str, dtype: torch.dtype, seed: int = 0) -> dict:
     """Inputs drawn in float64 on CPU (fresh per seed) and cast to ``dtype`` on ``device``."""
     gen = torch.Generator().manual_seed(seed)
-    b, s = case.batch, case.spatial
-
-    def rnd(*shape):
-        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
-
-    t = {
-        "q": rnd(b, *s, case.heads, case.head_dim),
-        "k": rnd(b, *s, case.kv_heads, case.head_dim),
-        "v": rnd(b, *s, case.kv_heads, case.head_dim_v),
-    }
-    if case.rpb:
-        t["rpb"] = rnd(case.heads, *(2 * k - 1 for k in case.kernel_size))
-    if case.additional:
-        t["additional_keys"] = rnd(b, case.additional, case.kv_heads, case.head_dim)
-        t["additional_values"] = rnd(b, case.additional, case.kv_heads, case.head_dim_v)
-    return t
+    return case_tensors(
+        case, lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    )
 
 
 def reference(case: Case, t: dict, upstream, upstream_lse, dtype=torch.float64):
