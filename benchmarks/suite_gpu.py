@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--precompile", type=int, default=12, metavar="N", help="sweep: compile in N processes")
 
 
-def _bench(fn, rep: int = 200) -> float:
+def bench(fn, rep: int = 200) -> float:
     import triton
 
     return float(triton.testing.do_bench(fn, warmup=25, rep=rep, return_mode="median"))
@@ -76,7 +76,7 @@ def _selected(args):
     return [p for p in PROBLEMS if not only or p[0] in only]
 
 
-def _inputs(problem, seed=0):
+def inputs(problem, seed=0):
     _pid, spatial, B, H, D, dts, *_ = problem
     g = torch.Generator("cuda").manual_seed(seed)
     return tuple(torch.randn(B, *spatial, H, D, device="cuda", dtype=DT[dts], generator=g) for _ in range(3))
@@ -181,13 +181,13 @@ def _flex_anchors(problem, q, k, v, qh, kh, vh, reference, sampled) -> dict:
     N = math.prod(spatial)
     torch._dynamo.reset()  # fresh shapes per problem: stay under the recompile limit
     flex = torch.compile(flex_attention)
-    res = {"flex-dense": _bench(lambda: flex(qh, kh, vh))}
+    res = {"flex-dense": bench(lambda: flex(qh, kh, vh))}
     tbox = _flex_box(spatial, kernel, dil, stride, causal)
     qt, kt, vt = (_to_tiles(x, spatial, tbox) for x in (q, k, v))
     bm = create_block_mask(
         _flex_mask(spatial, kernel, dil, stride, causal, tbox), None, None, N, N, device="cuda", _compile=True
     )
-    res["flex-na"] = _bench(lambda: flex(qt, kt, vt, block_mask=bm))
+    res["flex-na"] = bench(lambda: flex(qt, kt, vt, block_mask=bm))
     out = _from_tiles(flex(qt, kt, vt, block_mask=bm), spatial, tbox)
     qs, exact = sampled
     res["flex_max_diff"] = float((out.float() - reference.float()).abs().max())
@@ -235,10 +235,12 @@ def _validate(problem, fn, q, k, v, backward: bool) -> tuple[bool, str]:
 
 def _resolved(problem, config, backward=False):
     """The config the launcher really runs for ``config`` (``[]``/``0`` entries resolved)."""
-    from natten_kernels.triton.ops import _parse
+    from natten_kernels.triton.configs import parse_config
 
     _pid, spatial, _B, _H, D, dts, kernel, dil, stride, causal = problem
-    return list(_parse(config, D, DT[dts], (spatial, kernel, dil, stride, causal), backward, torch.device("cuda")))
+    return list(
+        parse_config(config, D, DT[dts], (spatial, kernel, dil, stride, causal), backward, torch.device("cuda"))
+    )
 
 
 def _tile_efficiency(problem, cfg) -> float:
@@ -257,7 +259,7 @@ def _attended(spatial, kernel, dil, stride, causal) -> float:
     return total
 
 
-def _flops(problem) -> float:
+def useful_flops(problem) -> float:
     _pid, spatial, B, H, D, _dt, kernel, dil, stride, causal = problem
     N = math.prod(spatial)
     K = _attended(spatial, kernel, dil, stride, causal) / N if any(causal) else math.prod(kernel)
@@ -280,13 +282,13 @@ def _row(problem) -> dict:
     }
 
 
-def _cudnn(qh, kh, vh, backward: bool):
+def cudnn(qh, kh, vh, backward: bool):
     """(forward ms, forward+backward ms or None) of cuDNN dense SDPA."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.nn.functional import scaled_dot_product_attention as sdpa
 
     with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
-        fwd = _bench(lambda: sdpa(qh, kh, vh))
+        fwd = bench(lambda: sdpa(qh, kh, vh))
     if not backward:
         return fwd, None
     qd, kd, vd = (x.detach().requires_grad_(True) for x in (qh, kh, vh))
@@ -298,7 +300,7 @@ def _cudnn(qh, kh, vh, backward: bool):
         torch.autograd.grad(o, (qd, kd, vd), god)
 
     dfb()
-    return fwd, _bench(dfb)
+    return fwd, bench(dfb)
 
 
 def run(args: argparse.Namespace) -> tuple[Recorder, bool]:
@@ -319,8 +321,8 @@ def run(args: argparse.Namespace) -> tuple[Recorder, bool]:
     for problem in _selected(args):
         pid, spatial, B, H, D, _dt, kernel, dil, stride, causal = problem
         N = math.prod(spatial)
-        flops = _flops(problem)
-        q, k, v = _inputs(problem)
+        flops = useful_flops(problem)
+        q, k, v = inputs(problem)
         row = _row(problem)
         res = {}
         flex_diff = flex_ok = flex_diff_ok = None
@@ -334,7 +336,7 @@ def run(args: argparse.Namespace) -> tuple[Recorder, bool]:
         valid, errors = _validate(problem, fn, q, k, v, backward=False)
         print(f"{pid:10s} check    natten-triton  {'ok' if valid else 'INVALID'}  error/tolerance {errors}", flush=True)
         if valid:
-            res["natten-triton"] = _bench(na)
+            res["natten-triton"] = bench(na)
         else:
             met = False
             rec.add("forward", **row, impl="natten-triton", invalid=True, check=errors)
@@ -342,7 +344,7 @@ def run(args: argparse.Namespace) -> tuple[Recorder, bool]:
         for name, backend in (("sdpa-cudnn", SDPBackend.CUDNN_ATTENTION), ("sdpa-flash", SDPBackend.FLASH_ATTENTION)):
             try:
                 with sdpa_kernel([backend]):
-                    res[name] = _bench(lambda: sdpa(qh, kh, vh))
+                    res[name] = bench(lambda: sdpa(qh, kh, vh))
             except Exception as e:
                 print(f"  {pid}: {name} unavailable: {e!s:.80}")
         if not args.no_flex:
@@ -425,11 +427,11 @@ def _fwd_bwd_row(rec, problem, fn, q, k, v, qh, kh, vh, flops, dense_flops):
         torch.autograd.grad(o, (qg, kg, vg), go)
 
     fb()
-    ms = _bench(fb)
+    ms = bench(fb)
     rate = 3.5 * flops / (ms * 1e-3)
     dense_fb = None
     try:
-        dense_fb = _cudnn(qh, kh, vh, True)[1]
+        dense_fb = cudnn(qh, kh, vh, True)[1]
     except Exception as e:
         print(f"  {pid}: cudnn backward unavailable: {e!s:.80}")
     ratio = rate / (3.5 * dense_flops / (dense_fb * 1e-3)) if dense_fb else None
@@ -496,7 +498,8 @@ def _sweep_jobs(args):
 
 def _run_job(problem, direction, cfg, tensors):
     """One call of the launcher(s) for a sweep job; returns a callable to time."""
-    from natten_kernels.triton.ops import na_fused_backward, na_fused_forward
+    from natten_kernels.triton.launch_backward import na_fused_backward
+    from natten_kernels.triton.launch_forward import na_fused_forward
 
     _pid, _spatial, _B, _H, D, _dt, kernel, dil, stride, causal = problem
     q, k, v = tensors
@@ -510,7 +513,8 @@ def _run_job(problem, direction, cfg, tensors):
 
 def _check_job(problem, direction, cfg, tensors) -> tuple[bool, str]:
     """A sweep job's results at sampled queries against the exact windows (as the suite's rows)."""
-    from natten_kernels.triton.ops import na_fused_backward, na_fused_forward
+    from natten_kernels.triton.launch_backward import na_fused_backward
+    from natten_kernels.triton.launch_forward import na_fused_forward
     from natten_legacy.sampled import sample_queries, summary, verify
 
     _pid, spatial, _B, _H, D, _dt, kernel, dil, stride, causal = problem
@@ -536,7 +540,7 @@ def _warm(job):
 
         standalone.ensure_ops()
         problem, direction, cfg = job
-        _run_job(problem, direction, cfg, _inputs(problem))()
+        _run_job(problem, direction, cfg, inputs(problem))()
         torch.cuda.synchronize()
         return ""
     except Exception as e:
@@ -562,9 +566,9 @@ def sweep(args) -> Recorder:
     for problem, direction, cfg in jobs:
         pid, spatial, B, H, D, *_ = problem
         if current is not problem:
-            current, tensors = problem, _inputs(problem)
+            current, tensors = problem, inputs(problem)
             qh, kh, vh = (x.reshape(B, -1, H, D).transpose(1, 2).contiguous() for x in tensors)
-            cudnn_fwd, cudnn_fb = _cudnn(qh, kh, vh, "backward" in args.directions)
+            cudnn_fwd, cudnn_fb = cudnn(qh, kh, vh, "backward" in args.directions)
             del qh, kh, vh
         key = (pid, direction, tuple(cfg))
         row = {**_row(problem), "direction": direction, "config": cfg}
@@ -579,16 +583,18 @@ def sweep(args) -> Recorder:
                 print(f"{pid:10s} {direction:12s} {cfg!s:22s} INVALID error/tolerance {errors}", flush=True)
                 continue
             fn = _run_job(problem, direction, cfg, tensors)
-            ms = _bench(fn, rep=100)
+            ms = bench(fn, rep=100)
         except Exception as e:
             rec.add("sweep", **row, error=f"{type(e).__name__}: {e!s:.200}")
             print(f"{pid:10s} {direction:12s} {cfg!s:22s} FAILED {e!s:.100}", flush=True)
             continue
-        flops = _flops(problem) * (1.0 if direction == "forward" else 2.5)  # the backward counts 2.5x
+        flops = useful_flops(problem) * (1.0 if direction == "forward" else 2.5)  # the backward counts 2.5x
         dense_ms = cudnn_fwd if direction == "forward" else (cudnn_fb and cudnn_fb - cudnn_fwd)
         eff = _tile_efficiency(problem, cfg)
         # useful FLOPs per ms over cuDNN's dense FLOPs per ms (the same 1x / 2.5x factor on both sides)
-        ratio = (_flops(problem) / ms) / (4 * B * H * math.prod(spatial) ** 2 * D / dense_ms) if dense_ms else None
+        ratio = (
+            (useful_flops(problem) / ms) / (4 * B * H * math.prod(spatial) ** 2 * D / dense_ms) if dense_ms else None
+        )
         r = rec.add(
             "sweep",
             **row,

@@ -74,7 +74,8 @@ def launchers(fwd_config=(), bwd_config=()):
     """A runner through the Triton launchers with explicit configs (``[]``: the default)."""
 
     def run(case: Case, t: dict, grad_out, grad_lse):
-        from natten_kernels.triton.ops import na_fused_backward, na_fused_forward
+        from natten_kernels.triton.launch_backward import na_fused_backward
+        from natten_kernels.triton.launch_forward import na_fused_forward
 
         scale = case.head_dim**-0.5
         args = [t.get(n) for n in NAMES]

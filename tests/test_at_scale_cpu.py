@@ -73,13 +73,13 @@ def test_resident_tma_guard():
     """Triton 3.6 miscompiles multi-axis resident TMA boxes against streamed tiles as tall as the padded
     head dim (perf notes v7); 1D boxes and other streamed heights keep TMA."""
     pytest.importorskip("triton")
-    from natten_kernels.triton.ops import _resident_tma_ok
+    from natten_kernels.triton.tma import resident_tiles_ok
 
-    assert not _resident_tma_ok((1, 8, 16), 128, 128, 128)  # S3's 128x128 forward
-    assert not _resident_tma_ok((2, 8, 8), 128, 128, 128)  # S6's
-    assert not _resident_tma_ok((1, 8, 8), 64, 64, 64)
-    assert not _resident_tma_ok((1, 8, 8), 128, 64, 128)  # the value head dim counts too
-    assert not _resident_tma_ok((4, 4, 4), 32, 24, 24)  # padded to 32
-    assert _resident_tma_ok((1, 1, 128), 128, 128, 128)  # 1D: S1's forward keeps TMA
-    assert _resident_tma_ok((1, 8, 16), 64, 128, 128)  # the dq pass's 128x64 default at head dim 128
-    assert _resident_tma_ok((1, 8, 8), 32, 128, 128)  # the dk/dv pass's 64x32 default
+    assert not resident_tiles_ok((1, 8, 16), 128, 128, 128)  # S3's 128x128 forward
+    assert not resident_tiles_ok((2, 8, 8), 128, 128, 128)  # S6's
+    assert not resident_tiles_ok((1, 8, 8), 64, 64, 64)
+    assert not resident_tiles_ok((1, 8, 8), 128, 64, 128)  # the value head dim counts too
+    assert not resident_tiles_ok((4, 4, 4), 32, 24, 24)  # padded to 32
+    assert resident_tiles_ok((1, 1, 128), 128, 128, 128)  # 1D: S1's forward keeps TMA
+    assert resident_tiles_ok((1, 8, 16), 64, 128, 128)  # the dq pass's 128x64 default at head dim 128
+    assert resident_tiles_ok((1, 8, 8), 32, 128, 128)  # the dk/dv pass's 64x32 default

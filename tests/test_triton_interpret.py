@@ -134,30 +134,31 @@ def test_triton_interpreted_matches_reference(name, interpreted):
 
 def test_block_sparse_tiles_are_full():
     """Stride and window aligned with the tiles: the tiles line up, so no key tile needs a mask."""
-    from natten_kernels.triton.ops import tile_shapes
+    from natten_kernels.triton.tiling import tile_shapes
 
     c = BLOCK_SPARSE
     assert tile_shapes(c.kernel_size, c.dilation, c.stride, c.spatial, 16, 16) == ((1, 1, 16), (1, 1, 16))
 
 
 def test_triton_bad_config_is_a_value_error():
-    from natten_kernels.triton.ops import _parse
+    from natten_kernels.triton.configs import parse_config
 
     with pytest.raises(ValueError, match="power of two"):
-        _parse([24, 16, 4, 1], 16, torch.float32)
+        parse_config([24, 16, 4, 1], 16, torch.float32)
     with pytest.raises(ValueError, match="must be"):
-        _parse([64, 32, 4, 3, 0, 64], 16, torch.float32, backward=True)
+        parse_config([64, 32, 4, 3, 0, 64], 16, torch.float32, backward=True)
     with pytest.raises(ValueError, match=r"maxnreg must be 0 \(no cap\) or 32-255 registers, got 16"):
-        _parse([64, 32, 4, 3, 0, 16], 16, torch.float32)
+        parse_config([64, 32, 4, 3, 0, 16], 16, torch.float32)
     with pytest.raises(ValueError, match="dq block_k"):
-        _parse([64, 32, 4, 3, 0, 64, 48, 4, 3], 16, torch.float32, backward=True)
+        parse_config([64, 32, 4, 3, 0, 64, 48, 4, 3], 16, torch.float32, backward=True)
 
 
 def test_whole_groups_take_the_group_forward():
     """Windows that are whole dilation groups (extent == kernel * dilation, not causal) get the
     group-wise forward by default (variant 2, its blocks not shrunk); anything else the box kernels,
     and the variant asked for where it cannot run is a ValueError."""
-    from natten_kernels.triton.ops import _parse, na_fused_forward
+    from natten_kernels.triton.configs import parse_config
+    from natten_kernels.triton.launch_forward import na_fused_forward
     from natten_kernels.triton.tiling import choose_config, whole_groups
 
     s5_d8 = ((56, 56), (7, 7), (8, 8), (1, 1), (False, False))
@@ -170,7 +171,7 @@ def test_whole_groups_take_the_group_forward():
     assert whole_groups((256,), (128,), (2,), (False,), 128, 4) == 0  # a stage of fp32 tiles too large
     assert choose_config(32, 2, *s5_d8) == [64, 64, 2, 2, 2, 128]
     assert choose_config(32, 2, *s5_d8, backward=True)[4] == 0  # the backward stays on the box kernels
-    assert _parse([], 64, torch.float32, ((256,), (128,), (2,), (1,), (False,)))[:5] == (128, 128, 8, 1, 2)
+    assert parse_config([], 64, torch.float32, ((256,), (128,), (2,), (1,), (False,)))[:5] == (128, 128, 8, 1, 2)
     q = torch.zeros(1, 20, 20, 2, 32)
     with pytest.raises(ValueError, match=r"whole dilation group .* got extent \[20, 20\], kernel_size \[7, 7\]"):
         na_fused_forward(q, q, q, None, None, None, [7, 7], [2, 2], [1, 1], [False, False], 1.0, [0, 0, 0, 0, 2])
@@ -194,21 +195,27 @@ def test_tile_efficiency_counts_pairs():
 
 def test_defaults_and_zero_entries():
     """``[]`` and ``0`` entries resolve per problem: small windows get smaller tiles than large ones."""
-    from natten_kernels.triton.ops import _parse
+    from natten_kernels.triton.configs import parse_config
 
-    small = _parse([], 32, torch.float16, ((56, 56), (7, 7), (1, 1), (1, 1), (False, False)))
-    large = _parse([], 128, torch.bfloat16, ((32768,), (2048,), (1,), (1,), (False,)))
+    small = parse_config([], 32, torch.float16, ((56, 56), (7, 7), (1, 1), (1, 1), (False, False)))
+    large = parse_config([], 128, torch.bfloat16, ((32768,), (2048,), (1,), (1,), (False,)))
     assert small[0] * small[1] < large[0] * large[1]
-    assert _parse([0, 0, 0, 0, 1], 128, torch.bfloat16, ((4096,), (512,), (1,), (1,), (False,)))[4] == 1
-    assert _parse([128, 64, 8, 2], 128, torch.bfloat16)[4] == 0  # an explicit config without variant
-    assert _parse([0, 32, 4, 0], 64, torch.float16)[1:3] == (32, 4)
+    assert parse_config([0, 0, 0, 0, 1], 128, torch.bfloat16, ((4096,), (512,), (1,), (1,), (False,)))[4] == 1
+    assert parse_config([128, 64, 8, 2], 128, torch.bfloat16)[4] == 0  # an explicit config without variant
+    assert parse_config([0, 32, 4, 0], 64, torch.float16)[1:3] == (32, 4)
     # the forward's sixth entry, a register cap: the default's where measured, else none unless given
     assert small[5] == 128 and large[5] == 0
-    assert _parse([64, 32, 2, 3], 32, torch.float16)[5] == 0
-    assert _parse([0, 0, 0, 0, 0, 96], 32, torch.float16)[4:] == (0, 96)
+    assert parse_config([64, 32, 2, 3], 32, torch.float16)[5] == 0
+    assert parse_config([0, 0, 0, 0, 0, 96], 32, torch.float16)[4:] == (0, 96)
     # TMA shapes measured with host-built descriptors are defaults only where those apply (no dilation)
     assert small[4] == 1
-    assert _parse([], 32, torch.float16, ((56, 56), (7, 7), (4, 4), (1, 1), (False, False)))[4] == 0
+    assert parse_config([], 32, torch.float16, ((56, 56), (7, 7), (4, 4), (1, 1), (False, False)))[4] == 0
     # backward: the dq pass takes the main blocks unless given its own (0 entries: the main config's)
-    assert _parse([64, 32, 4, 3], 128, torch.bfloat16, backward=True)[5:] == (64, 32, 4, 3, 0)
-    assert _parse([64, 32, 4, 3, 0, 128, 0, 8, 3, 1], 128, torch.bfloat16, backward=True)[5:] == (128, 32, 8, 3, 1)
+    assert parse_config([64, 32, 4, 3], 128, torch.bfloat16, backward=True)[5:] == (64, 32, 4, 3, 0)
+    assert parse_config([64, 32, 4, 3, 0, 128, 0, 8, 3, 1], 128, torch.bfloat16, backward=True)[5:] == (
+        128,
+        32,
+        8,
+        3,
+        1,
+    )

@@ -71,12 +71,12 @@ BWD_GRID = [
 def patch(mode: str):
     """Modes, joined by '+': noq, device, noguard (no streamed-tile TMA guard), unguarded (no resident-tile
     guard either: the miscompiled path), box=A.B.C/D.E.F (query/key boxes)."""
-    from natten_kernels.triton import ops
+    from natten_kernels.triton import configs, launch_forward, tma
 
-    orig = ops.__dict__.setdefault("_orig_descriptor_spec", ops._descriptor_spec)
-    guard = ops.__dict__.setdefault("_orig_tma_tiles_ok", ops._tma_tiles_ok)
-    resident = ops.__dict__.setdefault("_orig_resident_tma_ok", ops._resident_tma_ok)
-    shapes = ops.__dict__.setdefault("_orig_tile_shapes", ops.tile_shapes)
+    orig = tma.__dict__.setdefault("_orig_descriptor_spec", tma.descriptor_spec)
+    guard = tma.__dict__.setdefault("_orig_streamed_tiles_ok", tma.streamed_tiles_ok)
+    resident = tma.__dict__.setdefault("_orig_resident_tiles_ok", tma.resident_tiles_ok)
+    shapes = configs.__dict__.setdefault("_orig_tile_shapes", configs.tile_shapes)
     qptr = patch.qptr
     modes = mode.split("+")
 
@@ -85,16 +85,16 @@ def patch(mode: str):
             return None
         return orig(x, dim, box, dl)
 
-    ops._descriptor_spec = spec
-    ops._tma_tiles_ok = (lambda *a: True) if "noguard" in modes else guard
-    ops._resident_tma_ok = (lambda *a: True) if "unguarded" in modes else resident
+    tma.descriptor_spec = spec
+    tma.streamed_tiles_ok = (lambda *a: True) if "noguard" in modes else guard
+    tma.resident_tiles_ok = (lambda *a: True) if "unguarded" in modes else resident
     boxes = [m[4:] for m in modes if m.startswith("box=")]
     if boxes:
         qb, kb = (tuple(int(x) for x in b.split(".")) for b in boxes[0].split("/"))
-        ops.tile_shapes = lambda *a, **k: (qb, kb)
+        configs.tile_shapes = lambda *a, **k: (qb, kb)
     else:
-        ops.tile_shapes = shapes
-    ops._FORWARD_PLANS.clear()
+        configs.tile_shapes = shapes
+    launch_forward.clear_plans()
 
 
 patch.qptr = 0
@@ -108,7 +108,8 @@ def main() -> None:
     ap.add_argument("--grid", action="store_true", help="forward: blocks x TMA x guard grid instead")
     ap.add_argument("--time", action="store_true", help="also the forward's median ms (do_bench), wrong or not")
     args = ap.parse_args()
-    from natten_kernels.triton.ops import na_fused_backward, na_fused_forward
+    from natten_kernels.triton.launch_backward import na_fused_backward
+    from natten_kernels.triton.launch_forward import na_fused_forward
 
     only = [x for x in args.only.split(",") if x] or list(PROBLEMS)
     labels = [x for x in args.configs.split(",") if x]

@@ -7,7 +7,7 @@ window (tests/sampled_checks.py), forward (output, LSE) and backward (dq, dk, dv
 * every autotuner candidate (forward, backward, KV-parallel backward, the dq pass's own config, the
   whole-group forward) on problems large enough to run all their loops, in 1D, 2D, 3D and with
   dilation and causal axes;
-* the configurations Triton 3.6 miscompiles (ops._resident_tma_ok, ops._tma_tiles_ok), which the
+* the configurations Triton 3.6 miscompiles (tma.resident_tiles_ok, tma.streamed_tiles_ok), which the
   launchers must route to pointer loads.
 """
 
@@ -24,7 +24,7 @@ from natten_kernels.backends.triton import TRITON
 if TRITON.unavailable_reason() is not None:
     pytest.skip(f"triton backend unusable here: {TRITON.unavailable_reason()}", allow_module_level=True)
 
-from natten_kernels.triton import tiling
+from natten_kernels.triton import tiling, tuning_h200
 
 from cases import Case
 from sampled_checks import check_case, launchers
@@ -175,7 +175,7 @@ def test_kv_parallel_candidate(case, config):
 
 DQ_PASSES = [
     pytest.param(replace(p, head_dim=d, head_dim_v=d, dtype=BF16), [0, 0, 0, 0, 0, *dq], id=f"hd{d}-{name}")
-    for d, dq in tiling._DQ_PASS.items()
+    for d, dq in tuning_h200.DQ_PASS.items()
     for name, p in CANDIDATE_PROBLEMS.items()
 ]
 
@@ -218,9 +218,10 @@ MISCOMPILED = [
 def test_miscompiled_tma_configs_are_routed_around(rank, d, fwd, bwd):
     """Found on S3/S6 (perf notes v7): with the guard removed these gave outputs 300-3800x the rounding
     error and LSE off by 0.7-1.3 at every query; the launchers must load such resident tiles by pointer."""
-    from natten_kernels.triton import ops
+    from natten_kernels.triton import tiling as tl
+    from natten_kernels.triton import tma
 
     case = replace(CANDIDATE_PROBLEMS[rank], head_dim=d, head_dim_v=d, dtype=BF16 if d > 32 else F16)
-    tq, _tk = ops.tile_shapes(case.kernel_size, case.dilation, case.stride, case.spatial, fwd[0], fwd[1])
-    assert sum(b > 1 for b in tq) > 1 and not ops._resident_tma_ok(tq, fwd[1], d, d)
+    tq, _tk = tl.tile_shapes(case.kernel_size, case.dilation, case.stride, case.spatial, fwd[0], fwd[1])
+    assert sum(b > 1 for b in tq) > 1 and not tma.resident_tiles_ok(tq, fwd[1], d, d)
     check_case(case, "cuda", launchers(fwd_config=fwd, bwd_config=bwd))

@@ -134,11 +134,12 @@ TMA_CASES = [  # (case, the loads the launcher must pick for TMA configs)
 def test_tma_host_and_device_descriptors(case, path):
     """Host-built descriptors (no dilation, full head dims) and per-program ones, forward and dq pass,
     partial tiles at the borders of every axis and of the batch."""
-    from natten_kernels.triton.ops import _as3, _tma_operands
+    from natten_kernels.triton import tma
+    from natten_kernels.triton.layout import as3
 
     k = torch.empty(case.batch, *case.spatial, case.kv_heads, case.head_dim, device="cuda", dtype=torch.bfloat16)
-    k3 = _as3(k, case.rank)
-    assert _tma_operands(k3, k3, (1, 4, 8), case.head_dim, case.head_dim, (1, 1, *case.dilation)[-3:], True)[2] == path
+    k3 = as3(k, case.rank)
+    assert tma.operands(k3, k3, (1, 4, 8), case.head_dim, case.head_dim, (1, 1, *case.dilation)[-3:], True)[2] == path
     c = replace(case, dtype=torch.bfloat16)
     check(c, "cuda", run_launchers, fwd_config=[32, 32, 4, 2, 1], bwd_config=[32, 32, 4, 2, 0, 32, 32, 4, 2, 1])
 
@@ -147,7 +148,7 @@ def test_launch_plans_follow_alignment_and_strides():
     """The forward's cached launch plans key on 16-byte alignment and strides: the same shapes come as
     TMA-aligned tensors, as views 8 bytes off (pointer loads), as slices of wider heads (other
     strides) and aligned again, each against the reference."""
-    from natten_kernels.triton.ops import na_fused_forward
+    from natten_kernels.triton.launch_forward import na_fused_forward
     from natten_legacy.reference import na_reference
 
     shape = (2, 19, 37, 2, 64)
@@ -205,24 +206,25 @@ def test_whole_group_forward(case, poisoned):
     """Through the API (its backward is the box kernels'), every output written (poisoned), and the
     plan is the group-wise kernel's, whose persistent grid is resized to one wave after its first
     launch."""
-    from natten_kernels.triton import ops
+    from natten_kernels.triton import launch_forward
+    from natten_kernels.triton.configs import parse_config
     from natten_kernels.triton.fused_forward_groups import na_fwd_groups_kernel
 
     d = max(case.head_dim, case.head_dim_v)
     geometry = (case.spatial, case.kernel_size, case.dilation, case.stride, case.is_causal)
-    assert ops._parse([], d, case.dtype, geometry)[4] == 2
-    ops._FORWARD_PLANS.clear()
+    assert parse_config([], d, case.dtype, geometry).variant == 2
+    launch_forward.clear_plans()
     check(case, "cuda", run_api)
-    plans = [p for p in ops._FORWARD_PLANS.values() if p[0] is na_fwd_groups_kernel]
-    assert plans and all(p[5] is None for p in plans)
+    plans = [p for p in launch_forward._FORWARD_PLANS.values() if p.kernel is na_fwd_groups_kernel]
+    assert plans and all(p.persistent is None for p in plans)
     items = case.batch * math.prod(case.dilation) * case.heads
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    assert all(min(items, sms) <= p[1][0] <= items for p in plans)
+    assert all(min(items, sms) <= p.grid[0] <= items for p in plans)
 
 
 def test_whole_group_variant_needs_whole_groups():
     q = torch.randn(1, 20, 20, 2, 32, device="cuda", dtype=torch.float16)
-    from natten_kernels.triton.ops import na_fused_forward
+    from natten_kernels.triton.launch_forward import na_fused_forward
 
     with pytest.raises(ValueError, match="whole dilation group"):
         na_fused_forward(q, q, q, None, None, None, [7, 7], [2, 2], [1, 1], [False, False], 1.0, [0, 0, 0, 0, 2])
@@ -230,10 +232,10 @@ def test_whole_group_variant_needs_whole_groups():
 
 def test_default_configs_follow_the_window():
     """Small windows get small tiles (tile efficiency), large ones the fastest 128-row tiles."""
-    from natten_kernels.triton.ops import _parse
+    from natten_kernels.triton.configs import parse_config
 
-    small = _parse([], 64, torch.float16, ((128, 128), (13, 13), (1, 1), (1, 1), (False, False)))
-    large = _parse([], 128, torch.bfloat16, ((32768,), (2048,), (1,), (1,), (False,)))
+    small = parse_config([], 64, torch.float16, ((128, 128), (13, 13), (1, 1), (1, 1), (False, False)))
+    large = parse_config([], 128, torch.bfloat16, ((32768,), (2048,), (1,), (1,), (False,)))
     assert small[0] * small[1] < large[0] * large[1]
     assert large[0] == 128
 

@@ -80,7 +80,7 @@ def register_cuda_kernels() -> bool:
     def forward(
         q, k, v, rpb, additional_keys, additional_values, kernel_size, dilation, stride, is_causal, scale, config=()
     ):
-        from natten_kernels.triton.ops import na_fused_forward
+        from natten_kernels.triton.launch_forward import na_fused_forward
 
         return na_fused_forward(
             q, k, v, rpb, additional_keys, additional_values, kernel_size, dilation, stride, is_causal, scale, config
@@ -104,7 +104,7 @@ def register_cuda_kernels() -> bool:
         scale,
         config=(),
     ):
-        from natten_kernels.triton.ops import na_fused_backward
+        from natten_kernels.triton.launch_backward import na_fused_backward
 
         return na_fused_backward(
             grad_out,

@@ -34,7 +34,7 @@ import torch
 from natten_kernels.triton import unfused_band as UB
 from natten_kernels.triton import unfused_direct as UD
 from natten_kernels.triton import unfused_kernels as U
-from natten_kernels.triton.ops import _dim_block, _precision
+from natten_kernels.triton.layout import dim_block, precision
 from natten_kernels.triton.tiling import box, pow2_at_least
 from natten_kernels.triton.variants import EXACT, GEMM
 
@@ -105,7 +105,7 @@ def parse_config(config, dtype: torch.dtype, head_dim: int) -> Launch:
     else:
         block_q = block_k = block_d = warps = stages = 0
     acc = tl.float64 if dtype == torch.float64 else tl.float32
-    return Launch(exact, block_q, block_k, block_d, warps, path, acc, _precision(dtype), stages)
+    return Launch(exact, block_q, block_k, block_d, warps, path, acc, precision(dtype), stages)
 
 
 @dataclass(frozen=True)
@@ -221,9 +221,9 @@ def _halo_blocks(g: Geometry, lc: Launch, head_dim: int) -> tuple[int, int, int]
         return max(16, lc.block_q), max(16, lc.block_k), max(16, lc.block_d)
     if lc.exact:
         return 32, 32, 16
-    dim_block = _dim_block(head_dim)
-    small = dim_block <= 128
-    return (64 if small else 32), (64 if small else 32), dim_block
+    block_d = dim_block(head_dim)
+    small = block_d <= 128
+    return (64 if small else 32), (64 if small else 32), block_d
 
 
 def _direct_blocks(g: Geometry, lc: Launch, head_dim: int) -> tuple[int, int, int]:
@@ -337,7 +337,7 @@ def pairs(a, b, rpb, out, g: Geometry, fill: float, lc: Launch) -> None:
     U.na_pairs_kernel[grid](
         *args,
         **_boxes(tq, g.key_box(bk)),
-        BLOCK_D=min(bd, _dim_block(a.shape[-1])),
+        BLOCK_D=min(bd, dim_block(a.shape[-1])),
         KKP=_slots_pow2(g) if path == HALO_ROWS else _FILL_SLOTS,
         GATHER=path == HALO_ROWS,
         EXACT=lc.exact,

@@ -6,12 +6,17 @@
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))  # benchmarks/: suite_gpu, common
+
 import sys
 
 import torch
+from probe_fused_backward import backward_fn
 
-from probe_fused_backward import _backward_fn
-from suite_gpu import PROBLEMS, _inputs
+from suite_gpu import PROBLEMS, inputs
 
 
 def main() -> None:
@@ -20,7 +25,7 @@ def main() -> None:
     standalone.ensure_ops()
     pid = sys.argv[1] if len(sys.argv) > 1 else "S1"
     problem = next(p for p in PROBLEMS if p[0] == pid)
-    fn = _backward_fn(problem, [], _inputs(problem))
+    fn = backward_fn(problem, [], inputs(problem))
     for _ in range(2):
         fn()
         torch.cuda.synchronize()

@@ -8,13 +8,18 @@ compiled kernel's registers, spills and shared memory.
 # ruff: noqa: B023  (closures are timed within the loop iteration that defines them)
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))  # benchmarks/: suite_gpu, common
+
 import argparse
 import math
 
 import torch
 
 from common import compiled_stats
-from suite_gpu import PROBLEMS, _bench, _inputs
+from suite_gpu import PROBLEMS, bench, inputs
 
 # beyond S4/S5 (same fields as suite_gpu.PROBLEMS): head dim 32 on longer key loops (does a register
 # cap measured on short ones hold?), head dim 64 with dilation (TMA through per-program descriptors)
@@ -37,7 +42,7 @@ def main() -> None:
     import natten_kernels.triton.standalone as standalone
 
     standalone.ensure_ops()
-    from natten_kernels.triton import ops
+    from natten_kernels.triton.launch_forward import na_fused_forward
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="S4,S5-d1,S5-d8", help="ids of suite_gpu.PROBLEMS or EXTRA_PROBLEMS")
@@ -46,13 +51,13 @@ def main() -> None:
     args = parser.parse_args()
     for problem in (p for p in PROBLEMS + EXTRA_PROBLEMS if p[0] in args.only.split(",")):
         pid, spatial, B, H, D, _dt, kernel, dil, stride, causal = problem
-        q, k, v = _inputs(problem)
+        q, k, v = inputs(problem)
         spec = args.configs or DEFAULT_CONFIGS[32 if D <= 32 else 64]
         configs = [[] if c == "d" else [int(x) for x in c.split(",")] for c in spec.split(";")]
         bytes_moved = 4 * B * math.prod(spatial) * H * D * q.element_size()
 
         def call(cfg):
-            return ops.na_fused_forward(q, k, v, None, None, None, kernel, dil, stride, causal, D**-0.5, cfg)
+            return na_fused_forward(q, k, v, None, None, None, kernel, dil, stride, causal, D**-0.5, cfg)
 
         times: dict[int, list[float]] = {}
         for i, cfg in enumerate(configs):
@@ -65,7 +70,7 @@ def main() -> None:
         for _round in range(args.rounds):
             for i in times:
                 cfg = configs[i]
-                times[i].append(_bench(lambda: call(cfg)))
+                times[i].append(bench(lambda: call(cfg)))
         for i, ts in times.items():
             if ts:
                 gbps = bytes_moved / (min(ts) * 1e-3) / 1e9

@@ -8,11 +8,16 @@ key tiles (256 ... 8), against cuDNN on the same shapes, for each forward config
 # ruff: noqa: B023  (closures are timed within the loop iteration that defines them)
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))  # benchmarks/: suite_gpu, common
+
 import argparse
 
 import torch
 
-from suite_gpu import _bench
+from suite_gpu import bench
 
 H, D, TOKENS = 16, 128, 65536  # B * N constant: the same grid of query tiles in every row
 
@@ -21,7 +26,7 @@ def main() -> None:
     import natten_kernels.triton.standalone as standalone
 
     standalone.ensure_ops()
-    from natten_kernels.triton.ops import na_fused_forward
+    from natten_kernels.triton.launch_forward import na_fused_forward
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.nn.functional import scaled_dot_product_attention as sdpa
 
@@ -36,10 +41,10 @@ def main() -> None:
         flops = 4 * b * H * n * n * D
         qh, kh, vh = (x.transpose(1, 2).contiguous() for x in (q, k, v))
         with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
-            cudnn = _bench(lambda: sdpa(qh, kh, vh))
+            cudnn = bench(lambda: sdpa(qh, kh, vh))
         row = [f"N={n:6d} B={b:3d} key tiles/program {n // 128:4d}: cuDNN {flops / cudnn / 1e9:6.1f} TFLOP/s"]
         for cfg in configs:
-            ms = _bench(lambda: na_fused_forward(q, k, v, None, None, None, [n], [1], [1], [False], D**-0.5, cfg))
+            ms = bench(lambda: na_fused_forward(q, k, v, None, None, None, [n], [1], [1], [False], D**-0.5, cfg))
             row.append(f"{cfg}: {flops / ms / 1e9:6.1f} ({cudnn / ms:.3f} x cuDNN)")
         print("  ".join(row), flush=True)
 

@@ -7,6 +7,11 @@ kernels' device time, with a cProfile of the calls.
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))  # benchmarks/: suite_gpu, common
+
 import argparse
 import cProfile
 import pstats
@@ -14,7 +19,7 @@ import time
 
 import torch
 
-from suite_gpu import PROBLEMS, _inputs
+from suite_gpu import PROBLEMS, inputs
 
 
 def main() -> None:
@@ -31,7 +36,7 @@ def main() -> None:
     problem = next(p for p in PROBLEMS if p[0] == args.problem)
     _pid, spatial, _B, _H, _D, _dt, kernel, dil, stride, causal = problem
     fn = {1: F.na1d, 2: F.na2d, 3: F.na3d}[len(spatial)]
-    q, k, v = (x.requires_grad_(args.backward) for x in _inputs(problem))
+    q, k, v = (x.requires_grad_(args.backward) for x in inputs(problem))
     go = torch.randn_like(q)
 
     def call():
@@ -47,13 +52,14 @@ def main() -> None:
         call()
     host = (time.perf_counter() - t0) / args.calls
     torch.cuda.synchronize()
-    from probe_fused_backward import _kernel_times
-    from suite_gpu import _bench
+    from probe_fused_backward import kernel_times
 
-    kernels = sum(_kernel_times(call).values())
+    from suite_gpu import bench
+
+    kernels = sum(kernel_times(call).values())
     print(
         f"{args.problem} {'fwd+bwd' if args.backward else 'forward'}: {host * 1e3:.3f} ms of host time per call, "
-        f"do_bench {_bench(call):.3f} ms, kernels {kernels:.3f} ms"
+        f"do_bench {bench(call):.3f} ms, kernels {kernels:.3f} ms"
     )
     prof = cProfile.Profile()
     prof.enable()

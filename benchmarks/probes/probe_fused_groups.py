@@ -8,12 +8,17 @@ max difference to the box forward's output.
 # ruff: noqa: B023  (closures are timed within the loop iteration that defines them)
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))  # benchmarks/: suite_gpu, common
+
 import argparse
 import math
 
 import torch
 
-from suite_gpu import PROBLEMS, _bench, _inputs
+from suite_gpu import PROBLEMS, bench, inputs
 
 EXTRA_PROBLEMS = [  # same fields as suite_gpu.PROBLEMS
     ("G-D64-7x7-d8", (56, 56), 64, 8, 64, "fp16", (7, 7), (8, 8), (1, 1), (False, False)),
@@ -26,7 +31,7 @@ def main() -> None:
     import natten_kernels.triton.standalone as standalone
 
     standalone.ensure_ops()
-    from natten_kernels.triton import ops
+    from natten_kernels.triton.launch_forward import na_fused_forward, set_programs_per_sm
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="S5-d8")
@@ -37,11 +42,11 @@ def main() -> None:
     args = parser.parse_args()
     for problem in (p for p in PROBLEMS + EXTRA_PROBLEMS if p[0] in args.only.split(",")):
         pid, spatial, B, H, D, _dt, kernel, dil, stride, causal = problem
-        q, k, v = _inputs(problem)
+        q, k, v = inputs(problem)
         bytes_moved = 4 * B * math.prod(spatial) * H * D * q.element_size()
 
         def call(cfg):
-            return ops.na_fused_forward(q, k, v, None, None, None, kernel, dil, stride, causal, D**-0.5, cfg)
+            return na_fused_forward(q, k, v, None, None, None, kernel, dil, stride, causal, D**-0.5, cfg)
 
         box = [int(x) for x in args.box.split(",")]
         ref = call(box)[0]
@@ -50,23 +55,18 @@ def main() -> None:
             cfg = [] if c == "d" else [int(x) for x in c.split(",")]
             for per_sm in args.per_sm.split(","):
                 runs.append((f"{c} x{per_sm}", cfg, per_sm))
-        original = ops._programs_per_sm
         times: dict[int, list[float]] = {i: [] for i in range(len(runs))}
         diffs = {}
         for _round in range(args.rounds):
             for i, (_name, cfg, per_sm) in enumerate(runs):
-                if per_sm in (None, "auto"):
-                    ops._programs_per_sm = original
-                else:
-                    ops._programs_per_sm = lambda c, w, f, n=int(per_sm): n
-                ops._FORWARD_PLANS.clear()
+                set_programs_per_sm(None if per_sm in (None, "auto") else int(per_sm))
                 try:
                     if i not in diffs:
                         diffs[i] = (call(cfg)[0].float() - ref.float()).abs().max().item()
-                    times[i].append(_bench(lambda: call(cfg)))
+                    times[i].append(bench(lambda: call(cfg)))
                 except Exception as e:  # report and go on
                     diffs[i] = f"FAILED {type(e).__name__}: {e!s:.160}"
-        ops._programs_per_sm = original
+        set_programs_per_sm(None)
         for i, (name, _cfg, _p) in enumerate(runs):
             ts = times[i]
             if ts:

@@ -1,6 +1,7 @@
 """Where the fused backward's time goes: per-kernel device times (torch.profiler) of the backward's
 passes (delta, dq, dk/dv) for several configs, next to cuDNN's forward and forward+backward on the
-same tokens, in one process. Configs are the launcher's backward configs (``ops._parse``):
+same tokens, in one process. Configs are the launcher's backward configs
+(``natten_kernels.triton.configs.parse_config``):
 ``resident,streamed,warps,stages,variant[,dq_bq,dq_bk,dq_warps,dq_stages,dq_tma]``.
 
     python3 benchmarks/probe_fused_backward.py --only S1,S2 --configs '64,32,4,3;128,64,8,2,0,128,64,8,3,1'
@@ -8,6 +9,11 @@ same tokens, in one process. Configs are the launcher's backward configs (``ops.
 
 # ruff: noqa: B023  (closures are timed within the loop iteration that defines them)
 from __future__ import annotations
+
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))  # benchmarks/: suite_gpu, common
 
 import argparse
 import math
@@ -19,7 +25,7 @@ from collections import defaultdict
 import torch
 
 from common import compiled_stats
-from suite_gpu import PROBLEMS, _bench, _cudnn, _flops, _inputs
+from suite_gpu import PROBLEMS, bench, cudnn, inputs, useful_flops
 
 DEFAULT_CONFIGS = "d"  # d: the launcher's default ([])
 
@@ -29,8 +35,9 @@ def _args(problem):
     return (list(kernel), list(dil), list(stride), list(causal), D**-0.5)
 
 
-def _backward_fn(problem, cfg, tensors):
-    from natten_kernels.triton.ops import na_fused_backward, na_fused_forward
+def backward_fn(problem, cfg, tensors):
+    from natten_kernels.triton.launch_backward import na_fused_backward
+    from natten_kernels.triton.launch_forward import na_fused_forward
 
     q, k, v = tensors
     out, lse = na_fused_forward(q, k, v, None, None, None, *_args(problem), [])
@@ -44,14 +51,14 @@ def _warm(job):
 
         standalone.ensure_ops()
         problem, cfg = job
-        _backward_fn(problem, cfg, _inputs(problem))()
+        backward_fn(problem, cfg, inputs(problem))()
         torch.cuda.synchronize()
         return ""
     except Exception as e:
         return f"{type(e).__name__}: {e!s:.300}"
 
 
-def _kernel_times(fn, reps: int = 5) -> dict[str, float]:
+def kernel_times(fn, reps: int = 5) -> dict[str, float]:
     """Median device ms per kernel name over ``reps`` calls."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -81,8 +88,8 @@ def _profile_autograd(problem, tensors) -> float:
         o = fn(qg, kg, vg, kernel, dil, causal, stride=stride)
         torch.autograd.grad(o, (qg, kg, vg), go)
 
-    total = _bench(fb)
-    parts = _kernel_times(fb)
+    total = bench(fb)
+    parts = kernel_times(fb)
     split = "  ".join(f"{_short(n)} {ms:.3f}" for n, ms in sorted(parts.items(), key=lambda x: -x[1]))
     print(f"  autograd fwd+bwd {total:.3f} ms; kernels sum {sum(parts.values()):.3f}: [{split}]", flush=True)
     return total
@@ -122,16 +129,17 @@ def main() -> None:
     with mp.get_context("spawn").Pool(args.precompile) as pool:
         errors = dict(zip(range(len(jobs)), pool.map(_warm, jobs, chunksize=1)))
     print(f"{len(jobs)} jobs compiled in {time.perf_counter() - t0:.0f}s", flush=True)
-    from natten_kernels.triton.ops import _parse, na_fused_forward
+    from natten_kernels.triton.configs import parse_config
+    from natten_kernels.triton.launch_forward import na_fused_forward
 
     for problem in problems:
         pid, _spatial, B, H, D, _dts, kernel, dil, stride, causal = problem
-        tensors = _inputs(problem)
+        tensors = inputs(problem)
         qh, kh, vh = (x.reshape(B, -1, H, D).transpose(1, 2).contiguous() for x in tensors)
-        c_fwd, c_fb = _cudnn(qh, kh, vh, True)
+        c_fwd, c_fb = cudnn(qh, kh, vh, True)
         del qh, kh, vh
-        fwd = _bench(lambda: na_fused_forward(*tensors, None, None, None, *_args(problem), []))
-        useful = _flops(problem) / (4 * B * H * math.prod(problem[1]) ** 2 * D)
+        fwd = bench(lambda: na_fused_forward(*tensors, None, None, None, *_args(problem), []))
+        useful = useful_flops(problem) / (4 * B * H * math.prod(problem[1]) ** 2 * D)
         print(
             f"{pid}: ours fwd {fwd:.3f} ms (x cuDNN {useful * c_fwd / fwd:.3f}); cuDNN fwd {c_fwd:.3f} ms, "
             f"fwd+bwd {c_fb:.3f} (bwd {c_fb - c_fwd:.3f})"
@@ -142,13 +150,13 @@ def main() -> None:
         for i, cfg in enumerate(configs):
             err = errors[problems.index(problem) * len(configs) + i]
             geo = (problem[1], kernel, dil, stride, causal)
-            resolved = list(_parse(cfg, D, tensors[0].dtype, geo, True, torch.device("cuda")))
+            resolved = list(parse_config(cfg, D, tensors[0].dtype, geo, True, torch.device("cuda")))
             if err:
                 print(f"  {resolved}: FAILED {err}")
                 continue
-            fn = _backward_fn(problem, cfg, tensors)
-            total = _bench(fn, rep=300)
-            parts = _kernel_times(fn)
+            fn = backward_fn(problem, cfg, tensors)
+            total = bench(fn, rep=300)
+            parts = kernel_times(fn)
             split = "  ".join(f"{_short(n)} {ms:.3f}" for n, ms in sorted(parts.items(), key=lambda x: -x[1]))
             # the issue's fwd+bwd ratio (useful FLOPs over cuDNN's dense ones) had this backward run after our forward
             ratio = useful * c_fb / (fwd + total)

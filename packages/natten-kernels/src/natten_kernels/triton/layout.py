@@ -1,0 +1,70 @@
+"""Tensor views and small facts every Triton launcher needs: the rank-3 view of ``[B, *S, H, D]``
+tensors, strides, per-axis geometry, the dot precision, int64-offset checks, the rpb view."""
+
+from __future__ import annotations
+
+import torch
+
+from natten_kernels.triton.tiling import pow2_at_least
+
+LOG2E = 1.4426950408889634
+INT32_MAX = 2**31 - 1
+
+
+def pad3(values, fill):
+    values = list(values)
+    return [fill] * (3 - len(values)) + values
+
+
+def as3(x: torch.Tensor, rank: int) -> torch.Tensor:
+    """``[B, *S, H, D]`` -> ``[B, S0, S1, S2, H, D]`` view (unit leading axes); last dim contiguous."""
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    shape = list(x.shape)
+    return x.reshape(shape[0], *([1] * (3 - rank)), *shape[1:])
+
+
+def as3_lse(x: torch.Tensor, rank: int) -> torch.Tensor:
+    shape = list(x.shape)
+    return x.reshape(shape[0], *([1] * (3 - rank)), *shape[1:])
+
+
+def strides5(x: torch.Tensor):
+    return tuple(x.stride(i) for i in range(5))
+
+
+def precision(dtype: torch.dtype) -> str:
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "ieee"
+    return "tf32"
+
+
+def geometry(q3, kernel_size, dilation, stride, is_causal):
+    ks = pad3(kernel_size, 1)
+    dl = pad3(dilation, 1)
+    st = pad3(stride, 1)
+    cz = pad3(is_causal, False)
+    L = list(q3.shape[1:4])
+    nmax = [-(-L[a] // dl[a]) for a in range(3)]
+    return ks, dl, st, [bool(c) for c in cz], L, nmax
+
+
+def rel64(tensors, boxes, dl, extra) -> bool:
+    """Whether offsets relative to a tile's base (within the largest box) can exceed int32."""
+    worst = 0
+    for x in tensors:
+        for box in boxes:
+            worst = max(worst, sum((box[a] - 1) * dl[a] * abs(x.stride(a + 1)) for a in range(3)) + extra)
+    return worst > INT32_MAX
+
+
+def rpb3(rpb, h, rank):
+    if rpb is None:
+        return None, (0, 0, 0, 0)
+    r = rpb.to(torch.float32).contiguous()
+    r = r.reshape(h, *([1] * (3 - rank)), *r.shape[1:])
+    return r, tuple(r.stride(i) for i in range(4))
+
+
+def dim_block(d):
+    return max(16, pow2_at_least(d))
