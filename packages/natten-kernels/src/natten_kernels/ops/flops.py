@@ -8,15 +8,15 @@ Counting rules (see docs/flops.md):
   logit ``q . k`` and ``Dv`` MACs for the ``p * v`` accumulation. Softmax, scale, the rpb add and the
   masking are not counted (torch's own SDPA formulas make the same choice).
 * Attended pairs are counted exactly: per axis, non-causal queries always see ``kernel_size`` keys
-  (the window is shifted at borders, never truncated), causal queries see the keys of design.md §3 up
-  to themselves, summed in closed form (:func:`axis_pairs`). The neighborhood is the Cartesian product
-  over axes, so the pair count of a problem is the product of its per-axis counts. Additional KV adds
-  ``N * N_add`` pairs (no mask) per batch and query head.
+  (the window is shifted at borders, never truncated), causal queries see the keys of the window rule
+  (docs/semantics.md) up to themselves, counted by :func:`natten_kernels.window.axis_pairs`. The
+  neighborhood is the Cartesian product over axes, so the pair count of a problem is the product of
+  its per-axis counts. Additional KV adds ``N * N_add`` pairs (no mask) per batch and query head.
 * Backward ops count their own work. The fused backward recomputes the logits from ``lse`` (it is
   given ``out`` and ``lse``, not the attention weights), then needs ``dP = dO v``, ``dV = P^T dO``,
   ``dQ = dS k`` and ``dK = dS^T q``: ``3 D + 2 Dv`` MACs per pair, i.e. 2.5x the forward when
-  ``D == Dv`` (design.md §6; torch counts SDPA backward the same way). The unfused backward ops get the
-  attention weights, so they count two products each.
+  ``D == Dv`` (the GPU benchmarks' convention; torch counts SDPA backward the same way). The unfused
+  backward ops get the attention weights, so they count two products each.
 
 Every ``*_macs`` function takes the op's arguments in schema order, with tensors given as tensors or
 shapes (``torch.Size``/tuples, ``None`` for absent optionals), so the same functions serve
@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from natten_kernels.ops.names import OPS
+from natten_kernels.window import axis_pairs
 
 __all__ = [
     "axis_pairs",
@@ -42,39 +43,6 @@ __all__ = [
 ]
 
 Shape = Sequence[int]
-
-
-def _causal_group_pairs(n: int, k: int, s: int) -> int:
-    """Attended pairs of one causal dilation group of length ``n`` (``n >= k >= s >= 1``).
-
-    Queries come in blocks of ``s``; a block's leader is its last query ``c`` and the block's keys
-    start at ``max(c - k + 1, 0)``, so query ``p`` sees ``p - start + 1`` keys. While ``start`` is
-    clipped at 0 (the ramp) a full block at ``f`` contributes ``s * (f + 1) + s * (s - 1) / 2``; after
-    it every full block contributes the constant ``s * k - s * (s - 1) / 2``; the trailing partial
-    block of ``r`` queries has leader ``n - 1`` and contributes ``r * k - r * (r - 1) / 2``.
-    """
-    full, r = divmod(n, s)
-    ramp = min(full, -(-k // s) - 1)  # full blocks with f + s - k < 0, i.e. f < k - s
-    pairs = s * s * ramp * (ramp - 1) // 2 + ramp * s * (s + 1) // 2
-    pairs += (full - ramp) * (s * k - s * (s - 1) // 2)
-    pairs += r * k - r * (r - 1) // 2
-    return pairs
-
-
-def axis_pairs(length: int, kernel_size: int, dilation: int = 1, stride: int = 1, is_causal: bool = False) -> int:
-    """Number of attended (query, key) pairs along one axis of ``length`` tokens (design.md §3).
-
-    Non-causal: ``length * kernel_size``. Causal: summed per dilation group in closed form
-    (``length % dilation`` groups of ``ceil(length / dilation)`` tokens, the others one shorter).
-    """
-    if not is_causal:
-        return length * kernel_size
-    long_groups = length % dilation
-    short = length // dilation
-    pairs = (dilation - long_groups) * _causal_group_pairs(short, kernel_size, stride)
-    if long_groups:
-        pairs += long_groups * _causal_group_pairs(short + 1, kernel_size, stride)
-    return pairs
 
 
 def neighborhood_pairs(

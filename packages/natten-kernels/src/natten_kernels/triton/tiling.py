@@ -16,6 +16,8 @@ import math
 from natten_kernels.triton.tuning_h200 import DQ_PASS as _DQ_PASS
 from natten_kernels.triton.tuning_h200 import FWD_HOST_TMA_RATES as _FWD_HOST_TMA_RATES
 from natten_kernels.triton.tuning_h200 import RATES as _RATES
+from natten_kernels.window import axis_pairs, group_lengths
+from natten_kernels.window import window as _window
 
 
 def pow2_at_least(x: int) -> int:
@@ -118,31 +120,11 @@ def _boxes_of(block: int, nmax) -> list[tuple[int, int, int]]:
     return out
 
 
-def _window(p: int, n: int, k: int, s: int, causal: bool) -> tuple[int, int]:
-    """Window ``[start, end)`` of group-local query ``p`` (design.md section 3; kernels._window)."""
-    if causal:
-        c = min((p // s) * s + s - 1, n - 1)
-        return max(c - k + 1, 0), p + 1
-    c = min((p // s) * s + s // 2, n - 1)
-    start = min(max(c - k // 2, 0), n - k)
-    return start, start + k
-
-
-@functools.lru_cache(maxsize=1024)
-def _axis_useful(length: int, k: int, d: int, s: int, causal: bool) -> int:
-    useful = 0
-    for g in range(d):
-        n = -(-(length - g) // d)
-        useful += sum(e - b for b, e in (_window(p, n, k, s, causal) for p in range(n)))
-    return useful
-
-
 @functools.lru_cache(maxsize=4096)
 def _axis_pairs(length: int, k: int, d: int, s: int, causal: bool, t: int, kb: int) -> tuple[int, int]:
     """(useful, computed) (query, key) pairs on one axis: queries in boxes of ``t``, keys in boxes of ``kb``."""
-    useful, computed = _axis_useful(length, k, d, s, causal), 0
-    for g in range(d):
-        n = -(-(length - g) // d)
+    useful, computed = axis_pairs(length, k, d, s, causal), 0
+    for n in group_lengths(length, d):
         for q0 in range(0, n, t):
             lo = _window(q0, n, k, s, causal)[0]
             hi = _window(min(q0 + t, n) - 1, n, k, s, causal)[1]
