@@ -9,10 +9,16 @@ from natten.autograd._tracing import untraced
 _ops = torch.ops.natten
 
 
-def problem_key(tensors, op_args) -> tuple:
-    """What identifies a fused problem for the autotuner cache."""
-    shapes = tuple(None if t is None else (tuple(t.shape), t.dtype, t.device) for t in tensors)
-    return (shapes, *(tuple(a) if isinstance(a, list) else a for a in op_args))
+def problem_key(tensors, op_args, candidates) -> tuple:
+    """What identifies a fused problem for the autotuner cache: what changes the kernels' speed.
+
+    Shapes, strides, dtype and device of every tensor (``None`` for absent optional ones), the
+    neighborhood parameters, the candidate configurations (they follow the context flags), and whether
+    the scale is positive (the Triton kernels take another path for ``scale <= 0``), not its value.
+    """
+    *params, scale = op_args
+    layout = tuple(None if t is None else (tuple(t.shape), t.stride(), t.dtype, t.device) for t in tensors)
+    return (layout, *(tuple(p) for p in params), scale > 0, tuple(tuple(c) for c in candidates))
 
 
 class FusedNeighborhoodAttention(torch.autograd.Function):
@@ -87,7 +93,7 @@ class FusedNeighborhoodAttention(torch.autograd.Function):
             from natten import autotuner, context
 
             steps = context.get_autotuner_steps()
-            key = ("backward", grad_lse is not None, *problem_key((q, k, v, rpb, add_k, add_v), ctx.params))
+            key = ("backward", grad_lse is not None, *problem_key((q, k, v, rpb, add_k, add_v), ctx.params, configs))
             config = autotuner.tune(key, configs, run, q.device, steps["warmup"][1], steps["steps"][1])
         dq, dk, dv, drpb, dadd_k, dadd_v = run(config)
         return (

@@ -83,7 +83,7 @@ def _configs(backend, shapes, query, tensors, op_args) -> tuple[list[int], tuple
     config = forward[0]
     if tuning and context.is_autotuner_enabled_for_forward() and len(forward) > 1:
         config = autotuner.tune(
-            ("forward", *problem_key(tensors, op_args)),
+            ("forward", *problem_key(tensors, op_args, forward)),
             forward,
             lambda c: torch.ops.natten.na_fused_forward(*tensors, *op_args, c),
             query.device,
