@@ -8,8 +8,8 @@ import torch
 from natten_kernels.backends import TuningInfo
 
 from natten import autotuner, context
-from natten.autograd.fused import FusedNeighborhoodAttention, problem_key
-from natten.functional.dispatch import problem_for, select_backend
+from natten.autograd.fused import FusedNeighborhoodAttention, FusedNeighborhoodAttentionForwardAD, problem_key
+from natten.functional.dispatch import problem_for, select_backend, wants_forward_ad
 from natten.functional.validation import BoolOrTuple, IntOrTuple, check_bool, check_fused, normalize_params
 
 
@@ -46,7 +46,9 @@ def _na(
     tensors = (query, key, value, rpb, additional_keys, additional_values)
     op_args = (*params.as_op_args(), shapes.scale)
     forward_config, backward_configs = _configs(backend, shapes, query, tensors, op_args)
-    if _needs_function(problem):
+    if wants_forward_ad(problem):
+        out, lse = FusedNeighborhoodAttentionForwardAD.apply(*tensors, *op_args, forward_config, backward_configs)
+    elif _needs_function(problem):
         out, lse = FusedNeighborhoodAttention.apply(*tensors, *op_args, forward_config, backward_configs)
     else:
         out, lse = torch.ops.natten.na_fused_forward(*tensors, *op_args, forward_config)
@@ -54,15 +56,12 @@ def _na(
 
 
 def _needs_function(problem) -> bool:
-    """Whether the call goes through the autograd Function: for gradients, functorch transforms and
-    torch.jit tracing (fvcore finds the Function's node). Otherwise the op alone runs, which spares an
+    """Whether the call goes through the autograd Function: for gradients and torch.jit tracing
+    (fvcore finds the Function's node); forward-mode AD and torch.func transforms take the Function
+    with a jvp rule (``wants_forward_ad``). Otherwise the op alone runs, which spares an
     ``inspect.signature`` bind per call in ``Function.apply`` (tens of microseconds of host time, as
     much as a small problem's kernel)."""
-    return (
-        "backward" in problem.features
-        or torch._C._are_functorch_transforms_active()
-        or torch._C._get_tracing_state() is not None
-    )
+    return "backward" in problem.features or torch._C._get_tracing_state() is not None
 
 
 def _configs(backend, shapes, query, tensors, op_args) -> tuple[list[int], tuple[tuple[int, ...], ...]]:
