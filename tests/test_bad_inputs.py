@@ -232,3 +232,15 @@ def test_nested_tensor_to_module():
     x = torch.nested.nested_tensor([torch.randn(9, 8), torch.randn(11, 8)], layout=torch.jagged)
     with pytest.raises(TypeError, match="x is a nested tensor; NeighborhoodAttention1D does not support nested"):
         natten.NeighborhoodAttention1D(8, 2, 3)(x)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
+@pytest.mark.parametrize("shape", [(1, 0, 5, 8), (1, 5, 0, 8), (0, 5, 5, 8)], ids=["height0", "width0", "batch0"])
+def test_module_zero_size_input_gives_empty_output(shape, fused):
+    """The Modules pad axes shorter than the window, so a zero-size spatial axis (or batch) is an empty
+    output, fused or unfused; a zero channel axis is a ValueError (x must have dim channels)."""
+    natten.use_fused_na(fused)
+    module = natten.NeighborhoodAttention2D(dim=8, num_heads=2, kernel_size=3)
+    assert module(torch.randn(*shape)).shape == shape
+    with pytest.raises(ValueError, match=r"expects x of shape \[batch, height, width, dim=8\]; got \(1, 5, 5, 0\)"):
+        module(torch.randn(1, 5, 5, 0))
