@@ -170,6 +170,53 @@ def test_flop_counter_mode_under_fake_tensors():
     assert _natten_counts(counter) == {"na_fused_forward": 2 * pairs(case) * (case.head_dim + case.head_dim_v)}
 
 
+def _to_meta(inputs: dict) -> dict:
+    return {n: torch.empty_like(x, device="meta").requires_grad_(x.requires_grad) for n, x in inputs.items()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_flop_counter_mode_on_the_meta_device(case):
+    """docs/flops.md: counting on meta tensors works (the meta backend runs the fake implementations),
+    fused and unfused, forward and backward, with the same counts as on real tensors."""
+    inputs = _to_meta(_fused_inputs(case))
+    with FlopCounterMode(display=False) as counter:
+        out = _fused(case, inputs)
+        out.sum().backward()
+    assert out.device.type == "meta" and out.shape == (case.batch, *case.spatial, case.heads, case.head_dim_v)
+    assert all(x.grad is not None and x.grad.shape == x.shape for x in inputs.values())
+    d, dv = case.head_dim, case.head_dim_v
+    assert _natten_counts(counter) == {
+        "na_fused_forward": 2 * pairs(case) * (d + dv),
+        "na_fused_backward": 2 * pairs(case) * (3 * d + 2 * dv),
+    }
+    t = _to_meta(_heads_first(case, _fused_inputs(case)))
+    with FlopCounterMode(display=False) as counter:
+        out = _unfused(case, t)
+        out.sum().backward()
+    assert out.device.type == "meta" and out.shape == t["value"].shape
+    assert all(x.grad is not None and x.grad.shape == x.shape for x in t.values())
+    n = pairs(case, with_additional=False)
+    assert _natten_counts(counter) == {
+        "na_qk_forward": 2 * n * d,
+        "na_qk_backward": 4 * n * d,
+        "na_av_forward": 2 * n * dv,
+        "na_av_backward": 4 * n * dv,
+    }
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
+def test_modules_on_the_meta_device(fused):
+    natten.use_fused_na(fused)
+    module = natten.NeighborhoodAttention3D(dim=16, num_heads=2, kernel_size=3, rel_pos_bias=True).to("meta")
+    x = torch.empty(2, 4, 5, 6, 16, device="meta", requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        out = module(x)
+        out.sum().backward()
+    assert out.shape == x.shape and out.device.type == "meta" and x.grad.shape == x.shape
+    assert module.rpb.grad.shape == module.rpb.shape
+    assert sum(_natten_counts(counter).values()) > 0
+
+
 # ---- fvcore (one multiply-add = one flop) ---------------------------------------------------------
 
 

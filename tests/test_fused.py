@@ -6,7 +6,7 @@ from natten_legacy.reference import na_reference
 from natten_legacy.testing import assert_close_to_reference
 
 import natten.functional as F
-from cases import fused_cases
+from cases import Case, fused_cases
 from helpers import cast, fused_inputs, grads
 
 NA = {1: F.na1d, 2: F.na2d, 3: F.na3d}
@@ -146,10 +146,145 @@ def test_autograd_function_only_when_gradients_are_needed(monkeypatch):
 
 
 def test_double_backward_raises_clearly():
+    """create_graph=True gives exact first-order gradients (a gradient penalty elsewhere in a model
+    works); differentiating them again (reverse or forward mode, torch.func.hessian) raises."""
     q, k, v = (torch.randn(1, 9, 1, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    out = F.na1d(q, k, v, 3)
-    with pytest.raises(RuntimeError, match="first-order gradients only; for double backward use the unfused"):
-        torch.autograd.grad(out.sum(), q, create_graph=True)
+    (dq,) = torch.autograd.grad(F.na1d(q, k, v, 3).sum(), q, create_graph=True)
+    (ref,) = torch.autograd.grad(na_reference(q, k, v, 3).sum(), q)
+    torch.testing.assert_close(dq.detach(), ref)
+    message = "first-order gradients only .* for double backward, gradgradcheck or Hessians use the unfused ops"
+    with pytest.raises(RuntimeError, match=message):
+        torch.autograd.grad(dq.sum(), q)
+    with pytest.raises(RuntimeError, match=message):
+        torch.func.hessian(lambda q: F.na1d(q, k.detach(), v.detach(), 3).sum())(q.detach())
+
+
+# ---- forward-mode AD and torch.func transforms ------------------------------------------------------
+
+FUNC_CASES = [
+    Case((9,), (3,), (1,), (1,), (False,), rpb=True, additional=2, batch=1, head_dim=4, head_dim_v=4),
+    Case((11,), (4,), (2,), (2,), (True,), heads=4, kv_heads=2, batch=1, head_dim=4, head_dim_v=6),
+    Case((6, 7), (3, 3), (1, 2), (1, 1), (True, False), additional=2, kv_heads=1, batch=2, head_dim=4, head_dim_v=4),
+    Case((3, 4, 5), (3, 3, 3), (1, 1, 1), (1, 2, 1), (False,) * 3, rpb=True, batch=1, head_dim=4, head_dim_v=4),
+]
+FUNC_IDS = [c.id for c in FUNC_CASES]
+
+
+def _functional(fn, case, t, names):
+    """fn (_natten or _reference) on the inputs ``t`` as a function of the tensors ``names``
+    (positional), returning (out, lse)."""
+
+    def f(*xs):
+        return fn(case, {**t, **dict(zip(names, xs))}, return_lse=True)
+
+    return f
+
+
+def _natten(case, t, **kw):
+    return _run(NA[case.rank], case, t, **kw)
+
+
+def _tangents(t: dict) -> dict:
+    g = torch.Generator().manual_seed(7)
+    return {n: torch.randn(x.shape, generator=g, dtype=x.dtype) for n, x in t.items()}
+
+
+def _present(case) -> list[str]:
+    return ["q", "k", "v"] + ["rpb"] * case.rpb + ["additional_keys", "additional_values"] * bool(case.additional)
+
+
+JVP_PARAMS = [pytest.param(c, w, id=f"{c.id}-{w}") for c in FUNC_CASES for w in ["all", *_present(c)]]
+
+
+@pytest.mark.parametrize("case,which", JVP_PARAMS)
+def test_forward_mode_ad_matches_reference_jvp(case, which):
+    """The JVP of out and lse (torch.autograd.forward_ad and torch.func.jvp) equals torch.func.jvp of
+    the float64 reference, with tangents on every input or on one."""
+    import torch.autograd.forward_ad as fwAD
+
+    t = {n: x.detach() for n, x in fused_inputs(case, requires_grad=False).items()}
+    names = tuple(n for n in t if which in ("all", n))
+    tangents = _tangents({n: t[n] for n in names})
+    primals = tuple(t[n] for n in names)
+    ref = torch.func.jvp(_functional(_reference, case, t, names), primals, tuple(tangents.values()))[1]
+    with fwAD.dual_level():
+        dual = {**t, **{n: fwAD.make_dual(t[n], tangents[n]) for n in names}}
+        out, lse = _natten(case, dual, return_lse=True)
+        got = (fwAD.unpack_dual(out).tangent, fwAD.unpack_dual(lse).tangent)
+    assert got[0] is not None and got[1] is not None, "forward-mode AD lost the tangent"
+    func = torch.func.jvp(_functional(_natten, case, t, names), primals, tuple(tangents.values()))[1]
+    for name, a, b, e in zip(("d out", "d lse"), got, func, ref):
+        torch.testing.assert_close(a, e, msg=name)
+        torch.testing.assert_close(b, e, msg=f"torch.func.jvp {name}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_forward_mode_ad_low_precision(dtype):
+    import torch.autograd.forward_ad as fwAD
+
+    case = FUNC_CASES[2]
+    t = {n: x.detach() for n, x in fused_inputs(case, requires_grad=False).items()}
+    tangents = _tangents(t)
+    low = {n: x.to(dtype) for n, x in t.items()}
+    ref = torch.func.jvp(
+        _functional(_reference, case, t, tuple(t)),
+        tuple(low[n].double() for n in t),
+        tuple(tangents[n].to(dtype).double() for n in t),
+    )[1]
+    with fwAD.dual_level():
+        out, lse = _natten(case, {n: fwAD.make_dual(low[n], tangents[n].to(dtype)) for n in t}, return_lse=True)
+        t_out, t_lse = fwAD.unpack_dual(out).tangent, fwAD.unpack_dual(lse).tangent
+    assert t_out.dtype == dtype and t_lse.dtype == torch.float32
+    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=5e-2, rtol=5e-2)
+    torch.testing.assert_close(t_out.double(), ref[0], **tol)
+    torch.testing.assert_close(t_lse.double(), ref[1], **tol)
+
+
+@pytest.mark.parametrize("case", FUNC_CASES, ids=FUNC_IDS)
+def test_torch_func_grad_vjp_jacrev(case):
+    """First-order torch.func transforms on the fused op equal the same transforms of the reference."""
+    t = {n: x.detach() for n, x in fused_inputs(case, requires_grad=False).items()}
+    names, primals = tuple(t), tuple(t.values())
+    g = torch.Generator().manual_seed(3)
+    weight = torch.randn(case.batch, *case.spatial, case.heads, case.head_dim_v, generator=g, dtype=torch.float64)
+    weight_lse = torch.randn(case.batch, *case.spatial, case.heads, generator=g, dtype=torch.float64)
+
+    def loss(fn):
+        def f(*xs):
+            out, lse = _functional(fn, case, t, names)(*xs)
+            return (out * weight).sum() + (lse * weight_lse).sum()
+
+        return f
+
+    argnums = tuple(range(len(names)))
+    for name, a, e in zip(
+        names, torch.func.grad(loss(_natten), argnums)(*primals), torch.func.grad(loss(_reference), argnums)(*primals)
+    ):
+        torch.testing.assert_close(a, e, msg=f"grad d{name}")
+
+    out, vjp_fn = torch.func.vjp(_functional(_natten, case, t, names), *primals)
+    ref_out, ref_vjp_fn = torch.func.vjp(_functional(_reference, case, t, names), *primals)
+    torch.testing.assert_close(out, ref_out)
+    for name, a, e in zip(names, vjp_fn((weight, weight_lse)), ref_vjp_fn((weight, weight_lse))):
+        torch.testing.assert_close(a, e, msg=f"vjp d{name}")
+
+    # Jacobians of out with respect to q and v (jacrev = vmap over vjp; jacfwd = vmap over jvp).
+    def out_of(fn):
+        return lambda q, v: _functional(fn, case, t, ("q", "v"))(q, v)[0]
+
+    ref_jac = torch.func.jacrev(out_of(_reference), argnums=(0, 1))(t["q"], t["v"])
+    for transform in (torch.func.jacrev, torch.func.jacfwd):
+        for name, a, e in zip(("q", "v"), transform(out_of(_natten), argnums=(0, 1))(t["q"], t["v"]), ref_jac):
+            torch.testing.assert_close(a, e, msg=f"{transform.__name__} d out / d {name}")
+
+
+def test_torch_func_vmap():
+    """vmap over the fused op (the ops' per-sample vmap rules): the same as a loop over samples."""
+    q, k, v = (torch.randn(3, 2, 9, 2, 4, dtype=torch.float64) for _ in range(3))
+    out = torch.func.vmap(lambda q, k, v: F.na1d(q, k, v, 3, is_causal=True))(q, k, v)
+    torch.testing.assert_close(out, torch.stack([na_reference(*x, 3, is_causal=True) for x in zip(q, k, v)]))
+    out = torch.func.vmap(lambda q: F.na1d(q, k[0], v[0], 3), in_dims=0)(q)
+    torch.testing.assert_close(out, torch.stack([na_reference(x, k[0], v[0], 3) for x in q]))
 
 
 @pytest.mark.extended

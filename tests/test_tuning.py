@@ -134,3 +134,53 @@ def test_autotuner_is_thread_safe():
         t.join()
     assert sorted(calls) == [(1,), (2,)]  # each candidate timed once, by one thread
     assert autotuner.cached_configs()["key"] in ([1], [2])
+
+
+def test_autotuner_does_not_key_on_the_scale_value(monkeypatch):
+    """One shape called with 300 scales tunes once (the value does not change the kernels' speed);
+    only the sign of the scale is part of the key (a Triton path depends on scale <= 0)."""
+    timed = []
+    real = autotuner._time
+    monkeypatch.setattr(autotuner, "_time", lambda run, *a: timed.append(1) or real(run, *a))
+    natten.use_autotuner(forward_pass=True, warmup_steps_forward=1, steps_forward=1)
+    q, k, v = _inputs()
+    with torch.no_grad():
+        for i in range(300):
+            F.na2d(q, k, v, 3, scale=0.01 * (i + 1))
+    assert len(autotuner.cached_configs()) == 1
+    assert len(timed) == len(CPU.forward_configs(None))
+    with torch.no_grad():
+        F.na2d(q, k, v, 3, scale=-1.0)
+    assert len(autotuner.cached_configs()) == 2
+
+
+def test_autotuner_keys_on_layout_and_candidates(monkeypatch):
+    """Strides (a permuted view costs copies) and the candidate set (KV parallelism, memory preference)
+    are part of the key: a config tuned under one setting is never reused under another."""
+    natten.use_autotuner(forward_pass=True, backward_pass=True, warmup_steps_forward=1, steps_forward=1)
+    q, k, v = _inputs()
+    with torch.no_grad():
+        F.na2d(q, k, v, 3)
+        F.na2d(q.transpose(1, 2).contiguous().transpose(1, 2), k, v, 3)
+    assert len(autotuner.cached_configs()) == 2
+    for kv_parallel in (False, True):
+        natten.use_kv_parallelism_in_fused_na(kv_parallel)
+        torch.autograd.grad(F.na2d(q, k, v, 3).sum(), q)
+    backward = [key for key in autotuner.cached_configs() if key[0] == "backward"]
+    assert len(backward) == 2
+
+
+def test_autotuner_cache_is_a_bounded_lru(monkeypatch):
+    monkeypatch.setattr(autotuner, "MAX_ENTRIES", 4)
+    device = torch.device("cpu")
+    for i in range(6):
+        autotuner.tune(("p", i), [[i]], lambda c: None, device, 0, 1)
+    assert list(autotuner.cached_configs()) == [("p", 2), ("p", 3), ("p", 4), ("p", 5)]
+    autotuner.tune(("p", 2), [[2]], lambda c: None, device, 0, 1)  # a hit makes it the most recent
+    autotuner.tune(("p", 6), [[6]], lambda c: None, device, 0, 1)
+    assert list(autotuner.cached_configs()) == [("p", 4), ("p", 5), ("p", 2), ("p", 6)]
+    assert autotuner.MAX_ENTRIES == 4 and len(autotuner.cached_configs()) <= autotuner.MAX_ENTRIES
+
+
+def test_autotuner_default_bound():
+    assert 100 <= autotuner.MAX_ENTRIES <= 1000

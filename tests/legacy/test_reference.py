@@ -425,3 +425,96 @@ def test_validation_errors():
         na_reference(q, k, v, 3, additional_keys=torch.zeros(2, 1, 2, 4, dtype=F64))
     with pytest.raises(ValueError, match="attn"):
         na_av_reference(torch.zeros(2, 2, 9, 4, dtype=F64), heads_first(v), 3)
+
+
+# --------------------------------------------------------------------------------------------------
+# Non-finite inputs reach exactly what depends on them (the loop version has that by construction).
+# --------------------------------------------------------------------------------------------------
+
+POISON = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+NONFINITE_CASES = ["1d-k3", "1d-k3-d3-s2-causal", "2d-k3x3-causal(T,F)", "3d-k3x2x2-s(3,2,1)"]
+
+
+def _poison(t: torch.Tensor, value: float, seed: int) -> torch.Tensor:
+    """A copy of ``t`` with one element (chosen by ``seed``) set to ``value``."""
+    g = torch.Generator().manual_seed(seed)
+    t = t.clone(memory_format=torch.contiguous_format)
+    t.view(-1)[int(torch.randint(t.numel(), (1,), generator=g))] = value
+    return t
+
+
+def _nonfinite_grads(fn, tensors, seed):
+    leaves = [t.clone().requires_grad_() for t in tensors]
+    outs = fn(*leaves)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    ups = [rand(*o.shape, seed=seed + i) for i, o in enumerate(outs)]
+    grads = torch.autograd.grad(outs, leaves, ups)
+    return [o.detach() for o in outs], grads
+
+
+@pytest.mark.parametrize("value", list(POISON))
+@pytest.mark.parametrize("target", range(5), ids=["q", "k", "v", "add_k", "add_v"])
+@pytest.mark.parametrize("case", NONFINITE_CASES)
+def test_fused_nonfinite_pattern_matches_loop(case, target, value):
+    S, kernel, dil, stride, causal = CASES[case]
+    tensors = [*qkv(S, Hq=2, Hkv=1, seed=71), rand(2, 2, 1, 4, seed=72), rand(2, 2, 1, 3, seed=73)]
+    tensors[target] = _poison(tensors[target], POISON[value], seed=74)
+
+    def ref(q, k, v, ak, av):
+        return na_reference(
+            q, k, v, kernel, dil, stride, causal, additional_keys=ak, additional_values=av, return_lse=True
+        )
+
+    def loop(q, k, v, ak, av):
+        return loop_na(q, k, v, kernel, dil, stride, causal, add_k=ak, add_v=av)
+
+    (out, lse), grads = _nonfinite_grads(ref, tensors, seed=75)
+    (out_l, lse_l), grads_l = _nonfinite_grads(loop, tensors, seed=75)
+    assert not out.isfinite().all(), "the poisoned element reaches no output"
+    assert not out.isfinite().all(-1).all(), "a poisoned output row"
+    assert out.isfinite().any(), "the poisoned element reaches every output"
+    for name, a, b in zip(
+        ["out", "lse", "dq", "dk", "dv", "dadd_k", "dadd_v"], [out, lse, *grads], [out_l, lse_l, *grads_l]
+    ):
+        assert_close(a, b, name=name, **TOL)
+
+
+@pytest.mark.parametrize("value", list(POISON))
+@pytest.mark.parametrize("target", range(3), ids=["q", "k", "rpb"])
+@pytest.mark.parametrize("case", ["1d-k5-d2-s2-rpb", "2d-k3x5-d(2,1)-rpb"])
+def test_qk_nonfinite_pattern_matches_loop(case, target, value):
+    S, kernel, dil, stride, causal = RPB_CASES[case]
+    q, k, _ = (heads_first(t) for t in qkv(S, seed=81))
+    tensors = [q, k, rand(2, *(2 * kk - 1 for kk in kernel), seed=82)]
+    tensors[target] = _poison(tensors[target], POISON[value], seed=83)
+    (attn,), grads = _nonfinite_grads(
+        lambda q, k, r: na_qk_reference(q, k, kernel, dil, stride, causal, rpb=r), tensors, 84
+    )
+    (attn_l,), grads_l = _nonfinite_grads(
+        lambda q, k, r: loop_qk(q, k, kernel, dil, stride, causal, rpb=r), tensors, 84
+    )
+    assert out_has_finite_and_not(attn)
+    for name, a, b in zip(["attn", "dq", "dk", "drpb"], [attn, *grads], [attn_l, *grads_l]):
+        assert_close(a, b, name=name, **TOL)
+
+
+@pytest.mark.parametrize("value", list(POISON))
+@pytest.mark.parametrize("target", range(3), ids=["attn", "v", "add_v"])
+@pytest.mark.parametrize("case", ["1d-k3-causal", "2d-k4x3-s(2,3)-causal(F,T)"])
+def test_av_nonfinite_pattern_matches_loop(case, target, value):
+    S, kernel, dil, stride, causal = CASES[case]
+    v = heads_first(qkv(S, seed=91)[2])
+    tensors = [rand(2, 2, *S, math.prod(kernel) + 2, seed=92), v, rand(2, 2, 2, 3, seed=93)]
+    tensors[target] = _poison(tensors[target], POISON[value], seed=94)
+    (out,), grads = _nonfinite_grads(
+        lambda a, v, av: na_av_reference(a, v, kernel, dil, stride, causal, additional_values=av), tensors, 95
+    )
+    (out_l,), grads_l = _nonfinite_grads(
+        lambda a, v, av: loop_av(a, v, kernel, dil, stride, causal, add_v=av), tensors, 95
+    )
+    for name, a, b in zip(["out", "dattn", "dv", "dadd_v"], [out, *grads], [out_l, *grads_l]):
+        assert_close(a, b, name=name, **TOL)
+
+
+def out_has_finite_and_not(t: torch.Tensor) -> bool:
+    return bool(t.isfinite().any()) and not bool(t.isfinite().all())

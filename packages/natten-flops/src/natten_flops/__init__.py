@@ -29,6 +29,8 @@ __all__ = ["FUNCTION_OPS", "NATTEN_HANDLES", "add_natten_handle", "get_flops", "
 # that op's argument order (tests/test_flops.py checks that every Function is listed).
 FUNCTION_OPS = {
     "FusedNeighborhoodAttention": "na_fused_forward",
+    "FusedNeighborhoodAttentionForwardAD": "na_fused_forward",
+    "FusedNeighborhoodAttentionBackward": "na_fused_backward",
     "NeighborhoodQK": "na_qk_forward",
     "NeighborhoodQKForwardAD": "na_qk_forward",
     "NeighborhoodAV": "na_av_forward",
@@ -39,11 +41,15 @@ FUNCTION_OPS = {
 
 
 def python_op_args(inputs: list, outputs: list) -> list[Any]:
-    """The positional arguments of a traced ``prim::PythonOp``: tensors as shapes, the rest as given."""
+    """The positional arguments of a traced ``prim::PythonOp``: tensors as shapes, the rest as given (a
+    trailing bundle of op arguments, an object with ``op_args``, is spliced in)."""
     node = outputs[0].node()
     tensors = iter(inputs)
     scalars = iter(node.scalar_args())
-    return [get_shape(next(tensors)) if kind == "d" else next(scalars) for kind in node.cconv()]
+    args = [get_shape(next(tensors)) if kind == "d" else next(scalars) for kind in node.cconv()]
+    if args and hasattr(args[-1], "op_args"):
+        args = [*args[:-1], *args[-1].op_args]
+    return args
 
 
 def _handle(op: str):

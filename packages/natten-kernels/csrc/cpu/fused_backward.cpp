@@ -67,7 +67,10 @@ void fused_backward(const FusedBackwardArgs<T>& a, int64_t begin, int64_t end) {
         T d = T(0);
         for (int64_t ch = 0; ch < sh.dim_v; ++ch) d += dO[i * dvp + ch] * out[ch];
         delta[i] = a.dlse.data ? d - *token_at(a.dlse, b, h, c, j) : d;
-        lse[i] = *token_at(a.lse, b, h, c, j);
+        // A +inf logit leaves the row's softmax undefined: every P of the row is NaN (as the forward's out and
+        // torch.softmax give), not just the one of the infinite logit that exp(s - lse) would make NaN.
+        const T l = *token_at(a.lse, b, h, c, j);
+        lse[i] = l == std::numeric_limits<T>::infinity() ? std::numeric_limits<T>::quiet_NaN() : l;
         for (int64_t ch = 0; ch < dp; ++ch) dQ[i * dp + ch] = T(0);
       }
       transpose_items(Q, dp, n, sh.dim, Qt, items);
@@ -121,17 +124,17 @@ void fused_backward(const FusedBackwardArgs<T>& a, int64_t begin, int64_t end) {
           const Block& blk = blocks[bl];
           const T* ds = dS + blk.first * sstride + r * lanes;
           const T* p = P + blk.first * sstride + r * lanes;
-          block_gather(ds, sstride, blk.hi, krow + blk.base * kks, kks, dp, blk.size, dQ + blk.first * dp, dp);
-          block_scatter(ds, sstride, blk.hi, Q + blk.first * dp, dp, dp, blk.size, dkrow + blk.base * dks, dks);
-          block_scatter(p, sstride, blk.hi, dO + blk.first * dvp, dvp, dvp, blk.size, dvrow + blk.base * dvs, dvs);
+          block_gather(ds, sstride, it + blk.first, blk.hi, krow + blk.base * kks, kks, dp, blk.size, dQ + blk.first * dp, dp);
+          block_scatter(ds, sstride, it + blk.first, blk.hi, Q + blk.first * dp, dp, dp, blk.size, dkrow + blk.base * dks, dks);
+          block_scatter(p, sstride, it + blk.first, blk.hi, dO + blk.first * dvp, dvp, dvp, blk.size, dvrow + blk.base * dvs, dvs);
         }
       }
       if (a.n_add > 0) {
-        block_gather(dS + add_at, sstride, a.n_add, slice_of(a.k_add_rows, 0, b, kvh), a.k_add_rows.key,
+        block_gather(dS + add_at, sstride, nullptr, a.n_add, slice_of(a.k_add_rows, 0, b, kvh), a.k_add_rows.key,
                      dp, n, dQ, dp);
-        block_scatter(dS + add_at, sstride, a.n_add, Q, dp, dp, n, slice_of(a.dk_add, split, b, kvh),
+        block_scatter(dS + add_at, sstride, nullptr, a.n_add, Q, dp, dp, n, slice_of(a.dk_add, split, b, kvh),
                       a.dk_add.key);
-        block_scatter(P + add_at, sstride, a.n_add, dO, dvp, dvp, n, slice_of(a.dv_add, split, b, kvh),
+        block_scatter(P + add_at, sstride, nullptr, a.n_add, dO, dvp, dvp, n, slice_of(a.dv_add, split, b, kvh),
                       a.dv_add.key);
       }
 

@@ -86,19 +86,20 @@ void fused_forward(const FusedForwardArgs<T>& a, int64_t begin, int64_t end) {
       const T* vrow = values + rows[r].row * a.v_rows.row;
       for (int64_t bl = 0; bl < nblocks; ++bl) {
         const Block& blk = blocks[bl];
-        block_gather(S + blk.first * sstride + r * lanes, sstride, blk.hi, vrow + blk.base * ks, ks, dvp, blk.size,
+        block_gather(S + blk.first * sstride + r * lanes, sstride, it + blk.first, blk.hi, vrow + blk.base * ks, ks, dvp, blk.size,
                      O + blk.first * dvp, dvp);
       }
     }
     if (a.n_add > 0) {
-      block_gather(S + add_at, sstride, a.n_add, slice_of(a.v_add_rows, 0, b, kvh), a.v_add_rows.key, dvp,
+      block_gather(S + add_at, sstride, nullptr, a.n_add, slice_of(a.v_add_rows, 0, b, kvh), a.v_add_rows.key, dvp,
                    n, O, dvp);
     }
 
     for (int64_t i = 0; i < n; ++i) {
       const int64_t h = kvh * groups + it[i].head, j = it[i].query;
       store_channels(token_at(a.out, b, h, c, j), O + i * dvp, sh.dim_v, T(1) / L[i]);
-      *token_at(a.lse, b, h, c, j) = M[i] + std::log(L[i]);
+      // As torch.logsumexp: an infinite max is the result (+inf: some logit is +inf; -inf: all are).
+      *token_at(a.lse, b, h, c, j) = std::isinf(M[i]) ? M[i] : M[i] + std::log(L[i]);
     }
   }
 }

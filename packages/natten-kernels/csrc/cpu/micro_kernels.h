@@ -11,7 +11,7 @@
 // key vectors are loaded once per block instead of once per query, and the per-item scalars (logits,
 // probabilities, their gradients) of row r live in lanes [r * lanes, r * lanes + lanes) of the item's buffer,
 // lane u standing for packed key base + u. The item's own keys are lanes [lo, hi); every other lane is
-// forced to zero before it is used as a weight.
+// forced to zero in the per-item buffers, and weighted sums skip it (see "lane ranges" below).
 #pragma once
 
 #ifndef NATTEN_ISA
@@ -21,6 +21,7 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -210,77 +211,128 @@ void block_dots(const T* xt, int64_t xs, int64_t channels, const T* keys, int64_
   }
 }
 
-// ---- out_item[0:cp) += sum_u w_item[u] * key(base + u)[0:cp), keys in rows packing ----
+// ---- lane ranges: an item reads only its own keys ----
+//
+// Weighted sums below visit, for item j, only lanes [lo_j, hi_j): a lane outside an item's window is
+// skipped, never multiplied by a zero weight, because 0 * inf and 0 * NaN are NaN and a non-finite key
+// or value the item does not attend must not reach its result (nor a non-finite item the keys it does
+// not attend). The lanes shared by every item of a sub-block run without per-item tests; the few lanes
+// where the windows of a block differ (at most kBlockSlack at the start, fewer keys near a causal
+// border at the end) test each item.
+
+template <int NB>
+struct LaneRanges {
+  int64_t lo[NB], hi[NB];
+  int64_t begin, common_lo, common_hi, end;  // union [begin, end), intersection [common_lo, common_hi)
+};
+
+// `items` null: every item uses lanes [0, lanes) (additional keys/values).
+template <int NB>
+inline LaneRanges<NB> lane_ranges(const Item* items, int64_t lanes) {
+  LaneRanges<NB> r;
+  r.begin = lanes;
+  r.end = 0;
+  r.common_lo = 0;
+  r.common_hi = lanes;
+  for (int j = 0; j < NB; ++j) {
+    r.lo[j] = items ? items[j].lo : 0;
+    r.hi[j] = items ? items[j].hi : lanes;
+    r.begin = std::min(r.begin, r.lo[j]);
+    r.end = std::max(r.end, r.hi[j]);
+    r.common_lo = std::max(r.common_lo, r.lo[j]);
+    r.common_hi = std::min(r.common_hi, r.hi[j]);
+  }
+  r.common_hi = std::max(r.common_hi, r.common_lo);  // empty intersection: everything is tested
+  return r;
+}
+
+// Calls step(u, all) for u in the union of the ranges; `all` says every item of the sub-block has lane u.
+template <int NB, typename F>
+inline void for_lanes(const LaneRanges<NB>& r, F&& step) {
+  for (int64_t u = r.begin; u < r.common_lo; ++u) step(u, false);
+  for (int64_t u = r.common_lo; u < r.common_hi; ++u) step(u, true);
+  for (int64_t u = r.common_hi; u < r.end; ++u) step(u, false);
+}
+
+// ---- out_item[0:cp) += sum over the item's lanes u of w_item[u] * key(base + u)[0:cp), keys in rows packing ----
 
 template <typename T, int NB, int NV>
-inline void gather_kernel(const T* w, int64_t ws, int64_t lanes, const T* keys, int64_t ks, T* out, int64_t os) {
+inline void gather_kernel(const T* w, int64_t ws, const LaneRanges<NB>& lr, const T* keys, int64_t ks, T* out,
+                          int64_t os) {
   using V = Vec<T>;
   constexpr int64_t W = V::size();
   V acc[NB][NV];
   for (int j = 0; j < NB; ++j)
     for (int v = 0; v < NV; ++v) acc[j][v] = V::loadu(out + j * os + v * W);
-  for (int64_t u = 0; u < lanes; ++u) {
+  for_lanes(lr, [&](int64_t u, bool all) {
     V k[NV];
     for (int v = 0; v < NV; ++v) k[v] = V::loadu(keys + u * ks + v * W);
     for (int j = 0; j < NB; ++j) {
+      if (!all && (u < lr.lo[j] || u >= lr.hi[j])) continue;
       const V wj(w[j * ws + u]);
       for (int v = 0; v < NV; ++v) acc[j][v] = at::vec::fmadd(wj, k[v], acc[j][v]);
     }
-  }
+  });
   for (int j = 0; j < NB; ++j)
     for (int v = 0; v < NV; ++v) acc[j][v].store(out + j * os + v * W);
 }
 
+// Items i < n of one block, item i reading lanes [items[i].lo, items[i].hi) (all of [0, lanes) when
+// `items` is null), weights w + i * ws, outputs out + i * os.
 template <typename T>
-void block_gather(const T* w, int64_t ws, int64_t lanes, const T* keys, int64_t ks, int64_t cp, int64_t n, T* out,
-                  int64_t os) {
+void block_gather(const T* w, int64_t ws, const Item* items, int64_t lanes, const T* keys, int64_t ks, int64_t cp,
+                  int64_t n, T* out, int64_t os) {
   constexpr int64_t W = Vec<T>::size();
   for (int64_t c = 0; c < cp; c += 2 * W) {
     const bool two = cp - c >= 2 * W;
     for_sub_blocks(n, [&](int64_t j, auto nb) {
       constexpr int NB = decltype(nb)::value;
+      const auto lr = lane_ranges<NB>(items ? items + j : nullptr, lanes);
       if (two) {
-        gather_kernel<T, NB, 2>(w + j * ws, ws, lanes, keys + c, ks, out + j * os + c, os);
+        gather_kernel<T, NB, 2>(w + j * ws, ws, lr, keys + c, ks, out + j * os + c, os);
       } else {
-        gather_kernel<T, NB, 1>(w + j * ws, ws, lanes, keys + c, ks, out + j * os + c, os);
+        gather_kernel<T, NB, 1>(w + j * ws, ws, lr, keys + c, ks, out + j * os + c, os);
       }
     });
   }
 }
 
-// ---- key(base + u)[0:cp) += sum_item w_item[u] * x_item[0:cp), accumulators in rows packing ----
+// ---- key(base + u)[0:cp) += sum over the items having lane u of w_item[u] * x_item[0:cp), accumulators in rows packing ----
 
 template <typename T, int NB, int NV>
-inline void scatter_kernel(const T* w, int64_t ws, int64_t lanes, const T* x, int64_t xs, T* keys, int64_t ks) {
+inline void scatter_kernel(const T* w, int64_t ws, const LaneRanges<NB>& lr, const T* x, int64_t xs, T* keys,
+                           int64_t ks) {
   using V = Vec<T>;
   constexpr int64_t W = V::size();
   V xv[NB][NV];
   for (int j = 0; j < NB; ++j)
     for (int v = 0; v < NV; ++v) xv[j][v] = V::loadu(x + j * xs + v * W);
-  for (int64_t u = 0; u < lanes; ++u) {
+  for_lanes(lr, [&](int64_t u, bool all) {
     T* k = keys + u * ks;
     V acc[NV];
     for (int v = 0; v < NV; ++v) acc[v] = V::loadu(k + v * W);
     for (int j = 0; j < NB; ++j) {
+      if (!all && (u < lr.lo[j] || u >= lr.hi[j])) continue;
       const V wj(w[j * ws + u]);
       for (int v = 0; v < NV; ++v) acc[v] = at::vec::fmadd(wj, xv[j][v], acc[v]);
     }
     for (int v = 0; v < NV; ++v) acc[v].store(k + v * W);
-  }
+  });
 }
 
 template <typename T>
-void block_scatter(const T* w, int64_t ws, int64_t lanes, const T* x, int64_t xs, int64_t cp, int64_t n, T* keys,
-                   int64_t ks) {
+void block_scatter(const T* w, int64_t ws, const Item* items, int64_t lanes, const T* x, int64_t xs, int64_t cp,
+                   int64_t n, T* keys, int64_t ks) {
   constexpr int64_t W = Vec<T>::size();
   for (int64_t c = 0; c < cp; c += 2 * W) {
     const bool two = cp - c >= 2 * W;
     for_sub_blocks(n, [&](int64_t j, auto nb) {
       constexpr int NB = decltype(nb)::value;
+      const auto lr = lane_ranges<NB>(items ? items + j : nullptr, lanes);
       if (two) {
-        scatter_kernel<T, NB, 2>(w + j * ws, ws, lanes, x + j * xs + c, xs, keys + c, ks);
+        scatter_kernel<T, NB, 2>(w + j * ws, ws, lr, x + j * xs + c, xs, keys + c, ks);
       } else {
-        scatter_kernel<T, NB, 1>(w + j * ws, ws, lanes, x + j * xs + c, xs, keys + c, ks);
+        scatter_kernel<T, NB, 1>(w + j * ws, ws, lr, x + j * xs + c, xs, keys + c, ks);
       }
     });
   }
@@ -289,8 +341,11 @@ void block_scatter(const T* w, int64_t ws, int64_t lanes, const T* x, int64_t xs
 // ---- per-item softmax pieces over `rows` rows of `lanes` lanes, valid lanes [lo, hi) ----
 
 // exp_u20 (~20 ulp, no libm call) is plenty for float accumulation; double keeps the accurate exp.
+// exp_u20 clamps its argument, which turns NaN into a finite value and +inf into FLT_MAX-ish: both are
+// put back (exp(NaN) = NaN, exp(inf) = inf), so that non-finite logits reach the results as in torch.
 inline Vec<float> vexp(const Vec<float>& v) {
-  return v.exp_u20();
+  const Vec<float> special = v.isnan() | (v == Vec<float>(std::numeric_limits<float>::infinity()));
+  return Vec<float>::blendv(v.exp_u20(), v, special);
 }
 inline Vec<double> vexp(const Vec<double>& v) {
   return v.exp();

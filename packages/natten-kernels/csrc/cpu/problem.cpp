@@ -90,7 +90,8 @@ at::Tensor reduce_bias_grad(const at::Tensor& partial, const at::Tensor& rpb, co
 
 int64_t chunk_length(const Geometry& g, int64_t groups) {
   // Chunks never span lines, so longer ones would only grow the per-thread buffers.
-  return std::min(std::max<int64_t>(1, 32 / groups), g.axis[2].length);
+  // groups is 0 when there are no query heads (an empty problem): no division by it.
+  return std::min(std::max<int64_t>(1, 32 / std::max<int64_t>(groups, 1)), std::max<int64_t>(g.axis[2].length, 1));
 }
 
 int64_t backward_splits(int64_t slices, int64_t chunks) {

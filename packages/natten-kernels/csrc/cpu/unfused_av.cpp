@@ -42,7 +42,7 @@ void av_forward(const AVForwardArgs<T>& a, int64_t begin, int64_t end) {
       const T* vrow = values + rows[r].row * a.v_rows.row;
       for (int64_t bl = 0; bl < nblocks; ++bl) {
         const Block& blk = blocks[bl];
-        block_gather(S + blk.first * sstride + r * lanes, sstride, blk.hi, vrow + blk.base * ks, ks, dvp, blk.size,
+        block_gather(S + blk.first * sstride + r * lanes, sstride, it + blk.first, blk.hi, vrow + blk.base * ks, ks, dvp, blk.size,
                      O + blk.first * dvp, dvp);
       }
     }
@@ -96,7 +96,7 @@ void av_backward(const AVBackwardArgs<T>& a, int64_t begin, int64_t end) {
           const Block& blk = blocks[bl];
           block_dots(dOt + blk.first, len, sh.dim_v, vrow + blk.base, a.v_cols.channel, blk.size, lanes,
                      S + blk.first * sstride + r * lanes, sstride);
-          block_scatter(A + blk.first * sstride + r * lanes, sstride, blk.hi, dO + blk.first * dvp, dvp, dvp, blk.size,
+          block_scatter(A + blk.first * sstride + r * lanes, sstride, it + blk.first, blk.hi, dO + blk.first * dvp, dvp, dvp, blk.size,
                         dvrow + blk.base * dvs, dvs);
         }
       }

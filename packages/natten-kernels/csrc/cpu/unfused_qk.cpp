@@ -100,8 +100,8 @@ void qk_backward(const QKBackwardArgs<T>& a, int64_t begin, int64_t end) {
         for (int64_t bl = 0; bl < nblocks; ++bl) {
           const Block& blk = blocks[bl];
           const T* w = S + blk.first * sstride + r * lanes;
-          block_gather(w, sstride, blk.hi, krow + blk.base * ks, ks, dp, blk.size, dQ + blk.first * dp, dp);
-          block_scatter(w, sstride, blk.hi, Q + blk.first * dp, dp, dp, blk.size, dkrow + blk.base * dks, dks);
+          block_gather(w, sstride, it + blk.first, blk.hi, krow + blk.base * ks, ks, dp, blk.size, dQ + blk.first * dp, dp);
+          block_scatter(w, sstride, it + blk.first, blk.hi, Q + blk.first * dp, dp, dp, blk.size, dkrow + blk.base * dks, dks);
         }
       }
       for (int64_t i = 0; i < c.size; ++i) {

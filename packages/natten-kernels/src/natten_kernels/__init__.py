@@ -7,6 +7,9 @@ __version__ = "1.0.0"
 
 if _library.load():
     _fake.register()
+    from natten_kernels.ops import vmap as _vmap
+
+    _vmap.register()  # per-sample vmap rules: torch.func.vmap / jacrev / jacfwd over the ops
     from natten_kernels.ops.flops import register_flop_formulas
 
     register_flop_formulas()  # FLOP formulas for torch.utils.flop_counter.FlopCounterMode

@@ -1,18 +1,24 @@
 """The reference oracle: design.md §3, implemented literally.
 
-Everything here is dense attention over all ``N = prod(spatial)`` tokens with explicit masks, so it
-costs ``O(B * heads * N^2)`` memory: meant for checking on small problems (float64 on CPU, or on
-any device on upcast inputs), never for speed.
+Every query gathers the keys and values of its own ``K = prod(kernel_size)`` neighborhood slots and
+attends to those alone, so it costs ``O(B * heads * N * K * D)`` memory (``N = prod(spatial)``):
+meant for checking on small problems (float64 on CPU, or on any device on upcast inputs), never for
+speed.
 
 One place holds the semantics: :func:`neighborhood_slots` (the §3 formulas, one axis). Everything
 else is derived from its per-axis tables:
 
-* the dense boolean mask ``[N, N]`` is the product of per-axis masks (fused op),
-* the flat slot table ``[N, K]`` is the product of per-axis slot tables (unfused ops),
-* the dense bias ``[H, N, N]`` indexes ``rpb`` with per-axis relative positions.
+* the flat slot table ``[N, K]`` is the product of per-axis slot tables (all three ops),
+* the bias at each slot indexes ``rpb`` with per-axis relative positions.
 
-The three public ops differ only in layout: the fused op masks the dense logits, ``na_qk`` gathers
-the dense logits at the slots, ``na_av`` scatters the slot weights back into a dense matrix.
+The three public ops differ only in layout: the fused op takes the softmax over the slot logits (plus
+the additional keys), ``na_qk`` returns the slot logits, ``na_av`` takes slot weights.
+
+Non-finite values stay where they belong (the dependency sets of §3): a query, its slot keys/values
+and its bias are combined with ``where``, never by multiplying by a zero mask, and no dense ``[N, N]``
+product is formed (it would add ``0 * v_j`` for every key ``j`` outside the window, and ``0 * NaN``
+or ``0 * inf`` is NaN). So a NaN or inf in one input reaches exactly the outputs, and through
+autograd the gradients, that depend on it: a tested backend must give the same NaN/inf pattern.
 
 Layouts (design.md §3):
 
@@ -178,18 +184,6 @@ def _axis_views(tables: Sequence[Tensor]) -> list[Tensor]:
     return views
 
 
-def _dense_mask(spatial: Sequence[int], tables) -> Tensor:
-    """``BoolTensor [N, N]``: query ``i`` attends key ``j`` (product of per-axis masks)."""
-    masks = []
-    for L, (keys, valid) in zip(spatial, tables):
-        masks.append(torch.zeros(L, L, dtype=torch.bool, device=keys.device).scatter_(1, keys, valid))
-    mask = torch.ones((), dtype=torch.bool, device=masks[0].device)
-    for m in _axis_views(masks):
-        mask = mask & m
-    n = mask.shape[: len(spatial)].numel()
-    return mask.reshape(n, n)
-
-
 def _slot_table(spatial: Sequence[int], tables) -> tuple[Tensor, Tensor]:
     """Flat slot table: ``keys LongTensor [N, K]`` (flat key index), ``valid BoolTensor [N, K]``.
 
@@ -208,33 +202,45 @@ def _slot_table(spatial: Sequence[int], tables) -> tuple[Tensor, Tensor]:
     return flat.reshape(n, -1), valid.reshape(n, -1)
 
 
-def _dense_bias(rpb: Tensor, spatial: Sequence[int], prm: _Params, heads: int, device) -> Tensor:
-    """``[H, N, N]``: ``rpb[h, (k-1) + (key - query) / d, ...]`` per axis.
+def _slot_bias(rpb: Tensor, spatial: Sequence[int], prm: _Params, tables, heads: int) -> Tensor:
+    """``[H, N, K]``: ``rpb[h, (k-1) + (key - query) / d, ...]`` per axis at every slot.
 
-    Pairs outside the neighborhood get some in-range entry; the callers mask or never read them.
+    Exact for every slot: ``key - query`` is a multiple of ``d`` (same dilation group), and the
+    in-range key of an invalid (causal) slot still gives an index in ``[0, 2k-2]``.
     """
-    rank = len(spatial)
     expected = (heads, *(2 * k - 1 for k in prm.kernel_size))
     if tuple(rpb.shape) != expected:
         raise ValueError(f"rpb must have shape [heads, 2k-1 per axis] = {list(expected)}, got {list(rpb.shape)}")
     rel = []
-    for L, k, d in zip(spatial, prm.kernel_size, prm.dilation):
-        pos = torch.arange(L, device=device)
-        # Exact for neighbors: key - query is a multiple of d there.
-        rel.append(((k - 1) + torch.div(pos[None, :] - pos[:, None], d, rounding_mode="floor")).clamp(0, 2 * k - 2))
-    bias = rpb[(slice(None), *_axis_views(rel))]  # [H, *S, *S]
-    n = bias.shape[1 : 1 + rank].numel()
-    return bias.reshape(heads, n, n)
+    for L, k, d, (keys, _valid) in zip(spatial, prm.kernel_size, prm.dilation, tables):
+        query = torch.arange(L, device=keys.device)
+        rel.append((k - 1) + torch.div(keys - query[:, None], d, rounding_mode="floor"))
+    bias = rpb[(slice(None), *_axis_views(rel))]  # [H, *S, *kernel]
+    n = bias.shape[1 : 1 + len(spatial)].numel()
+    return bias.reshape(heads, n, -1)
 
 
-def _dense_logits(q: Tensor, k: Tensor, scale: float | None, rpb: Tensor | None, spatial, prm: _Params) -> Tensor:
-    """Unmasked logits ``[B, H, N, N] = scale * q k^T + bias`` from heads-first flat ``q, k [B, H, N, D]``."""
-    logits = q @ k.transpose(-1, -2)
+def _slot_gather(x: Tensor, keys: Tensor, valid: Tensor) -> Tensor:
+    """``x [B, H, N, E]`` at each query's slot keys: ``[B, H, N, K, E]``, exactly 0 on invalid slots."""
+    return torch.where(valid[..., None], x[:, :, keys], torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def _slot_logits(qf: Tensor, kg: Tensor, scale: float | None, bias: Tensor | None, valid: Tensor) -> Tensor:
+    """``[B, H, N, K] = scale * q . k_slot + bias``, ``-inf`` on invalid slots, from ``qf [B, H, N, D]``
+    and gathered keys ``kg [B, H, N, K, D]``."""
+    logits = torch.einsum("bhnd,bhnkd->bhnk", qf, kg)
     if scale is not None:
         logits = logits * scale
-    if rpb is not None:
-        logits = logits + _dense_bias(rpb.to(logits.dtype), spatial, prm, q.shape[1], q.device)
-    return logits
+    if bias is not None:
+        logits = logits + bias.to(logits.dtype)
+    return torch.where(valid, logits, torch.full((), float("-inf"), dtype=logits.dtype, device=logits.device))
+
+
+def _slot_sum(weights: Tensor, vg: Tensor, valid: Tensor) -> Tensor:
+    """``[B, H, N, E] = sum over valid slots of weight * v_slot``; invalid slots contribute exactly 0
+    whatever their weight holds (``-inf``, NaN, garbage)."""
+    w = torch.where(valid, weights, torch.zeros((), dtype=weights.dtype, device=weights.device))
+    return torch.einsum("bhnk,bhnke->bhne", w, vg)
 
 
 def _expand_kv_heads(x: Tensor, heads: int, name: str, head_dim: int = 1) -> Tensor:
@@ -276,8 +282,9 @@ def na_reference(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Fused neighborhood attention, ``softmax(scale * q k^T + rpb) v`` over each query's neighborhood.
 
-    Dense attention over all ``N = prod(S)`` tokens with the §3 mask; computes in the input dtype
-    (pass float64 to use it as an oracle); differentiable by autograd.
+    Each query attends to the keys of its §3 slots (gathered, see the module docstring), plus the
+    additional tokens; computes in the input dtype (pass float64 to use it as an oracle);
+    differentiable by autograd, with NaN/inf confined to their dependency sets.
 
     Args:
         q: ``[B, *S, Hq, D]`` (spatial rank ``R = q.dim() - 3`` in 1..3).
@@ -313,7 +320,10 @@ def na_reference(
 
     qf, kf, vf = heads_first(q, "q"), heads_first(k, "k"), heads_first(v, "v")
     tables = _axis_tables(S, prm, q.device)
-    logits = _dense_logits(qf, kf, scale, rpb, S, prm).masked_fill(~_dense_mask(S, tables), float("-inf"))
+    keys, valid = _slot_table(S, tables)
+    bias = None if rpb is None else _slot_bias(rpb, S, prm, tables, Hq)
+    logits = _slot_logits(qf, _slot_gather(kf, keys, valid), scale, bias, valid)  # [B, Hq, N, K]
+    K = logits.shape[-1]
     if additional_keys is not None:
         _check_same(
             "additional_keys", additional_keys, [B, None, k.shape[-2], D], "[B, N_add, kv_heads, D] (heads-last)"
@@ -325,10 +335,11 @@ def na_reference(
             "[B, N_add, kv_heads, Dv] (heads-last)",
         )
         ak = _expand_kv_heads(additional_keys.transpose(1, 2), Hq, "additional_keys")
-        av = _expand_kv_heads(additional_values.transpose(1, 2), Hq, "additional_values")
         logits = torch.cat([logits, (qf @ ak.transpose(-1, -2)) * scale], dim=-1)
-        vf = torch.cat([vf, av], dim=-2)
-    out = torch.softmax(logits, dim=-1) @ vf  # [B, Hq, N, Dv]
+    p = torch.softmax(logits, dim=-1)
+    out = _slot_sum(p[..., :K], _slot_gather(vf, keys, valid), valid)  # [B, Hq, N, Dv]
+    if additional_keys is not None:  # every query attends every additional token: a plain product
+        out = out + p[..., K:] @ _expand_kv_heads(additional_values.transpose(1, 2), Hq, "additional_values")
     out = out.transpose(1, 2).reshape(B, *S, Hq, Dv)
     if not return_lse:
         return out
@@ -370,9 +381,10 @@ def na_qk_reference(
     N = q.shape[2:-1].numel()
     qf = q.reshape(B, H, N, D)
     kf = _expand_kv_heads(k.reshape(B, k.shape[1], N, D), H, "k")
-    keys, valid = _slot_table(S, _axis_tables(S, prm, q.device))
-    logits = _dense_logits(qf, kf, None, rpb, S, prm)
-    attn = logits.gather(-1, keys.expand(B, H, N, keys.shape[-1])).masked_fill(~valid, float("-inf"))
+    tables = _axis_tables(S, prm, q.device)
+    keys, valid = _slot_table(S, tables)
+    bias = None if rpb is None else _slot_bias(rpb, S, prm, tables, H)
+    attn = _slot_logits(qf, _slot_gather(kf, keys, valid), None, bias, valid)
     if additional_keys is not None:
         _check_same("additional_keys", additional_keys, [B, k.shape[1], None, D], "[B, heads, N_add, D] (heads-first)")
         ak = _expand_kv_heads(additional_keys, H, "additional_keys")
@@ -417,10 +429,9 @@ def na_av_reference(
     N = v.shape[2:-1].numel()
     a = attn.reshape(B, H, N, K + n_add)
     keys, valid = _slot_table(S, _axis_tables(S, prm, v.device))
+    vf = _expand_kv_heads(v.reshape(B, Hv, N, Dv), H, "v")
     # where(), not multiplication: an invalid slot holding -inf or NaN must contribute exactly nothing.
-    a_nb = torch.where(valid, a[..., :K], torch.zeros((), dtype=a.dtype, device=a.device))
-    dense = torch.zeros(B, H, N, N, dtype=a.dtype, device=a.device).scatter_add(-1, keys.expand(B, H, N, K), a_nb)
-    out = dense @ _expand_kv_heads(v.reshape(B, Hv, N, Dv), H, "v")
+    out = _slot_sum(a[..., :K], _slot_gather(vf, keys, valid), valid)
     if additional_values is not None:
         _check_same("additional_values", additional_values, [B, Hv, n_add, Dv], "[B, heads, N_add, Dv] (heads-first)")
         out = out + a[..., K:] @ _expand_kv_heads(additional_values, H, "additional_values")

@@ -1,9 +1,16 @@
 """The autotuner: time each candidate kernel configuration once per problem and cache the fastest.
 
-A problem is identified by everything that can change the best configuration: backend, op, shapes,
-dtype, device and the neighborhood parameters. The cache is process-wide and guarded by a lock, so
-concurrent threads tune a problem once; it is never consulted under ``torch.compile`` tracing (the
-default configuration is used there) nor in deterministic mode (context.py refuses the autotuner).
+A problem is identified by what can change the kernels' speed and so the best configuration
+(``natten.autograd.fused.problem_key``): op, shapes, strides, dtype, device, the neighborhood
+parameters, which optional tensors are present, the candidate configurations, and the sign of the
+scale (a Triton path depends on ``scale <= 0``) but not its value: a model called with many scales
+tunes each shape once.
+
+The cache is a process-wide LRU of at most ``MAX_ENTRIES`` problems (the least recently used one is
+evicted, so a long run over ever-new shapes keeps bounded memory and a re-seen evicted problem is
+simply tuned again), guarded by a lock so that concurrent threads tune a problem once. It is never
+consulted under ``torch.compile`` tracing (the default configuration is used there) nor in
+deterministic mode (context.py refuses the autotuner).
 """
 
 from __future__ import annotations
@@ -11,13 +18,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 
 import torch
 
 logger = logging.getLogger("natten")
 
-_cache: dict[Hashable, list[int]] = {}
+MAX_ENTRIES = 512  # problems kept in the cache; the least recently used one is evicted beyond it
+
+_cache: OrderedDict[Hashable, list[int]] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -51,15 +61,18 @@ def tune(
     """The fastest of ``candidates`` for ``key``; times them on first use, then answers from the cache."""
     with _lock:
         if key in _cache:
+            _cache.move_to_end(key)
             return _cache[key]
         if len(candidates) == 1:
-            _cache[key] = list(candidates[0])
-            return _cache[key]
-        with torch.no_grad():
-            timings = [(_time(lambda c=c: run(c), device, warmup, steps), list(c)) for c in candidates]
-        best = min(timings, key=lambda t: t[0])[1]
-        logger.debug("natten autotuner: %s -> %s (%s)", key, best, timings)
+            best = list(candidates[0])
+        else:
+            with torch.no_grad():
+                timings = [(_time(lambda c=c: run(c), device, warmup, steps), list(c)) for c in candidates]
+            best = min(timings, key=lambda t: t[0])[1]
+            logger.debug("natten autotuner: %s -> %s (%s)", key, best, timings)
         _cache[key] = best
+        while len(_cache) > MAX_ENTRIES:
+            _cache.popitem(last=False)
         return best
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from natten.functional.validation import check_bool
+
 logger = logging.getLogger("natten")
 
 MEMORY_PREFERENCES = ("default", "strict", "unrestricted")
@@ -43,9 +45,12 @@ def _deterministic() -> bool:
 
 def use_fused_na(mode: bool = True, kv_parallel: bool = False) -> None:
     """Make the NeighborhoodAttention Modules use fused kernels (``mode=True``, the default) or the
-    unfused qk -> softmax -> av path; optionally enable KV parallelism in the fused backward."""
-    _settings.fused_na = bool(mode)
-    use_kv_parallelism_in_fused_na(bool(mode) and kv_parallel)
+    unfused qk -> softmax -> av path; optionally enable KV parallelism in the fused backward.
+    Both arguments must be bools (TypeError otherwise)."""
+    mode = check_bool(mode, "use_fused_na: mode")
+    kv_parallel = check_bool(kv_parallel, "use_fused_na: kv_parallel")
+    _settings.fused_na = mode
+    use_kv_parallelism_in_fused_na(mode and kv_parallel)
 
 
 def enable_fused_na() -> None:
@@ -65,6 +70,7 @@ def is_fused_na_enabled() -> bool:
 
 def use_kv_parallelism_in_fused_na(mode: bool = True) -> None:
     """Let the fused backward parallelize over key/value tiles: faster, more memory, not deterministic."""
+    mode = check_bool(mode, "use_kv_parallelism_in_fused_na: mode")
     if mode and _deterministic():
         logger.warning(
             "KV parallelism makes the fused backward non-deterministic and PyTorch's deterministic "
@@ -72,7 +78,7 @@ def use_kv_parallelism_in_fused_na(mode: bool = True) -> None:
         )
         _settings.kv_parallel = False
         return
-    _settings.kv_parallel = bool(mode)
+    _settings.kv_parallel = mode
 
 
 def is_kv_parallelism_in_fused_na_enabled() -> bool:
@@ -119,6 +125,8 @@ def use_autotuner(
     steps_backward: int = 5,
 ) -> None:
     """Benchmark kernel configurations once per problem and cache the fastest (fused ops)."""
+    forward_pass = check_bool(forward_pass, "use_autotuner: forward_pass")
+    backward_pass = check_bool(backward_pass, "use_autotuner: backward_pass")
     for name, value in (
         ("warmup_steps_forward", warmup_steps_forward),
         ("warmup_steps_backward", warmup_steps_backward),
@@ -130,8 +138,8 @@ def use_autotuner(
     if (forward_pass or backward_pass) and _deterministic():
         logger.warning("The autotuner cannot be used with PyTorch's deterministic mode; it stays disabled.")
         forward_pass = backward_pass = False
-    _settings.autotune_forward = bool(forward_pass)
-    _settings.autotune_backward = bool(backward_pass)
+    _settings.autotune_forward = forward_pass
+    _settings.autotune_backward = backward_pass
     _settings.autotune_warmup_steps = (warmup_steps_forward, warmup_steps_backward)
     _settings.autotune_steps = (steps_forward, steps_backward)
 

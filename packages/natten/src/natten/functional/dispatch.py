@@ -59,5 +59,12 @@ def problem_for(
     )
 
 
+def wants_forward_ad(problem: Problem) -> bool:
+    """Whether the call must go through the autograd Functions that define ``jvp``: a dual tensor
+    (torch.autograd.forward_ad) or a torch.func transform (its wrapped tensors are not dual tensors to
+    ``unpack_dual``, and ``torch.func.jvp`` / ``jacfwd`` need the jvp rule)."""
+    return "forward_ad" in problem.features or torch._C._are_functorch_transforms_active()
+
+
 def select_backend(problem: Problem) -> Backend:
     return dispatcher.select(problem, context.disabled_backend_kinds())

@@ -8,9 +8,9 @@ import torch
 from natten_kernels.backends import TuningInfo
 
 from natten import autotuner, context
-from natten.autograd.fused import FusedNeighborhoodAttention, problem_key
-from natten.functional.dispatch import problem_for, select_backend
-from natten.functional.validation import BoolOrTuple, IntOrTuple, check_fused, normalize_params
+from natten.autograd.fused import FusedNeighborhoodAttention, FusedNeighborhoodAttentionForwardAD, problem_key
+from natten.functional.dispatch import problem_for, select_backend, wants_forward_ad
+from natten.functional.validation import BoolOrTuple, IntOrTuple, check_bool, check_fused, normalize_params
 
 
 def _na(
@@ -29,6 +29,7 @@ def _na(
     return_lse: bool,
 ):
     params = normalize_params(rank, kernel_size, dilation, stride, is_causal)
+    return_lse = check_bool(return_lse, "return_lse")
     shapes = check_fused(query, key, value, params, rpb, scale, additional_keys, additional_values)
     problem = problem_for(
         "fused",
@@ -42,12 +43,12 @@ def _na(
         gqa=shapes.kv_heads != shapes.heads,
     )
     backend = select_backend(problem)
-    if scale is None:
-        scale = shapes.head_dim**-0.5
     tensors = (query, key, value, rpb, additional_keys, additional_values)
-    op_args = (*params.as_op_args(), float(scale))
+    op_args = (*params.as_op_args(), shapes.scale)
     forward_config, backward_configs = _configs(backend, shapes, query, tensors, op_args)
-    if _needs_function(problem):
+    if wants_forward_ad(problem):
+        out, lse = FusedNeighborhoodAttentionForwardAD.apply(*tensors, *op_args, forward_config, backward_configs)
+    elif _needs_function(problem):
         out, lse = FusedNeighborhoodAttention.apply(*tensors, *op_args, forward_config, backward_configs)
     else:
         out, lse = torch.ops.natten.na_fused_forward(*tensors, *op_args, forward_config)
@@ -55,15 +56,12 @@ def _na(
 
 
 def _needs_function(problem) -> bool:
-    """Whether the call goes through the autograd Function: for gradients, functorch transforms and
-    torch.jit tracing (fvcore finds the Function's node). Otherwise the op alone runs, which spares an
+    """Whether the call goes through the autograd Function: for gradients and torch.jit tracing
+    (fvcore finds the Function's node); forward-mode AD and torch.func transforms take the Function
+    with a jvp rule (``wants_forward_ad``). Otherwise the op alone runs, which spares an
     ``inspect.signature`` bind per call in ``Function.apply`` (tens of microseconds of host time, as
     much as a small problem's kernel)."""
-    return (
-        "backward" in problem.features
-        or torch._C._are_functorch_transforms_active()
-        or torch._C._get_tracing_state() is not None
-    )
+    return "backward" in problem.features or torch._C._get_tracing_state() is not None
 
 
 def _configs(backend, shapes, query, tensors, op_args) -> tuple[list[int], tuple[tuple[int, ...], ...]]:
@@ -84,7 +82,7 @@ def _configs(backend, shapes, query, tensors, op_args) -> tuple[list[int], tuple
     config = forward[0]
     if tuning and context.is_autotuner_enabled_for_forward() and len(forward) > 1:
         config = autotuner.tune(
-            ("forward", *problem_key(tensors, op_args)),
+            ("forward", *problem_key(tensors, op_args, forward)),
             forward,
             lambda c: torch.ops.natten.na_fused_forward(*tensors, *op_args, c),
             query.device,
@@ -106,13 +104,19 @@ _DOC = """{n}-D fused neighborhood attention.
         dilation: an int or one per axis (>= 1).
         is_causal: a bool or one per axis.
         rpb: relative positional bias ``[heads, {rpb}]``; odd kernels, no causal axis.
-        scale: logit scale; ``None`` means ``head_dim ** -0.5``.
+        scale: logit scale, any finite float (0 and negative values included); ``None`` means
+            ``head_dim ** -0.5``. NaN, inf and values beyond the float range of the dtype the kernels
+            compute in (float32, float64 for float64 inputs) raise ValueError; bools and non-numbers
+            raise TypeError.
         additional_keys / additional_values: ``[batch, num_additional, kv_heads, head_dim(_v)]``, extra
             tokens every query also attends to (no mask, no bias).
         stride: (keyword) an int or one per axis, ``1 <= stride <= kernel_size``; queries in blocks of
             ``stride`` share one neighborhood (``stride == kernel_size`` is blocked attention).
-        return_lse: (keyword) also return the logsumexp of the logits, ``[batch, {axes}, heads]``
+        return_lse: (keyword) a bool: also return the logsumexp of the logits, ``[batch, {axes}, heads]``
             in float32 (float64 for float64 inputs).
+
+    A zero batch gives an empty result; any other zero-size axis raises ValueError. Nested tensors are
+    not supported (TypeError): use the unfused ops for those.
 
     Returns:
         ``[batch, {axes}, heads, head_dim_v]`` in the dtype of ``query``, or ``(out, lse)``.

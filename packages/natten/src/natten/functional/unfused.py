@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from natten.autograd.unfused import av, qk
-from natten.functional.dispatch import problem_for, select_backend
+from natten.functional.dispatch import problem_for, select_backend, wants_forward_ad
 from natten.functional.validation import (
     check_unfused_av,
     check_unfused_qk,
@@ -49,7 +49,7 @@ def _qk(rank, query, key, kernel_size, dilation, additional_keys, is_causal, rpb
         "unfused", params, query, query.shape[-1], query.shape[-1], (query, key, rpb), rpb=rpb is not None
     )
     op_params = (*params.as_op_args(), list(select_backend(problem).unfused_config))
-    attn = qk(query, key, rpb, op_params, "forward_ad" in problem.features)
+    attn = qk(query, key, rpb, op_params, wants_forward_ad(problem))
     if additional_keys is not None:
         extra = query.flatten(2, -2) @ additional_keys.transpose(-1, -2)
         attn = torch.cat([attn, extra.reshape(*query.shape[:-1], -1)], dim=-1)
@@ -68,7 +68,7 @@ def _av(rank, attn, value, kernel_size, dilation, additional_values, is_causal, 
     check_unfused_av(attn, value, params, additional_values)
     problem = problem_for("unfused", params, value, value.shape[-1], value.shape[-1], (attn, value))
     op_params = (*params.as_op_args(), list(select_backend(problem).unfused_config))
-    forward_ad = "forward_ad" in problem.features
+    forward_ad = wants_forward_ad(problem)
     slots = params.num_slots
     if additional_values is None:
         return av(attn, value, op_params, forward_ad)

@@ -6,6 +6,9 @@ expected and what was received.
 
 from __future__ import annotations
 
+import math
+import numbers
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,12 +49,39 @@ class NAParams:
         return any(self.is_causal)
 
 
+def fused_axes(rank: int, heads: str = "heads", dim: str = "head_dim") -> tuple[str, ...]:
+    return ("batch", *_AXES[rank], heads, dim)
+
+
+def unfused_axes(rank: int, dim: str = "head_dim") -> tuple[str, ...]:
+    return ("batch", "heads", *_AXES[rank], dim)
+
+
+def _layout(axes: Sequence[str]) -> str:
+    return f"[{', '.join(axes)}]"
+
+
 def fused_layout(rank: int) -> str:
-    return f"[batch, {', '.join(_AXES[rank])}, heads, head_dim]"
+    return _layout(fused_axes(rank))
 
 
 def unfused_layout(rank: int) -> str:
-    return f"[batch, heads, {', '.join(_AXES[rank])}, head_dim]"
+    return _layout(unfused_axes(rank))
+
+
+def _is_bool(value) -> bool:
+    """A Python or numpy bool (never an int, a string or a tensor)."""
+    if isinstance(value, bool):
+        return True
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(value, np.bool_)
+
+
+def check_bool(value, name: str) -> bool:
+    """``value`` as a bool; booleans only (numpy bools too): 0/1, strings and None raise TypeError."""
+    if not _is_bool(value):
+        raise TypeError(f"{name} must be a bool (True or False); got {value!r} of type {type(value).__name__}")
+    return bool(value)
 
 
 def _per_axis(value, rank: int, name: str, kind: type) -> tuple:
@@ -59,17 +89,17 @@ def _per_axis(value, rank: int, name: str, kind: type) -> tuple:
 
     def ok(v) -> bool:
         if kind is bool:
-            return isinstance(v, bool)
+            return _is_bool(v)
         return isinstance(v, int) and not isinstance(v, bool)
 
     if ok(value):
-        return (value,) * rank
+        return (kind(value),) * rank
     if isinstance(value, (tuple, list)):
         if len(value) != rank:
             raise ValueError(f"{name} must have one entry per spatial axis ({rank}); got {tuple(value)}")
         if not all(ok(v) for v in value):
             raise TypeError(f"{name} entries must be {kind.__name__}; got {tuple(value)}")
-        return tuple(value)
+        return tuple(kind(v) for v in value)
     raise TypeError(f"{name} must be a {kind.__name__} or a tuple of {rank} {kind.__name__}s; got {value!r}")
 
 
@@ -110,10 +140,28 @@ def check_spatial_extent(params: NAParams, spatial: Sequence[int], name: str, sh
 def check_tensor(t, name: str, dims: int, layout: str) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(t).__name__}")
+    if t.is_nested:
+        raise TypeError(f"{name} must be a regular (strided) tensor {layout}; got a nested tensor")
     if t.dim() != dims:
         raise ValueError(f"{name} must have {dims} dims {layout}; got shape {tuple(t.shape)}")
     if t.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float16, bfloat16, float32 or float64; got {t.dtype}")
+
+
+def check_not_empty(t: torch.Tensor, name: str, axes: Sequence[str]) -> None:
+    """Every axis but batch must be non-empty (a zero batch gives an empty result)."""
+    empty = [a for a, n in zip(axes, t.shape) if n == 0 and a != "batch"]
+    if empty:
+        raise ValueError(
+            f"{name} has a zero-size {' and '.join(empty)} axis; expected {_layout(axes)} with every axis but "
+            f"batch non-empty (a zero batch gives an empty result); got shape {tuple(t.shape)}"
+        )
+
+
+def check_not_nested(tensors: dict, ops: str, hint: str) -> None:
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.is_nested:
+            raise TypeError(f"{name} is a nested tensor; {ops} do not support nested tensors: {hint}")
 
 
 def check_same(ref: torch.Tensor, ref_name: str, other: torch.Tensor, name: str) -> None:
@@ -128,6 +176,8 @@ def check_rpb(rpb, params: NAParams, heads: int, ref: torch.Tensor) -> None:
         return
     if not isinstance(rpb, torch.Tensor):
         raise TypeError(f"rpb must be a torch.Tensor or None; got {type(rpb).__name__}")
+    if rpb.is_nested:
+        raise TypeError("rpb must be a regular (strided) tensor [heads, *(2 * kernel_size - 1)]; got a nested tensor")
     if params.any_causal:
         raise ValueError(f"rpb is not supported with causal masking; got is_causal={params.is_causal}")
     if any(k % 2 == 0 for k in params.kernel_size):
@@ -141,9 +191,38 @@ def check_rpb(rpb, params: NAParams, heads: int, ref: torch.Tensor) -> None:
         raise ValueError(f"rpb must be on the device of query ({ref.device}); got {rpb.device}")
 
 
-def check_scale(scale) -> None:
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
-        raise TypeError(f"scale must be a float or None; got {scale!r}")
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """What the kernels compute in: float64 for float64 inputs, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def check_scale(scale, dtype: torch.dtype | None = None, name: str = "scale") -> float | None:
+    """``scale`` as a float (None stays None).
+
+    Any finite real number is a valid logit scale, zero and negatives included (scale 0 gives uniform
+    attention, a negative scale reverses the preference). Refused: bools and non-numbers (TypeError);
+    NaN, +-inf and numbers beyond the float range of the dtype the kernels compute in (float32 unless
+    the inputs are float64), which would give all-NaN outputs or overflow (ValueError).
+    """
+    if scale is None:
+        return None
+    if _is_bool(scale) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"{name} must be a float or None; got {scale!r} of type {type(scale).__name__}")
+    try:
+        value = float(scale)
+    except OverflowError:
+        raise ValueError(f"{name} must be a finite float; got {scale!r}, which is beyond the float range") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite float; got {value} (it would make every output NaN)")
+    if dtype is not None:
+        acc = compute_dtype(dtype)
+        limit = torch.finfo(acc).max
+        if abs(value) > limit:
+            raise ValueError(
+                f"{name} must be representable in {str(acc).removeprefix('torch.')}, the dtype the kernels compute "
+                f"{str(dtype).removeprefix('torch.')} inputs in (|{name}| <= {limit:.4g}); got {value}"
+            )
+    return value
 
 
 @dataclass(frozen=True)
@@ -153,14 +232,27 @@ class FusedShapes:
     head_dim: int
     head_dim_v: int
     num_additional: int
+    scale: float  # the checked scale, or head_dim ** -0.5 for scale=None
+
+
+_FUSED_NESTED_HINT = (
+    "run each sequence as a batch of one (e.g. [na2d(q.unsqueeze(0), ...) for q in query.unbind()]) or use "
+    "the unfused ops na1d_qk/na1d_av (na2d_*, na3d_*), which accept nested tensors in the forward pass"
+)
 
 
 def check_fused(query, key, value, params: NAParams, rpb, scale, additional_keys, additional_values) -> FusedShapes:
     """Heads-last fused op inputs: query [B, *S, H, D], key [B, *S, Hkv, D], value [B, *S, Hkv, Dv]."""
     rank = params.rank
     layout = fused_layout(rank)
+    named = {"query": query, "key": key, "value": value, "rpb": rpb}
+    named.update(additional_keys=additional_keys, additional_values=additional_values)
+    check_not_nested(named, "the fused ops (na1d/na2d/na3d)", _FUSED_NESTED_HINT)
     for t, name in ((query, "query"), (key, "key"), (value, "value")):
         check_tensor(t, name, rank + 3, layout)
+    check_not_empty(query, "query", fused_axes(rank))
+    check_not_empty(key, "key", fused_axes(rank, "kv_heads"))
+    check_not_empty(value, "value", fused_axes(rank, "kv_heads", "head_dim_v"))
     check_same(query, "query", key, "key")
     check_same(query, "query", value, "value")
     b, *spatial, heads, dim = query.shape
@@ -181,7 +273,7 @@ def check_fused(query, key, value, params: NAParams, rpb, scale, additional_keys
         )
     check_spatial_extent(params, spatial, "query", query.shape, layout)
     check_rpb(rpb, params, heads, query)
-    check_scale(scale)
+    scale = check_scale(scale, query.dtype)
     n_add = 0
     if (additional_keys is None) != (additional_values is None):
         raise ValueError("additional_keys and additional_values must be given together")
@@ -202,7 +294,7 @@ def check_fused(query, key, value, params: NAParams, rpb, scale, additional_keys
             raise ValueError(
                 f"additional_values must have shape {add_layout} = {exp_v}; got {tuple(additional_values.shape)}"
             )
-    return FusedShapes(heads, kv_heads, dim, value.shape[-1], n_add)
+    return FusedShapes(heads, kv_heads, dim, value.shape[-1], n_add, dim**-0.5 if scale is None else scale)
 
 
 def check_unfused_qk(query, key, params: NAParams, rpb, additional_keys) -> None:
@@ -210,6 +302,8 @@ def check_unfused_qk(query, key, params: NAParams, rpb, additional_keys) -> None
     layout = unfused_layout(params.rank)
     check_tensor(query, "query", params.rank + 3, layout)
     check_tensor(key, "key", params.rank + 3, layout)
+    check_not_empty(query, "query", unfused_axes(params.rank))
+    check_not_empty(key, "key", unfused_axes(params.rank))
     check_same(query, "query", key, "key")
     if key.shape != query.shape:
         raise ValueError(
@@ -235,6 +329,7 @@ def check_unfused_av(attn, value, params: NAParams, additional_values) -> None:
     attn_layout = f"[batch, heads, {', '.join(_AXES[params.rank])}, prod(kernel_size) (+ num_additional)]"
     check_tensor(attn, "attn", params.rank + 3, attn_layout)
     check_tensor(value, "value", params.rank + 3, layout)
+    check_not_empty(value, "value", unfused_axes(params.rank))
     check_same(value, "value", attn, "attn")
     if tuple(attn.shape[:-1]) != tuple(value.shape[:-1]):
         raise ValueError(

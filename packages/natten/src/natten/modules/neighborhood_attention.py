@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from natten import context
 from natten.functional.fused import _na
 from natten.functional.unfused import _av, _qk
-from natten.functional.validation import BoolOrTuple, IntOrTuple, normalize_params
+from natten.functional.validation import BoolOrTuple, IntOrTuple, check_bool, check_scale, normalize_params
 
 
 class _NeighborhoodAttentionNd(nn.Module):
@@ -38,6 +38,9 @@ class _NeighborhoodAttentionNd(nn.Module):
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         params = normalize_params(self.rank, kernel_size, dilation, stride, is_causal)
+        rel_pos_bias = check_bool(rel_pos_bias, "rel_pos_bias")
+        qkv_bias = check_bool(qkv_bias, "qkv_bias")
+        qk_scale = check_scale(qk_scale, name="qk_scale")
         if rel_pos_bias and params.any_causal:
             raise ValueError(f"rel_pos_bias is not supported with causal masking; got is_causal={params.is_causal}")
         if rel_pos_bias and any(k % 2 == 0 for k in params.kernel_size):
@@ -45,7 +48,7 @@ class _NeighborhoodAttentionNd(nn.Module):
         self.dim = dim
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.scale = qk_scale or self.head_dim**-0.5
+        self.scale = self.head_dim**-0.5 if qk_scale is None else qk_scale  # 0.0 is a valid scale
         self.kernel_size = params.kernel_size
         self.dilation = params.dilation
         self.stride = params.stride
@@ -87,11 +90,17 @@ class _NeighborhoodAttentionNd(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}")
+        if x.is_nested:
+            raise TypeError(
+                f"x is a nested tensor; {type(self).__name__} does not support nested tensors: run each "
+                f"sequence as a batch of one (x.unsqueeze(0) per component of x.unbind())"
+            )
         if x.dim() != self.rank + 2 or x.shape[-1] != self.dim:
             raise ValueError(
                 f"{type(self).__name__} expects x of shape [batch, {self._axes()}, dim={self.dim}]; "
                 f"got {tuple(x.shape)}"
             )
+        check_scale(self.scale, x.dtype, "qk_scale")
         spatial = tuple(x.shape[1:-1])
         # Inputs smaller than one neighborhood are zero-padded at the end, then cropped (as NATTEN does).
         pad = [max(k * d - n, 0) for k, d, n in zip(self.kernel_size, self.dilation, spatial)]
