@@ -94,6 +94,9 @@ def has_fna(device_index: int | None = None) -> bool:
     return bool(_backends(device_index, family="fused"))
 
 
+has_fused_na = has_fna  # NATTEN 0.17's other name
+
+
 def current_device(device_index: int | None = None) -> str:
     """What the checks above answer about: ``"cuda:<i>"`` or ``"cpu"``."""
     if device_index is not None:

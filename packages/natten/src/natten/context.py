@@ -1,56 +1,131 @@
 """Process-wide settings: fused vs unfused Modules, autotuner, KV parallelism, memory preference,
-and the dispatcher's GEMM/tiled toggles.
+the dispatcher's GEMM/tiled toggles, TF32, and the names NATTEN 0.17 code calls.
 
 KV parallelism and the autotuner make results depend on scheduling, so they cannot be combined with
-``torch.use_deterministic_algorithms(True)``: enabling them in deterministic mode warns and leaves
-them off, and turning deterministic mode on later makes their getters answer False.
+``torch.use_deterministic_algorithms(True)``: enabling them in deterministic mode warns
+(``warnings.warn``, so ``warnings`` filters see it) and leaves them off, and turning deterministic
+mode on later makes their getters answer False.
 """
 
 from __future__ import annotations
 
-import logging
+import warnings
 from dataclasses import dataclass
+from enum import Enum
 
 import torch
+from natten_kernels import precision
 
 from natten.functional.validation import check_bool
 
-logger = logging.getLogger("natten")
 
-MEMORY_PREFERENCES = ("default", "strict", "unrestricted")
+class MemoryUsagePreference(str, Enum):
+    """How much extra memory KV parallelism may use (NATTEN 0.17's enum; its members equal the strings)."""
+
+    Default = "default"
+    Strict = "strict"
+    Unrestricted = "unrestricted"
+
+
+MEMORY_PREFERENCES = tuple(p.value for p in MemoryUsagePreference)
 
 
 @dataclass
 class _Settings:
     fused_na: bool = True
     kv_parallel: bool = False
-    autotune_forward: bool = False
-    autotune_backward: bool = False
-    autotune_warmup_steps: tuple[int, int] = (5, 5)  # forward, backward
-    autotune_steps: tuple[int, int] = (5, 5)
-    memory_preference: str = "default"
+    memory_preference: MemoryUsagePreference = MemoryUsagePreference.Default
     gemm_na: bool = True
     tiled_na: bool = True
+    deterministic: bool = False  # natten's own deterministic mode (NATTEN 0.17), beside PyTorch's
 
 
 _settings = _Settings()
 
 
-def _deterministic() -> bool:
-    return torch.are_deterministic_algorithms_enabled()
+class AutotunerContext:
+    """The autotuner's settings (NATTEN 0.17's class, kept for its code: ``AutotunerContext.reset()``,
+    ``AutotunerContext.steps_forward``, ...). Set them through :func:`use_autotuner`."""
+
+    enabled_for_forward: bool = False
+    enabled_for_backward: bool = False
+    thorough_mode_forward: bool = False
+    thorough_mode_backward: bool = False
+    warmup_steps_forward: int = 5
+    warmup_steps_backward: int = 5
+    steps_forward: int = 5
+    steps_backward: int = 5
+
+    @staticmethod
+    def reset() -> None:
+        for name, value in vars(_AutotunerDefaults).items():
+            if not name.startswith("_"):
+                setattr(AutotunerContext, name, value)
+
+
+class _AutotunerDefaults:
+    enabled_for_forward = enabled_for_backward = thorough_mode_forward = thorough_mode_backward = False
+    warmup_steps_forward = warmup_steps_backward = steps_forward = steps_backward = 5
+
+
+class NattenContext:
+    """NATTEN 0.17's other settings class, kept for its code: ``NattenContext.reset()`` restores every
+    setting but the autotuner's (see :class:`AutotunerContext`)."""
+
+    @staticmethod
+    def reset() -> None:
+        global _settings
+        _settings = _Settings()
+        precision.set_tf32(None)
+
+
+def deterministic() -> bool:
+    """Whether results must be deterministic: PyTorch's deterministic mode or natten's own."""
+    return torch.are_deterministic_algorithms_enabled() or _settings.deterministic
+
+
+def _refuse_in_natten_deterministic_mode(what: str) -> None:
+    if _settings.deterministic:
+        raise RuntimeError(
+            f"natten's deterministic mode is on (natten.use_deterministic_algorithms), and {what} is not "
+            "deterministic; turn the mode off first"
+        )
 
 
 # Fused neighborhood attention ------------------------------------------------------------------
 
 
-def use_fused_na(mode: bool = True, kv_parallel: bool = False) -> None:
+def use_fused_na(
+    mode: bool = True, kv_parallel: bool = False, use_flex_attention: bool = False, force_flex_attention: bool = False
+) -> None:
     """Make the NeighborhoodAttention Modules use fused kernels (``mode=True``, the default) or the
     unfused qk -> softmax -> av path; optionally enable KV parallelism in the fused backward.
-    Both arguments must be bools (TypeError otherwise)."""
+    Every argument must be a bool (TypeError otherwise). ``use_flex_attention`` /
+    ``force_flex_attention`` (NATTEN 0.17) are accepted and have no effect: natten has no FlexAttention
+    backend yet (a warning says so when one is True)."""
     mode = check_bool(mode, "use_fused_na: mode")
     kv_parallel = check_bool(kv_parallel, "use_fused_na: kv_parallel")
+    _no_flex(
+        check_bool(use_flex_attention, "use_fused_na: use_flex_attention")
+        or check_bool(force_flex_attention, "use_fused_na: force_flex_attention")
+    )
     _settings.fused_na = mode
     use_kv_parallelism_in_fused_na(mode and kv_parallel)
+
+
+def _no_flex(asked: bool) -> None:
+    if asked:
+        warnings.warn("natten has no FlexAttention backend yet: the request has no effect", UserWarning, stacklevel=3)
+
+
+def use_flex_attention() -> None:
+    """NATTEN 0.17: route fused ops to FlexAttention. Accepted; no effect here (warns)."""
+    _no_flex(True)
+
+
+def force_flex_attention() -> None:
+    """NATTEN 0.17: force FlexAttention. Accepted; no effect here (warns)."""
+    _no_flex(True)
 
 
 def enable_fused_na() -> None:
@@ -71,10 +146,14 @@ def is_fused_na_enabled() -> bool:
 def use_kv_parallelism_in_fused_na(mode: bool = True) -> None:
     """Let the fused backward parallelize over key/value tiles: faster, more memory, not deterministic."""
     mode = check_bool(mode, "use_kv_parallelism_in_fused_na: mode")
-    if mode and _deterministic():
-        logger.warning(
+    if mode:
+        _refuse_in_natten_deterministic_mode("KV parallelism")
+    if mode and deterministic():
+        warnings.warn(
             "KV parallelism makes the fused backward non-deterministic and PyTorch's deterministic "
-            "mode is on; KV parallelism stays disabled."
+            "mode is on; KV parallelism stays disabled.",
+            UserWarning,
+            stacklevel=2,
         )
         _settings.kv_parallel = False
         return
@@ -82,22 +161,24 @@ def use_kv_parallelism_in_fused_na(mode: bool = True) -> None:
 
 
 def is_kv_parallelism_in_fused_na_enabled() -> bool:
-    return _settings.kv_parallel and not _deterministic()
+    return _settings.kv_parallel and not deterministic()
 
 
 # Memory preference -------------------------------------------------------------------------------
 
 
-def set_memory_usage_preference(pref: str = "default") -> None:
-    """How much extra memory KV parallelism may use: "default", "strict" (less) or "unrestricted"."""
+def set_memory_usage_preference(pref: str | MemoryUsagePreference = "default") -> None:
+    """How much extra memory KV parallelism may use: "default", "strict" (less) or "unrestricted"
+    (or the :class:`MemoryUsagePreference` member)."""
     if pref not in MEMORY_PREFERENCES:
         raise ValueError(
             f"set_memory_usage_preference: pref must be one of {', '.join(map(repr, MEMORY_PREFERENCES))}; got {pref!r}"
         )
-    _settings.memory_preference = pref
+    _settings.memory_preference = MemoryUsagePreference(pref)
 
 
-def get_memory_usage_preference() -> str:
+def get_memory_usage_preference() -> MemoryUsagePreference:
+    """The current preference: a :class:`MemoryUsagePreference`, equal to its string ("default", ...)."""
     return _settings.memory_preference
 
 
@@ -116,44 +197,79 @@ def is_memory_usage_unrestricted() -> bool:
 # Autotuner ---------------------------------------------------------------------------------------
 
 
+THOROUGH_CANDIDATES = 4  # without thorough mode: the default and the three best-rated configurations
+
+
 def use_autotuner(
-    forward_pass: bool = False,
-    backward_pass: bool = False,
-    warmup_steps_forward: int = 5,
-    warmup_steps_backward: int = 5,
-    steps_forward: int = 5,
-    steps_backward: int = 5,
+    forward_pass: bool | None = None,
+    backward_pass: bool | None = None,
+    thorough_mode_forward: bool | None = None,
+    thorough_mode_backward: bool | None = None,
+    warmup_steps_forward: int | None = None,
+    warmup_steps_backward: int | None = None,
+    steps_forward: int | None = None,
+    steps_backward: int | None = None,
 ) -> None:
-    """Benchmark kernel configurations once per problem and cache the fastest (fused ops)."""
-    forward_pass = check_bool(forward_pass, "use_autotuner: forward_pass")
-    backward_pass = check_bool(backward_pass, "use_autotuner: backward_pass")
-    for name, value in (
-        ("warmup_steps_forward", warmup_steps_forward),
-        ("warmup_steps_backward", warmup_steps_backward),
-        ("steps_forward", steps_forward),
-        ("steps_backward", steps_backward),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """Benchmark kernel configurations once per problem and cache the fastest (fused ops).
+
+    NATTEN 0.17's signature: an argument left ``None`` keeps its current setting. Thorough mode times
+    every candidate configuration of the backend; without it, the default and the
+    ``THOROUGH_CANDIDATES - 1`` best-rated ones. Steps are positive ints (default 5 warm-up, 5 timed)."""
+    flags = {
+        "forward_pass": forward_pass,
+        "backward_pass": backward_pass,
+        "thorough_mode_forward": thorough_mode_forward,
+        "thorough_mode_backward": thorough_mode_backward,
+    }
+    flags = {name: None if v is None else check_bool(v, f"use_autotuner: {name}") for name, v in flags.items()}
+    steps = {
+        "warmup_steps_forward": warmup_steps_forward,
+        "warmup_steps_backward": warmup_steps_backward,
+        "steps_forward": steps_forward,
+        "steps_backward": steps_backward,
+    }
+    for name, value in steps.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"use_autotuner: {name} must be a positive int; got {value!r}")
-    if (forward_pass or backward_pass) and _deterministic():
-        logger.warning("The autotuner cannot be used with PyTorch's deterministic mode; it stays disabled.")
-        forward_pass = backward_pass = False
-    _settings.autotune_forward = forward_pass
-    _settings.autotune_backward = backward_pass
-    _settings.autotune_warmup_steps = (warmup_steps_forward, warmup_steps_backward)
-    _settings.autotune_steps = (steps_forward, steps_backward)
+    tuner = AutotunerContext
+    fwd = tuner.enabled_for_forward if flags["forward_pass"] is None else flags["forward_pass"]
+    bwd = tuner.enabled_for_backward if flags["backward_pass"] is None else flags["backward_pass"]
+    if flags["forward_pass"] or flags["backward_pass"]:
+        _refuse_in_natten_deterministic_mode("the autotuner")
+    if (fwd or bwd) and deterministic():
+        warnings.warn(
+            "The autotuner cannot be used with PyTorch's deterministic mode; it stays disabled.",
+            UserWarning,
+            stacklevel=2,
+        )
+        fwd = bwd = False
+    tuner.enabled_for_forward, tuner.enabled_for_backward = fwd, bwd
+    for name in ("thorough_mode_forward", "thorough_mode_backward"):
+        if flags[name] is not None:
+            setattr(tuner, name, flags[name])
+    for name, value in steps.items():
+        if value is not None:
+            setattr(tuner, name, value)
 
 
 def disable_autotuner() -> None:
-    use_autotuner(False, False)
+    use_autotuner(False, False, False, False)
+
+
+def is_autotuner_thorough_for_forward() -> bool:
+    return AutotunerContext.thorough_mode_forward
+
+
+def is_autotuner_thorough_for_backward() -> bool:
+    return AutotunerContext.thorough_mode_backward
 
 
 def is_autotuner_enabled_for_forward() -> bool:
-    return _settings.autotune_forward and not _deterministic()
+    return AutotunerContext.enabled_for_forward and not deterministic()
 
 
 def is_autotuner_enabled_for_backward() -> bool:
-    return _settings.autotune_backward and not _deterministic()
+    return AutotunerContext.enabled_for_backward and not deterministic()
 
 
 def is_autotuner_enabled() -> bool:
@@ -162,7 +278,8 @@ def is_autotuner_enabled() -> bool:
 
 def get_autotuner_steps() -> dict[str, tuple[int, int]]:
     """Warm-up and timed steps as (forward, backward)."""
-    return {"warmup": _settings.autotune_warmup_steps, "steps": _settings.autotune_steps}
+    t = AutotunerContext
+    return {"warmup": (t.warmup_steps_forward, t.warmup_steps_backward), "steps": (t.steps_forward, t.steps_backward)}
 
 
 # Dispatcher toggles ------------------------------------------------------------------------------
@@ -195,6 +312,60 @@ def is_tiled_na_enabled() -> bool:
     return _settings.tiled_na
 
 
+def use_gemm_na(mode: bool = True) -> None:
+    """NATTEN 0.17: allow (True) or skip (False) tensor-core (GEMM) backends in the dispatcher."""
+    _settings.gemm_na = check_bool(mode, "use_gemm_na: mode")
+
+
+def use_tiled_na(mode: bool = True) -> None:
+    """NATTEN 0.17: allow (True) or skip (False) tiled backends in the dispatcher."""
+    _settings.tiled_na = check_bool(mode, "use_tiled_na: mode")
+
+
+def use_tf32_in_gemm_na(mode: bool = True) -> None:
+    """Whether float32 inputs may use TF32 tensor-core math in natten's GPU kernels (natten's own
+    switch; until it is called they follow ``torch.backends.cuda.matmul.allow_tf32``)."""
+    precision.set_tf32(check_bool(mode, "use_tf32_in_gemm_na: mode"))
+
+
+def is_tf32_in_gemm_na_enabled() -> bool:
+    return precision.tf32_enabled()
+
+
+def enable_tf32() -> bool:
+    """NATTEN 0.17 (deprecated there): ``use_tf32_in_gemm_na(True)``; returns the new state."""
+    use_tf32_in_gemm_na(True)
+    return is_tf32_in_gemm_na_enabled()
+
+
+def disable_tf32() -> bool:
+    """NATTEN 0.17 (deprecated there): ``use_tf32_in_gemm_na(False)``; returns the new state."""
+    use_tf32_in_gemm_na(False)
+    return is_tf32_in_gemm_na_enabled()
+
+
+def use_deterministic_algorithms(mode: bool = True) -> None:
+    """natten's own deterministic mode (NATTEN 0.17), independent of PyTorch's: KV parallelism and the
+    autotuner are refused with a RuntimeError while it is on (under PyTorch's mode they are refused
+    with a warning), and the fused backward is the deterministic one. Turning it on disables both."""
+    mode = check_bool(mode, "use_deterministic_algorithms: mode")
+    _settings.deterministic = mode
+    if mode:
+        _settings.kv_parallel = False
+        AutotunerContext.enabled_for_forward = AutotunerContext.enabled_for_backward = False
+
+
+def are_deterministic_algorithms_enabled() -> bool:
+    """Whether natten's own deterministic mode is on (:func:`use_deterministic_algorithms`; PyTorch's
+    mode is ``torch.are_deterministic_algorithms_enabled()``, which natten obeys as well)."""
+    return _settings.deterministic
+
+
+# NATTEN 0.17 spellings of the same switches
+use_fna = use_fused_na
+is_fna_enabled = is_fused_na_enabled
+
+
 def disabled_backend_kinds() -> frozenset[str]:
     """Backend kinds the dispatcher must skip under the current toggles."""
     off = set()
@@ -207,5 +378,5 @@ def disabled_backend_kinds() -> frozenset[str]:
 
 def reset() -> None:
     """Restore every setting to its default (used by tests)."""
-    global _settings
-    _settings = _Settings()
+    NattenContext.reset()
+    AutotunerContext.reset()

@@ -18,7 +18,7 @@ from natten_kernels.triton import tma
 from natten_kernels.triton.configs import boxes, launch_params
 from natten_kernels.triton.fused_forward import na_fwd_kernel
 from natten_kernels.triton.fused_forward_groups import na_fwd_groups_kernel
-from natten_kernels.triton.layout import LOG2E, as3, as3_lse, dim_block, rel64, rpb3, strides5
+from natten_kernels.triton.layout import LOG2E, as3, as3_lse, dim_block, precision, rel64, rpb3, strides5
 from natten_kernels.triton.tiling import GROUP_VARIANT, pow2_at_least, whole_groups
 
 
@@ -98,7 +98,7 @@ def _launch_forward(
         tuple(is_causal),
         scale,
         tuple(config),
-        q.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32,
+        precision(q.dtype),
         aligned,
     )
     plan = _FORWARD_PLANS.get(key)

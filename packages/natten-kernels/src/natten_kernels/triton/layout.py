@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from natten_kernels.precision import tf32_enabled
 from natten_kernels.triton.tiling import pow2_at_least
 
 LOG2E = 1.4426950408889634
@@ -34,7 +35,9 @@ def strides5(x: torch.Tensor):
 
 
 def precision(dtype: torch.dtype) -> str:
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+    """The dot precision of ``dtype``'s tiles: float32 runs in IEEE float32 unless TF32 is allowed
+    (natten_kernels.precision); half types run on tensor cores whatever the switch."""
+    if dtype == torch.float32 and not tf32_enabled():
         return "ieee"
     return "tf32"
 

@@ -44,7 +44,7 @@ def problem_for(
     present = [t for t in tensors if isinstance(t, torch.Tensor)]
     if torch.is_grad_enabled() and any(t.requires_grad for t in present):
         features.add("backward")
-        if torch.are_deterministic_algorithms_enabled():
+        if context.deterministic():
             features.add("deterministic_backward")
     if not torch.compiler.is_compiling() and any(_is_dual(t) for t in present):
         features.add("forward_ad")

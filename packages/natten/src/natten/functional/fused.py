@@ -10,7 +10,14 @@ from natten_kernels.backends import TuningInfo
 from natten import autotuner, context
 from natten.autograd.fused import FusedNeighborhoodAttention, FusedNeighborhoodAttentionForwardAD, problem_key
 from natten.functional.dispatch import problem_for, select_backend, wants_forward_ad
-from natten.functional.validation import BoolOrTuple, IntOrTuple, check_bool, check_fused, normalize_params
+from natten.functional.validation import (
+    BoolOrTuple,
+    IntOrTuple,
+    causal_alias,
+    check_bool,
+    check_fused,
+    normalize_params,
+)
 
 
 def _na(
@@ -77,6 +84,10 @@ def _configs(backend, shapes, query, tensors, op_args) -> tuple[list[int], tuple
         memory_preference=context.get_memory_usage_preference(),
     )
     forward, backward = backend.forward_configs(info), backend.backward_configs(info)
+    if not context.is_autotuner_thorough_for_forward():
+        forward = forward[: context.THOROUGH_CANDIDATES]
+    if not context.is_autotuner_thorough_for_backward():
+        backward = backward[: context.THOROUGH_CANDIDATES]
     tuning = not torch.compiler.is_compiling()
     steps = context.get_autotuner_steps()
     config = forward[0]
@@ -137,7 +148,9 @@ def na1d(
     *,
     stride=1,
     return_lse=False,
+    is_casual=None,
 ):
+    is_causal = causal_alias(is_causal, is_casual, "na1d")
     return _na(
         1,
         query,
@@ -169,7 +182,9 @@ def na2d(
     *,
     stride=1,
     return_lse=False,
+    is_casual=None,
 ):
+    is_causal = causal_alias(is_causal, is_casual, "na2d")
     return _na(
         2,
         query,
@@ -201,7 +216,9 @@ def na3d(
     *,
     stride=1,
     return_lse=False,
+    is_casual=None,
 ):
+    is_causal = causal_alias(is_causal, is_casual, "na3d")
     return _na(
         3,
         query,

@@ -2,7 +2,10 @@
 
 Heads-first layout ``[batch, heads, *spatial, head_dim]``. No scale is applied: scale the query
 yourself. Attention weights are ``[batch, heads, *spatial, prod(kernel_size) (+ num_additional)]``.
-Nested tensors are accepted in the forward pass (each component is run as a batch of its own).
+Nested tensors are accepted in the forward pass, in either convention: components that are whole
+batches ``[batch_i, heads, *spatial_i, D]`` (NATTEN 0.17's; the nested tensor has one more dimension
+than a plain input) or single samples ``[heads, *spatial_i, D]`` (one dimension fewer); each component
+is run on its own and the results are nested the same way.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import torch
 from natten.autograd.unfused import av, qk
 from natten.functional.dispatch import problem_for, select_backend, wants_forward_ad
 from natten.functional.validation import (
+    causal_alias,
     check_unfused_av,
     check_unfused_qk,
     normalize_params,
@@ -22,16 +26,26 @@ def _is_nested(*tensors) -> bool:
     return any(isinstance(t, torch.Tensor) and t.is_nested for t in tensors)
 
 
-def _map_nested(fn, *tensors):
-    """Run ``fn`` per component of the nested inputs (non-nested inputs are shared) and re-nest."""
+def _map_nested(fn, rank: int, *tensors):
+    """Run ``fn`` per component of the nested inputs (non-nested inputs are shared) and re-nest.
+    Components of ``rank + 3`` dimensions are whole batches (NATTEN 0.17), of ``rank + 2`` samples."""
     parts = [t.unbind() if isinstance(t, torch.Tensor) and t.is_nested else None for t in tensors]
     n = next(len(p) for p in parts if p is not None)
     if any(p is not None and len(p) != n for p in parts):
         raise ValueError("nested inputs must have the same number of components")
+    lead = next(p for p in parts if p is not None)[0]
+    if lead.dim() not in (rank + 2, rank + 3):
+        raise ValueError(
+            f"nested components must be whole batches [batch, heads, *spatial ({rank} axes), D] or samples "
+            f"[heads, *spatial, D]; got a component of shape {list(lead.shape)}"
+        )
+    batched = lead.dim() == rank + 3
     outs = []
     for i in range(n):
-        args = [p[i].unsqueeze(0) if p is not None else t for p, t in zip(parts, tensors)]
-        outs.append(fn(*args).squeeze(0))
+        if batched:
+            outs.append(fn(*[p[i] if p is not None else t for p, t in zip(parts, tensors)]))
+        else:
+            outs.append(fn(*[p[i].unsqueeze(0) if p is not None else t for p, t in zip(parts, tensors)]).squeeze(0))
     return torch.nested.as_nested_tensor(outs)
 
 
@@ -39,6 +53,7 @@ def _qk(rank, query, key, kernel_size, dilation, additional_keys, is_causal, rpb
     if _is_nested(query, key, additional_keys):
         return _map_nested(
             lambda q, k, ak: _qk(rank, q, k, kernel_size, dilation, ak, is_causal, rpb, stride),
+            rank,
             query,
             key,
             additional_keys,
@@ -60,6 +75,7 @@ def _av(rank, attn, value, kernel_size, dilation, additional_values, is_causal, 
     if _is_nested(attn, value, additional_values):
         return _map_nested(
             lambda a, v, av_: _av(rank, a, v, kernel_size, dilation, av_, is_causal, stride),
+            rank,
             attn,
             value,
             additional_values,
@@ -105,27 +121,39 @@ _AV_DOC = """{n}-D neighborhood attention output from weights (unfused, heads-fi
     """
 
 
-def na1d_qk(query, key, kernel_size, dilation=1, additional_keys=None, is_causal=False, rpb=None, *, stride=1):
+def na1d_qk(
+    query, key, kernel_size, dilation=1, additional_keys=None, is_causal=False, rpb=None, *, stride=1, is_casual=None
+):
+    is_causal = causal_alias(is_causal, is_casual, "na1d_qk")
     return _qk(1, query, key, kernel_size, dilation, additional_keys, is_causal, rpb, stride)
 
 
-def na2d_qk(query, key, kernel_size, dilation=1, additional_keys=None, is_causal=False, rpb=None, *, stride=1):
+def na2d_qk(
+    query, key, kernel_size, dilation=1, additional_keys=None, is_causal=False, rpb=None, *, stride=1, is_casual=None
+):
+    is_causal = causal_alias(is_causal, is_casual, "na2d_qk")
     return _qk(2, query, key, kernel_size, dilation, additional_keys, is_causal, rpb, stride)
 
 
-def na3d_qk(query, key, kernel_size, dilation=1, additional_keys=None, is_causal=False, rpb=None, *, stride=1):
+def na3d_qk(
+    query, key, kernel_size, dilation=1, additional_keys=None, is_causal=False, rpb=None, *, stride=1, is_casual=None
+):
+    is_causal = causal_alias(is_causal, is_casual, "na3d_qk")
     return _qk(3, query, key, kernel_size, dilation, additional_keys, is_causal, rpb, stride)
 
 
-def na1d_av(attn, value, kernel_size, dilation=1, additional_values=None, is_causal=False, *, stride=1):
+def na1d_av(attn, value, kernel_size, dilation=1, additional_values=None, is_causal=False, *, stride=1, is_casual=None):
+    is_causal = causal_alias(is_causal, is_casual, "na1d_av")
     return _av(1, attn, value, kernel_size, dilation, additional_values, is_causal, stride)
 
 
-def na2d_av(attn, value, kernel_size, dilation=1, additional_values=None, is_causal=False, *, stride=1):
+def na2d_av(attn, value, kernel_size, dilation=1, additional_values=None, is_causal=False, *, stride=1, is_casual=None):
+    is_causal = causal_alias(is_causal, is_casual, "na2d_av")
     return _av(2, attn, value, kernel_size, dilation, additional_values, is_causal, stride)
 
 
-def na3d_av(attn, value, kernel_size, dilation=1, additional_values=None, is_causal=False, *, stride=1):
+def na3d_av(attn, value, kernel_size, dilation=1, additional_values=None, is_causal=False, *, stride=1, is_casual=None):
+    is_causal = causal_alias(is_causal, is_casual, "na3d_av")
     return _av(3, attn, value, kernel_size, dilation, additional_values, is_causal, stride)
 
 

@@ -355,3 +355,20 @@ def check_unfused_av(attn, value, params: NAParams, additional_values) -> None:
             f"attn must have prod(kernel_size) + num_additional = {params.num_slots} + {n_add} = {expected} "
             f"entries in its last axis; got attn of shape {tuple(attn.shape)}"
         )
+
+
+def causal_alias(is_causal, is_casual, where: str):
+    """``is_casual`` (the misspelling in NATTEN 0.17's examples) as a deprecated alias of ``is_causal``:
+    a DeprecationWarning names the right spelling; both given with different values is a TypeError."""
+    if is_casual is None:
+        return is_causal
+    import warnings
+
+    warnings.warn(
+        f"{where}: is_casual= is a misspelling kept for NATTEN 0.17 code; spell it is_causal=",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    if is_causal is not False and is_causal != is_casual:
+        raise TypeError(f"{where}: got is_causal={is_causal!r} and is_casual={is_casual!r}; pass only is_causal")
+    return is_casual

@@ -9,7 +9,14 @@ from torch.nn import functional as F
 from natten import context
 from natten.functional.fused import _na
 from natten.functional.unfused import _av, _qk
-from natten.functional.validation import BoolOrTuple, IntOrTuple, check_bool, check_scale, normalize_params
+from natten.functional.validation import (
+    BoolOrTuple,
+    IntOrTuple,
+    causal_alias,
+    check_bool,
+    check_scale,
+    normalize_params,
+)
 
 
 class _NeighborhoodAttentionNd(nn.Module):
@@ -27,10 +34,20 @@ class _NeighborhoodAttentionNd(nn.Module):
         qk_scale: float | None = None,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
+        use_experimental_ops: bool = False,
         *,
         stride: IntOrTuple = 1,
+        is_casual: BoolOrTuple | None = None,
+        **unexpected,
     ):
         super().__init__()
+        if unexpected:
+            raise TypeError(
+                f"{type(self).__name__}() got unexpected keyword argument(s) {', '.join(sorted(unexpected))}"
+            )
+        is_causal = causal_alias(is_causal, is_casual, type(self).__name__)
+        # NATTEN 0.17's switch to its torch.compile-able ops: natten's ops always are; accepted, no effect
+        self.use_experimental_ops = check_bool(use_experimental_ops, "use_experimental_ops")
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive int; got {dim!r}")
         if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
@@ -152,10 +169,13 @@ class NeighborhoodAttention3D(_NeighborhoodAttentionNd):
         qk_scale: float | None = None,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
+        use_experimental_ops: bool = False,
         *,
         stride: IntOrTuple = 1,
         kernel_size_d: int | None = None,
         dilation_d: int | None = None,
+        is_casual: BoolOrTuple | None = None,
+        **unexpected,
     ):
         kernel_size = _override_depth(kernel_size, kernel_size_d, "kernel_size")
         dilation = _override_depth(dilation, dilation_d, "dilation")
@@ -170,7 +190,10 @@ class NeighborhoodAttention3D(_NeighborhoodAttentionNd):
             qk_scale,
             attn_drop,
             proj_drop,
+            use_experimental_ops,
             stride=stride,
+            is_casual=is_casual,
+            **unexpected,
         )
 
 

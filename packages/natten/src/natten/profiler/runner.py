@@ -156,8 +156,9 @@ def half_precision_note(problem: ProfileProblem, rows: list[Row], backward: bool
     half = next((r for r in rows if r.impl == "natten" and r.status == "ok"), None)
     if half is None or half.total_ms is None:
         return None
-    fp32 = profile(replace(problem, dtype=torch.float32), ["natten"], backward=backward, iters=3, max_seconds=1.0,
-                   progress=None)[0]
+    fp32 = profile(
+        replace(problem, dtype=torch.float32), ["natten"], backward=backward, iters=3, max_seconds=1.0, progress=None
+    )[0]
     if fp32.status != "ok" or fp32.total_ms is None or fp32.total_ms >= half.total_ms:
         return None
     return (
