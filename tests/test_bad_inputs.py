@@ -182,7 +182,7 @@ BAD_BOOLS = [
     ("use_fused_na-kv", lambda: natten.use_fused_na(True, kv_parallel="yes"), r"use_fused_na: kv_parallel"),
     ("kv-parallel", lambda: natten.use_kv_parallelism_in_fused_na(1), r"use_kv_parallelism_in_fused_na: mode"),
     ("autotuner-fwd", lambda: natten.use_autotuner("yes"), r"use_autotuner: forward_pass must be a bool"),
-    ("autotuner-bwd", lambda: natten.use_autotuner(False, None), r"use_autotuner: backward_pass must be a bool"),
+    ("autotuner-bwd", lambda: natten.use_autotuner(False, 1), r"use_autotuner: backward_pass must be a bool"),
     ("return_lse", lambda: F.na1d(Q, Q, Q, 3, return_lse="yes"), r"return_lse must be a bool.*'yes'"),
     ("return_lse-int", lambda: F.na1d(Q, Q, Q, 3, return_lse=1), r"return_lse must be a bool"),
     ("is_causal-int", lambda: F.na1d(Q, Q, Q, 3, is_causal=1), r"is_causal must be a bool"),
