@@ -1,4 +1,4 @@
-"""The GPU suite (design.md section 6, S1-S7): natten's Triton kernels beside dense SDPA (cuDNN, flash),
+"""The GPU suite (docs/gpu.md, S1-S7): natten's Triton kernels beside dense SDPA (cuDNN, flash),
 FlexAttention with a neighborhood BlockMask, and Flex with no mask (a plain Triton dense-attention
 kernel), all in the same run. ``python benchmarks/run.py --suite gpu [--only S1,S3] [--no-flex]``.
 

@@ -1,7 +1,7 @@
-"""Checks at the sizes users run (design.md §4): a fused case's outputs, LSE and gradients at sampled
-queries against the exact windows (natten_legacy.sampled.verify), with output and LSE gradients zero
-except at those queries, so the exact dq, dk, dv, drpb and additional-KV gradients follow from the
-sampled windows alone.
+"""Checks at the sizes users run (docs/gpu.md, "Correctness at scale"): a fused case's outputs, LSE
+and gradients at sampled queries against the exact windows (natten_legacy.sampled.verify), with
+output and LSE gradients zero except at those queries, so the exact dq, dk, dv, drpb and
+additional-KV gradients follow from the sampled windows alone.
 
 Tolerances (natten_legacy.sampled.tolerance): 3x the error of rounding the exact result to the
 tested dtype plus one eps of it (at least 32 float32 eps) at its largest magnitude; the LSE is float32.

@@ -139,7 +139,7 @@ def test_flop_counter_mode_unfused(case):
 
 
 def test_backward_is_two_and_a_half_forward():
-    """design.md §6: with D == Dv the fused backward counts 2.5x the forward."""
+    """our GPU benchmarks' convention: with D == Dv the fused backward counts 2.5x the forward."""
     q = (2, 64, 64, 4, 32)
     params = ([13, 13], [1, 1], [1, 1], [False, False])
     fwd = F.flops("na_fused_forward", q, q, q, None, None, None, *params)

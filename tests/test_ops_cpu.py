@@ -3,7 +3,7 @@
 Every op is called directly, below the functional API: shapes, dtypes, contiguity and values of each
 output are checked against ``natten_legacy.reference`` evaluated in float64 on the same (upcast) inputs,
 and gradients against torch autograd through that reference. float32/float64 use the default
-tolerances of ``natten_legacy.testing``; float16/bfloat16 follow design.md §4 (at most 3x the error of
+tolerances of ``natten_legacy.testing``; float16/bfloat16 follow its eager rule (at most 3x the error of
 the same computation done eagerly in that dtype, with the dtype's floor).
 """
 
@@ -161,7 +161,7 @@ def _randn(*shape, dtype, gen):
 
 
 def _check(actual, reference, name, eager=None):
-    """design.md §4 comparison; `eager` (same computation in the tested dtype) for half types."""
+    """The reference comparison; `eager` (same computation in the tested dtype) for half types."""
     if actual.dtype in HALF and eager is not None:
         return assert_close_to_reference(actual, reference, eager=eager, name=name)
     return assert_close_to_reference(actual, reference, name=name)

@@ -70,7 +70,7 @@ def pipeline(case, t, qk=None, av=None):
 
 def check_matches_reference(case, device="cpu"):
     """Values (attention weights with their -inf pattern, output) and every input gradient. Half
-    precisions use design.md's eager rule: the error bound is 3x that of the reference run in the
+    precisions use the eager rule of natten_legacy.testing: the error bound is 3x that of the reference run in the
     same dtype (softmax and its backward run in half precision in both)."""
     low = {n: x.detach().requires_grad_() for n, x in inputs(case, case.dtype, device=device).items()}
     t = {n: x.detach().double().requires_grad_() for n, x in low.items()}  # upcast: same values

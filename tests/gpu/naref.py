@@ -1,6 +1,6 @@
 """Shared by the Triton tests (interpreter on CPU and the GPU suite): run one Case through the Triton
 launchers (or the public API) and compare output, LSE and every gradient with the float64 reference
-on upcast inputs (design.md section 4)."""
+on upcast inputs (docs/gpu.md, "Correctness at scale")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The GPU tier at the sizes users run (design.md §4; issue "Trust"): sampled queries against the exact
-window (tests/sampled_checks.py), forward (output, LSE) and backward (dq, dk, dv, drpb, additional KV).
+"""The GPU tier at the sizes users run (docs/gpu.md, "Correctness at scale"): sampled queries against
+the exact window (tests/sampled_checks.py), forward (output, LSE) and backward (dq, dk, dv, drpb, additional KV).
 
 * every problem of the benchmark suite (S1-S7 and variants) in its dtype and head dim;
 * a sweep through the API's defaults: kernel sizes 2 to >= 128 per axis (1D to 4096), dilation,

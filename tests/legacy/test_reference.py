@@ -1,6 +1,6 @@
 """The reference oracle checked against an independent brute-force loop and known facts.
 
-The loop implementation below is written from the design.md §3 text, one query at a time, with
+The loop implementation below is written from the docs/semantics.md text, one query at a time, with
 Python integers (no tensor index tables), so it shares no code with ``natten_legacy.reference``.
 """
 

@@ -1,6 +1,6 @@
 """natten-legacy: pure-PyTorch neighborhood attention.
 
-* :mod:`natten_legacy.reference` — the reference oracle (design.md §3 literally: each query attends
+* :mod:`natten_legacy.reference` — the reference oracle (docs/semantics.md literally: each query attends
   its own gathered neighborhood slots, so NaN/inf stay in their dependency sets).
 * :mod:`natten_legacy.testing` — the comparison helper every test and benchmark uses.
 * ``LegacyNeighborhoodAttention{1,2,3}D`` — gather-based Modules, state_dict-compatible with

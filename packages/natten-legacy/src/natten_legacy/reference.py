@@ -1,4 +1,4 @@
-"""The reference oracle: design.md §3, implemented literally.
+"""The reference oracle: docs/semantics.md, implemented literally.
 
 Every query gathers the keys and values of its own ``K = prod(kernel_size)`` neighborhood slots and
 attends to those alone, so it costs ``O(B * heads * N * K * D)`` memory (``N = prod(spatial)``):
@@ -20,7 +20,7 @@ product is formed (it would add ``0 * v_j`` for every key ``j`` outside the wind
 or ``0 * inf`` is NaN). So a NaN or inf in one input reaches exactly the outputs, and through
 autograd the gradients, that depend on it: a tested backend must give the same NaN/inf pattern.
 
-Layouts (design.md §3):
+Layouts (docs/semantics.md):
 
 * fused, heads-last: ``q [B, *S, Hq, D]``, ``k [B, *S, Hkv, D]``, ``v [B, *S, Hkv, Dv]``,
   additional KV ``[B, N_add, Hkv, D]`` / ``[B, N_add, Hkv, Dv]``;
@@ -80,7 +80,7 @@ def neighborhood_slots(
     device: torch.device | str | None = None,
     queries: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Neighborhood slots of every query on one axis (design.md §3).
+    """Neighborhood slots of every query on one axis (docs/semantics.md).
 
     Slot ``t`` of query ``i`` is the group-local key ``start + t``, i.e. the global key index
     ``g + (start + t) * d`` with ``g = i % d``. Non-causal: all ``kernel_size`` slots are valid

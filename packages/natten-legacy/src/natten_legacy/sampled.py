@@ -1,5 +1,5 @@
 """Exact neighborhood attention on sampled queries: the oracle for problems too large for the dense
-reference (design.md §4: "sampled queries against the exact window, forward and backward").
+reference (docs/gpu.md, "Correctness at scale": "sampled queries against the exact window, forward and backward").
 
 Each sampled query's window comes from :func:`natten_legacy.reference.neighborhood_slots` (the one
 place the §3 formulas live), never from a kernel's geometry code; its softmax runs in float64 over

@@ -1,4 +1,4 @@
-"""The one comparison helper every natten test and benchmark imports (design.md §4).
+"""The one comparison helper every natten test and benchmark imports (docs/gpu.md, "Correctness at scale").
 
 * :func:`compare` measures, never raises: max abs/rel error, worst element, NaN/inf pattern
   mismatches with the first offending indices, and (given tolerances) the out-of-tolerance elements.
@@ -214,7 +214,7 @@ def assert_close_to_reference(
     eager: Tensor | None = None,
     name: str = "",
 ) -> Report:
-    """design.md §4: compare a backend result with the float64 reference on upcast inputs.
+    """docs/gpu.md, "Correctness at scale": compare a backend result with the float64 reference on upcast inputs.
 
     Args:
         actual: the backend's result, in the tested dtype.

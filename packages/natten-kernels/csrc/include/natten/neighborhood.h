@@ -1,4 +1,4 @@
-// Neighborhood window math: the single implementation of docs/internals.md / design.md §3 used by every
+// Neighborhood window math: the single implementation of docs/semantics.md used by every
 // CPU kernel. Everything works on the internal rank-3 problem (see make_geometry).
 #pragma once
 

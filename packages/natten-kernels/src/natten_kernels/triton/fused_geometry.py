@@ -2,7 +2,7 @@
 addresses and TMA descriptors, shared by fused_forward.py and fused_backward.py (and the unfused
 kernels' window math).
 
-Geometry shared by every kernel (see docs/internals.md and design.md section 3):
+Geometry shared by every kernel (see docs/semantics.md):
 
 * The problem is rank 3; 1D/2D problems arrive with leading unit axes (kernel 1, stride 1). ``RANK``
   (constexpr) says which axes are real: axis ``a`` is active when ``a >= 3 - RANK``; inactive axes

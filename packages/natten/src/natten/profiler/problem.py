@@ -121,8 +121,8 @@ class ProfileProblem:
         return one(), one(), one()
 
     def useful_flops(self) -> tuple[int, int]:
-        """``(forward, backward)`` FLOPs of the fused op (design.md §6): forward ``4 * B * H * pairs * D``
-        (``pairs = N * prod(kernel_size)`` without causal masking), backward 2.5x forward."""
+        """``(forward, backward)`` FLOPs of the fused op (docs/flops.md): forward ``4 * B * H * pairs *
+        D`` (``pairs = N * prod(kernel_size)`` without causal masking), backward 2.5x forward."""
         q = self.qkv_shape()
         fwd = flops("na_fused_forward", q, q, q, None, None, None, *self.op_args())
         bwd = flops("na_fused_backward", q, q, q, q, q, q[:-1], None, None, None, None, *self.op_args())
