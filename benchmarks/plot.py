@@ -78,24 +78,28 @@ def gpu_figure(rows: list[dict], out: Path) -> Path:
     return _save(plt, fig, out / "gpu-suite.png")
 
 
+def _short(row: dict) -> str:
+    """``impl`` and the problem's shape: a bar's label."""
+    prob = row.get("problem")
+    shape = "x".join(map(str, prob["shape"])) if isinstance(prob, dict) else str(prob)
+    return f"{row.get('impl', '?')}\n{shape}"
+
+
 def cpu_figure(rows: list[dict], out: Path) -> Path:
     plt = _pyplot()
     att = [r for r in rows if r["kind"] == "attention" and r.get("status") == "ok"]
     mem = [r for r in rows if r["kind"] == "memory" and r.get("peak_bytes")]
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
-    labels = [f"{r['label']}\n{'x'.join(map(str, r['problem']['shape']))}" for r in att]
     ax_t.bar(range(len(att)), [r["forward_ms"] + (r["backward_ms"] or 0) for r in att])
-    ax_t.set_xticks(range(len(att)), labels, fontsize=7)
-    ax_t.set_yscale("log")
+    ax_t.set_xticks(range(len(att)), [_short(r) for r in att], fontsize=8)
     ax_t.set_ylabel("median fwd+bwd ms")
-    mlabels = [f"{r['impl']}\n{r['problem']}" for r in mem]
     ax_m.bar(range(len(mem)), [r["peak_bytes"] / 2**20 for r in mem])
-    ax_m.set_xticks(range(len(mem)), mlabels, fontsize=7)
-    ax_m.set_yscale("log")
+    ax_m.set_xticks(range(len(mem)), [_short(r) for r in mem], fontsize=8)
     ax_m.set_ylabel("peak MiB, one fwd+bwd")
     name = {r.get("device_name", "?") for r in rows}
     fig.suptitle(f"CPU suite on {', '.join(sorted(name))}, {rows[0].get('threads', '?')} threads", fontsize=9)
     for ax in (ax_t, ax_m):
+        ax.set_yscale("log")
         ax.grid(axis="y", alpha=0.3)
     return _save(plt, fig, out / "cpu-suite.png")
 
