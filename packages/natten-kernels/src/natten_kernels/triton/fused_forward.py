@@ -97,6 +97,7 @@ def na_fwd_kernel(
     SCALE_FIRST: tl.constexpr,
     TMA_HOST: tl.constexpr = False,
     Q_TMA: tl.constexpr = False,
+    NONFINITE: tl.constexpr = False,
 ):
     """``TMA_HOST``: ``K``/``V`` are host-built descriptors over ``[B, L0, L1, L2, H * D]`` (no dilation,
     head dims that fill their blocks), which spares every program building its own (``TMA``).
@@ -154,6 +155,8 @@ def na_fwd_kernel(
             k_rel = _off(c0, c1, c2, DL0, DL1, DL2, sk0, sk1, sk2, REL64)[:, None] + offs_d[None, :]
             v_rel = _off(c0, c1, c2, DL0, DL1, DL2, sv0, sv1, sv2, REL64)[:, None] + offs_dv[None, :]
 
+    if NONFINITE:  # experiment (perf notes v7): per query, the non-finite values inside its window
+        n_bad = tl.zeros([BLOCK_Q, BLOCK_DV], tl.float32)
     m_i = tl.full([BLOCK_Q], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_Q], tl.float32)
     acc = tl.zeros([BLOCK_Q, BLOCK_DV], tl.float32)
@@ -215,11 +218,17 @@ def na_fwd_kernel(
         else:
             v_off = _off(kb0, kb1, kb2, DL0, DL1, DL2, sv0, sv1, sv2, True)
             v = tl.load(v_base + v_off + v_rel, mask=_cols(kvalid, offs_dv, HEAD_DIM_V, BLOCK_DV), other=0.0)
+        if NONFINITE:  # a masked (q, k) pair must not see v[k]: 0 x NaN in the product would
+            v_bad = (v != v) | (tl.abs(v.to(tl.float32)) == float("inf"))
+            n_bad = tl.dot((s != float("-inf")).to(v.dtype), v_bad.to(v.dtype), n_bad, input_precision=PREC)
+            v = tl.where(v_bad, 0.0, v)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PREC)
         m_i = m_new
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc * (1.0 / l_safe)[:, None]
+    if NONFINITE:
+        out = tl.where(n_bad > 0, float("nan"), out)
     o_row = _off(g0 + qi0 * DL0, g1 + qi1 * DL1, g2 + qi2 * DL2, 1, 1, 1, so0, so1, so2, True)
     tl.store(
         O + b * sob + h.to(tl.int64) * soh + o_row[:, None] + offs_dv[None, :],

@@ -59,6 +59,9 @@ class ForwardPlan:
 _FORWARD_PLANS: dict = {}  # launch plans of recent problems (a bounded FIFO; see _launch_forward)
 _MAX_PLANS = 256
 _PROGRAMS_PER_SM: list[int | None] = [None]  # set_programs_per_sm's override
+# Experiment (perf notes v7): the box forward keeps non-finite values of v inside their queries'
+# windows at the cost of one more product per key tile. Off: the kernels do not (docs/gpu.md).
+NONFINITE_SAFE: list[bool] = [False]
 
 
 def clear_plans() -> None:
@@ -166,6 +169,7 @@ def _forward_plan(
         TMA=loads == "device",
         TMA_HOST=loads == "host",
         Q_TMA=q_spec is not None,
+        NONFINITE=NONFINITE_SAFE[0],
         SCALE_FIRST=r3 is not None or scale <= 0,  # else the scale is folded into max and exp2 (needs > 0)
         **box_cx,
         **cx,
