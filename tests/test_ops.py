@@ -94,3 +94,25 @@ def test_compile_inductor_fused():
     compiled = torch.compile(mod, fullgraph=True)
     x = torch.randn(2, 8, 8, 16)
     torch.testing.assert_close(compiled(x), mod(x))
+
+
+def test_compiled_schemas_equal_the_op_spec():
+    """csrc/ops.cpp defines the schemas for the CPU kernels; natten_kernels.ops.spec is the one Python
+    copy (the stand-in registry, fakes, FLOP formulas and vmap rules are derived from it)."""
+    from natten_kernels.ops.spec import SPECS
+
+    assert set(SPECS) == set(OPS)
+    for name, spec in SPECS.items():
+        compiled = str(getattr(torch.ops.natten, name).default._schema)
+        assert compiled == f"natten::{name}{spec.schema}", (compiled, spec.schema)
+
+
+def test_op_spec_binds_arguments_by_name():
+    from natten_kernels.ops.spec import bind
+
+    a = bind("na_qk_forward", ("q", "k", None, [3], [1], [1], [False]))
+    assert (a.q, a.rpb, a.kernel_size, a.config) == ("q", None, [3], [])
+    with pytest.raises(TypeError, match="missing is_causal"):
+        bind("na_qk_forward", ("q", "k", None, [3], [1], [1]))
+    with pytest.raises(TypeError, match="no argument 'bogus'"):
+        bind("na_av_forward", ("a", "v", [3], [1], [1], [False]), {"bogus": 1})

@@ -18,19 +18,19 @@ Counting rules (see docs/flops.md):
   ``D == Dv`` (the GPU benchmarks' convention; torch counts SDPA backward the same way). The unfused
   backward ops get the attention weights, so they count two products each.
 
-Every ``*_macs`` function takes the op's arguments in schema order, with tensors given as tensors or
-shapes (``torch.Size``/tuples, ``None`` for absent optionals), so the same functions serve
-FlopCounterMode, the fvcore handles of ``natten_flops`` and the profiler.
+:func:`macs` / :func:`flops` take an op's arguments in schema order, with tensors given as tensors or
+shapes (``torch.Size``/tuples, ``None`` for absent optionals), so the same formulas serve
+FlopCounterMode, the fvcore handles of ``natten_flops`` and the profiler; each ``*_macs`` function
+takes them bound by name (natten_kernels.ops.spec, where every op's formula is listed).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
-from natten_kernels.ops.names import OPS
 from natten_kernels.window import axis_pairs
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
     "neighborhood_pairs",
     "macs",
     "flops",
-    "MAC_FORMULAS",
     "register_flop_formulas",
 ]
 
@@ -67,91 +66,61 @@ def _spatial(shape: tuple[int, ...], first: int, rank: int) -> tuple[int, ...]:
 # Heads-last fused ops: q [B, *S, Hq, D], v [B, *S, Hkv, Dv], additional KV [B, N_add, Hkv, D(v)].
 
 
-def _fused_pairs(q, additional_keys, kernel_size, dilation, stride, is_causal) -> int:
+def _fused_pairs(a) -> int:
     """Attended pairs over the whole batch and all query heads, additional KV included."""
-    q = _shape(q)
-    spatial = _spatial(q, 1, len(kernel_size))
-    per_head = neighborhood_pairs(spatial, kernel_size, dilation, stride, is_causal)
-    if additional_keys is not None:
-        per_head += math.prod(spatial) * _shape(additional_keys)[1]
+    q = _shape(a.q)
+    spatial = _spatial(q, 1, len(a.kernel_size))
+    per_head = neighborhood_pairs(spatial, a.kernel_size, a.dilation, a.stride, a.is_causal)
+    if a.additional_keys is not None:
+        per_head += math.prod(spatial) * _shape(a.additional_keys)[1]
     return q[0] * q[-2] * per_head
 
 
-def na_fused_forward_macs(
-    q, k, v, rpb, additional_keys, additional_values, kernel_size, dilation, stride, is_causal, scale=None, *_config
-) -> int:
+def fused_forward_macs(a) -> int:
     """``D + Dv`` MACs per attended pair (``q . k`` and ``p * v``)."""
-    d, dv = _shape(q)[-1], _shape(v)[-1]
-    return _fused_pairs(q, additional_keys, kernel_size, dilation, stride, is_causal) * (d + dv)
+    return _fused_pairs(a) * (_shape(a.q)[-1] + _shape(a.v)[-1])
 
 
-def na_fused_backward_macs(
-    grad_out,
-    q,
-    k,
-    v,
-    out,
-    lse,
-    grad_lse,
-    rpb,
-    additional_keys,
-    additional_values,
-    kernel_size,
-    dilation,
-    stride,
-    is_causal,
-    scale=None,
-    config=None,
-) -> int:
+def fused_backward_macs(a) -> int:
     """``3 D + 2 Dv`` MACs per attended pair: logit recompute, dP, dV, dQ, dK."""
-    d, dv = _shape(q)[-1], _shape(v)[-1]
-    return _fused_pairs(q, additional_keys, kernel_size, dilation, stride, is_causal) * (3 * d + 2 * dv)
+    return _fused_pairs(a) * (3 * _shape(a.q)[-1] + 2 * _shape(a.v)[-1])
 
 
 # Heads-first unfused ops: q, k [B, H, *S, D], v [B, H, *S, Dv], attn [B, H, *S, K]. Their additional
 # KV are dense matmuls in the autograd layer, counted by the matmul formulas of each tool.
 
 
-def _unfused_pairs(ref, kernel_size, dilation, stride, is_causal) -> int:
+def _unfused_pairs(ref, a) -> int:
     ref = _shape(ref)
-    spatial = _spatial(ref, 2, len(kernel_size))
-    return ref[0] * ref[1] * neighborhood_pairs(spatial, kernel_size, dilation, stride, is_causal)
+    spatial = _spatial(ref, 2, len(a.kernel_size))
+    return ref[0] * ref[1] * neighborhood_pairs(spatial, a.kernel_size, a.dilation, a.stride, a.is_causal)
 
 
-def na_qk_forward_macs(q, k, rpb, kernel_size, dilation, stride, is_causal, config=()) -> int:
+def qk_forward_macs(a) -> int:
     """``D`` MACs per attended pair."""
-    return _unfused_pairs(q, kernel_size, dilation, stride, is_causal) * _shape(q)[-1]
+    return _unfused_pairs(a.q, a) * _shape(a.q)[-1]
 
 
-def na_qk_backward_macs(grad_attn, q, k, rpb, kernel_size, dilation, stride, is_causal, config=()) -> int:
+def qk_backward_macs(a) -> int:
     """``2 D`` MACs per attended pair: ``dq`` and ``dk``."""
-    return 2 * na_qk_forward_macs(q, k, rpb, kernel_size, dilation, stride, is_causal)
+    return 2 * qk_forward_macs(a)
 
 
-def na_av_forward_macs(attn, v, kernel_size, dilation, stride, is_causal, config=()) -> int:
+def av_forward_macs(a) -> int:
     """``Dv`` MACs per attended pair."""
-    return _unfused_pairs(v, kernel_size, dilation, stride, is_causal) * _shape(v)[-1]
+    return _unfused_pairs(a.v, a) * _shape(a.v)[-1]
 
 
-def na_av_backward_macs(grad_out, attn, v, kernel_size, dilation, stride, is_causal, config=()) -> int:
+def av_backward_macs(a) -> int:
     """``2 Dv`` MACs per attended pair: ``grad_attn`` and ``dv``."""
-    return 2 * na_av_forward_macs(attn, v, kernel_size, dilation, stride, is_causal)
-
-
-MAC_FORMULAS: dict[str, Callable[..., int]] = {
-    "na_fused_forward": na_fused_forward_macs,
-    "na_fused_backward": na_fused_backward_macs,
-    "na_qk_forward": na_qk_forward_macs,
-    "na_qk_backward": na_qk_backward_macs,
-    "na_av_forward": na_av_forward_macs,
-    "na_av_backward": na_av_backward_macs,
-}
-assert set(MAC_FORMULAS) == set(OPS), "every op needs exactly one FLOP formula"
+    return 2 * av_forward_macs(a)
 
 
 def macs(op: str, *args, **kwargs) -> int:
     """Multiply-adds of ``torch.ops.natten.<op>`` called with these arguments (tensors or shapes)."""
-    return MAC_FORMULAS[op](*args, **kwargs)
+    from natten_kernels.ops.spec import macs as spec_macs
+
+    return spec_macs(op, *args, **kwargs)
 
 
 def flops(op: str, *args, **kwargs) -> int:
@@ -159,12 +128,12 @@ def flops(op: str, *args, **kwargs) -> int:
     return 2 * macs(op, *args, **kwargs)
 
 
-def _flop_formula(formula):
+def _flop_formula(name: str):
     # FlopCounterMode passes shapes in place of tensors and the output shape as ``out_shape``.
     def flop_formula(*args, out_shape=None, **kwargs) -> int:
-        return 2 * formula(*args, **kwargs)
+        return 2 * macs(name, *args, **kwargs)
 
-    flop_formula.__name__ = formula.__name__.replace("_macs", "_flop")
+    flop_formula.__name__ = f"{name}_flop"
     return flop_formula
 
 
@@ -175,7 +144,9 @@ def register_flop_formulas() -> None:
     """
     from torch.utils import flop_counter
 
-    for name, formula in MAC_FORMULAS.items():
+    from natten_kernels.ops.spec import SPECS
+
+    for name in SPECS:
         op = getattr(torch.ops.natten, name)
         if op not in flop_counter.flop_registry:  # a second call (or a reload) must not raise
-            flop_counter.register_flop_formula(op)(_flop_formula(formula))
+            flop_counter.register_flop_formula(op)(_flop_formula(name))

@@ -1,5 +1,7 @@
-"""The ops of the ``natten`` namespace; schemas live in ``csrc/ops.cpp`` (see docs/internals.md)."""
+"""The ops of the ``natten`` namespace, by family (from natten_kernels.ops.spec)."""
 
-FUSED_OPS = ("na_fused_forward", "na_fused_backward")
-UNFUSED_OPS = ("na_qk_forward", "na_qk_backward", "na_av_forward", "na_av_backward")
+from natten_kernels.ops.spec import SPECS
+
+FUSED_OPS = tuple(n for n, s in SPECS.items() if s.family == "fused")
+UNFUSED_OPS = tuple(n for n, s in SPECS.items() if s.family == "unfused")
 OPS = FUSED_OPS + UNFUSED_OPS
