@@ -1,6 +1,5 @@
 """Context flags: defaults, setters/getters, deterministic-mode interplay, and their effect."""
 
-
 import pytest
 import torch
 

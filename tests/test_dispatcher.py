@@ -125,3 +125,100 @@ def test_info_reports_backends(capsys):
     out = capsys.readouterr().out
     assert "natten 1.0.0" in out and "torch " in out
     assert "cpu" in out and "usable" in out
+
+
+def test_candidates_lists_every_fitting_backend_in_order():
+    p = _problem(dtype=torch.float16, features=frozenset({"causal"}))
+    assert [b.name for b in dispatcher.candidates(p, backends=[FAKE_GEMM, *BACKENDS])][:2] == ["fake-gemm", "cpu"]
+    with pytest.raises(dispatcher.NoBackendError, match="fake-gemm: dtype float32 not supported"):
+        dispatcher.candidates(_problem(), backends=[FAKE_GEMM])
+
+
+# A second CPU backend with its own op names (natten::slow_na_fused_*): the library's kernel, 20 ms later.
+# Its kernels are "module:function" paths like any backend's; this module is importable as test_dispatcher.
+SLOW_CALLS = []
+
+
+def slow_forward(*args):
+    import time
+
+    SLOW_CALLS.append(1)
+    time.sleep(0.02)
+    return torch.ops.natten.na_fused_forward(*args)
+
+
+def slow_backward(*args):
+    SLOW_CALLS.append(1)
+    return torch.ops.natten.na_fused_backward(*args)
+
+
+SLOW = Backend(
+    name="slow",
+    families=frozenset({"fused"}),
+    devices=frozenset({"cpu"}),
+    dtypes=frozenset({torch.float32, torch.float64}),
+    features=frozenset({"backward"}),
+    op_prefix="slow_",
+    kernels={"na_fused_forward": f"{__name__}:slow_forward", "na_fused_backward": f"{__name__}:slow_backward"},
+)
+
+
+@pytest.fixture
+def slow_backend():
+    from natten_kernels.ops import register
+
+    register.install([SLOW])  # defines natten::slow_na_fused_forward/backward with the spec's schema and fake
+    BACKENDS.append(SLOW)
+    SLOW_CALLS.clear()
+    yield SLOW
+    BACKENDS.remove(SLOW)
+
+
+def test_a_backend_owns_its_ops(slow_backend):
+    from natten_kernels.ops import spec
+
+    op = torch.ops.natten.slow_na_fused_forward
+    assert str(op.default._schema) == "natten::slow_na_fused_forward" + spec.SPECS["na_fused_forward"].schema
+    q = torch.randn(1, 9, 2, 8, requires_grad=True)
+    natten.use_backend("slow")
+    out = natten.functional.na1d(q, q, q, 3)
+    out.sum().backward()
+    assert len(SLOW_CALLS) == 2  # forward and backward ran this backend's ops
+    natten.use_backend(None)
+    ref = natten.functional.na1d(q.detach(), q.detach(), q.detach(), 3)
+    torch.testing.assert_close(out.detach(), ref, rtol=0, atol=0)
+    assert len(SLOW_CALLS) == 2
+    with torch.device("meta"):  # the spec's fake serves the new op too
+        m = torch.empty(1, 9, 2, 8)
+        assert op(m, m, m, None, None, None, [3], [1], [1], [False], 0.5)[0].shape == (1, 9, 2, 8)
+
+
+def test_use_backend_prefers_or_forces(slow_backend):
+    q = torch.randn(1, 9, 2, 8)
+    natten.use_backend("slow")
+    natten.functional.na1d(q, q, q, 3)
+    assert len(SLOW_CALLS) == 1
+    h = q.half()  # slow has no float16: the next backend in order runs it
+    natten.functional.na1d(h, h, h, 3)
+    assert len(SLOW_CALLS) == 1
+    natten.use_backend("slow", force=True)
+    with pytest.raises(dispatcher.NoBackendError, match="slow: dtype float16 not supported"):
+        natten.functional.na1d(h, h, h, 3)
+    with pytest.raises(ValueError, match=r"use_backend: name must be one of .*'cpu'.*got 'nope'"):
+        natten.use_backend("nope")
+    with pytest.raises(TypeError, match="force"):
+        natten.use_backend("cpu", force=1)
+
+
+def test_autotuner_picks_the_faster_backend(slow_backend):
+    from natten import autotuner
+
+    q = torch.randn(1, 9, 2, 8)
+    natten.use_backend("slow")  # first in order, but 20 ms slower per call
+    natten.use_autotuner(forward_pass=True, warmup_steps_forward=1, steps_forward=3)
+    natten.functional.na1d(q, q, q, 3)
+    chosen = [v for k, v in autotuner.cached_configs().items() if k[0] == "backend"]
+    assert [b.name for b in chosen] == ["cpu"]
+    SLOW_CALLS.clear()
+    natten.functional.na1d(q, q, q, 3)
+    assert not SLOW_CALLS

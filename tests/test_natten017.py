@@ -66,6 +66,8 @@ def test_thorough_mode_times_every_candidate(monkeypatch):
     monkeypatch.setattr(autotuner, "tune", lambda key, cands, *a, **k: seen.append(len(cands)) or list(cands[0]))
 
     class Many:
+        name = "many"
+
         def forward_configs(self, info):
             return [[], *([i] for i in range(1, 10))]
 
@@ -75,7 +77,8 @@ def test_thorough_mode_times_every_candidate(monkeypatch):
     shapes = type("S", (), {"heads": 2, "kv_heads": 2, "head_dim": 4})()
     for thorough, expected in ((False, context.THOROUGH_CANDIDATES), (True, 10)):
         natten.use_autotuner(True, True, thorough, thorough)
-        _fwd, bwd = fused._configs(Many(), shapes, q, (q, q, q, None, None, None), ([3], [1], [1], [False], 1.0))
+        info = fused._tuning_info(q, shapes)
+        _fwd, bwd = fused._configs(Many(), info, (q, q, q, None, None, None), ([3], [1], [1], [False], 1.0))
         assert seen[-1] == expected and len(bwd) == expected
 
 

@@ -11,7 +11,7 @@ from natten_legacy.reference import na_reference
 import natten
 import natten.functional as F
 from natten import autotuner
-from natten.functional.fused import _configs
+from natten.functional.fused import _configs, _tuning_info
 from natten.functional.validation import check_fused, normalize_params
 
 
@@ -30,7 +30,7 @@ def _configs_for(q, k, v, kernel_size=3):
     params = normalize_params(2, kernel_size)
     shapes = check_fused(q, k, v, params, None, None, None, None)
     tensors = (q, k, v, None, None, None)
-    return _configs(CPU, shapes, q, tensors, (*params.as_op_args(), 0.5))
+    return _configs(CPU, _tuning_info(q, shapes), tensors, (*params.as_op_args(), 0.5))
 
 
 def test_default_configs_let_the_kernel_choose():

@@ -27,7 +27,7 @@ logger = logging.getLogger("natten")
 
 MAX_ENTRIES = 512  # problems kept in the cache; the least recently used one is evicted beyond it
 
-_cache: OrderedDict[Hashable, list[int]] = OrderedDict()
+_cache: OrderedDict[Hashable, object] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -52,23 +52,24 @@ def _time(run: Callable[[], object], device: torch.device, warmup: int, steps: i
 
 def tune(
     key: Hashable,
-    candidates: Sequence[list[int]],
-    run: Callable[[list[int]], object],
+    candidates: Sequence,
+    run: Callable[[object], object],
     device: torch.device,
     warmup: int,
     steps: int,
-) -> list[int]:
-    """The fastest of ``candidates`` for ``key``; times them on first use, then answers from the cache."""
+):
+    """The fastest of ``candidates`` (configurations, or backends) for ``key``; times them on first use,
+    then answers from the cache."""
     with _lock:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
         if len(candidates) == 1:
-            best = list(candidates[0])
+            best = candidates[0]
         else:
             with torch.no_grad():
-                timings = [(_time(lambda c=c: run(c), device, warmup, steps), list(c)) for c in candidates]
-            best = min(timings, key=lambda t: t[0])[1]
+                timings = [(_time(lambda c=c: run(c), device, warmup, steps), i) for i, c in enumerate(candidates)]
+            best = candidates[min(timings)[1]]
             logger.debug("natten autotuner: %s -> %s (%s)", key, best, timings)
         _cache[key] = best
         while len(_cache) > MAX_ENTRIES:
@@ -76,8 +77,8 @@ def tune(
         return best
 
 
-def cached_configs() -> dict[Hashable, list[int]]:
-    """A copy of the cache: problem key -> chosen configuration."""
+def cached_configs() -> dict[Hashable, object]:
+    """A copy of the cache: problem key -> chosen configuration (or backend)."""
     with _lock:
         return dict(_cache)
 

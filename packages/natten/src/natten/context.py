@@ -38,6 +38,8 @@ class _Settings:
     gemm_na: bool = True
     tiled_na: bool = True
     deterministic: bool = False  # natten's own deterministic mode (NATTEN 0.17), beside PyTorch's
+    backend: str | None = None  # the backend the dispatcher tries first (use_backend)
+    backend_forced: bool = False  # ... and the only one it may use
 
 
 _settings = _Settings()
@@ -99,18 +101,39 @@ def use_fused_na(
     mode: bool = True, kv_parallel: bool = False, use_flex_attention: bool = False, force_flex_attention: bool = False
 ) -> None:
     """Make the NeighborhoodAttention Modules use fused kernels (``mode=True``, the default) or the
-    unfused qk -> softmax -> av path; optionally enable KV parallelism in the fused backward.
-    Every argument must be a bool (TypeError otherwise). ``use_flex_attention`` /
-    ``force_flex_attention`` (NATTEN 0.17) are accepted and have no effect: natten has no FlexAttention
-    backend yet (a warning says so when one is True)."""
+    unfused qk -> softmax -> av path; optionally enable KV parallelism in the fused backward, and
+    (NATTEN 0.17's arguments) prefer or force the FlexAttention backend for the fused ops
+    (:func:`use_backend`). Every argument must be a bool (TypeError otherwise)."""
     mode = check_bool(mode, "use_fused_na: mode")
     kv_parallel = check_bool(kv_parallel, "use_fused_na: kv_parallel")
-    _no_flex(
-        check_bool(use_flex_attention, "use_fused_na: use_flex_attention")
-        or check_bool(force_flex_attention, "use_fused_na: force_flex_attention")
-    )
+    use_flex = check_bool(use_flex_attention, "use_fused_na: use_flex_attention")
+    force_flex = check_bool(force_flex_attention, "use_fused_na: force_flex_attention")
     _settings.fused_na = mode
     use_kv_parallelism_in_fused_na(mode and kv_parallel)
+    _no_flex(use_flex or force_flex)
+
+
+def use_backend(name: str | None, force: bool = False) -> None:
+    """Make the dispatcher try backend ``name`` first (``python -m natten.info`` lists them), falling
+    back to the others where it cannot run a problem; with ``force=True`` use only it (a problem it
+    cannot run raises NotImplementedError with its reason). It applies to the op family (fused or
+    unfused) the backend has. ``None`` restores the default order.
+
+    Raises:
+        ValueError: ``name`` is not a registered backend.
+    """
+    from natten_kernels.backends import BACKENDS
+
+    force = check_bool(force, "use_backend: force")
+    names = [b.name for b in BACKENDS]
+    if name is not None and name not in names:
+        raise ValueError(f"use_backend: name must be one of {names} or None, got {name!r}")
+    _settings.backend, _settings.backend_forced = name, force and name is not None
+
+
+def preferred_backend() -> tuple[str | None, bool]:
+    """``(name, forced)`` set by :func:`use_backend`."""
+    return _settings.backend, _settings.backend_forced
 
 
 def _no_flex(asked: bool) -> None:

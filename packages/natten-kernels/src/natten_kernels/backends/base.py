@@ -1,8 +1,9 @@
-"""Declarative backends: what each implementation supports, so the dispatcher can explain refusals."""
+"""Declarative backends: what each implementation supports (so the dispatcher can explain refusals)
+and the ops it runs (so the API calls what the dispatcher picked)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -79,6 +80,15 @@ class Backend:
     backward_configs: Callable[[TuningInfo], list[list[int]]] = field(default=_default_configs, compare=False)
     # What the unfused ops pass as ``config`` so that the device's kernel runs this backend's variant.
     unfused_config: tuple[int, ...] = ()
+    # The ops this backend runs are ``natten::<op_prefix><op>``: its own names, or (empty prefix) the
+    # library's ops, whose kernel torch picks by device. ``kernels`` maps op -> "module:function" for
+    # the kernels it registers itself on its devices (imported at the first call; ops/register.py).
+    op_prefix: str = ""
+    kernels: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def op(self, name: str):
+        """The op this backend runs for ``name`` ("na_fused_forward", "na_qk_forward", ...)."""
+        return getattr(torch.ops.natten, self.op_prefix + name)
 
     def refusal(self, problem: Problem, disabled_kinds: frozenset[str] = frozenset()) -> str | None:
         """None if this backend can run ``problem``, else a one-line reason."""

@@ -67,64 +67,8 @@ TRITON = Backend(
     unavailable_reason=unavailable_reason,
     forward_configs=forward_configs,
     backward_configs=backward_configs,
+    kernels={
+        "na_fused_forward": "natten_kernels.triton.launch_forward:na_fused_forward",
+        "na_fused_backward": "natten_kernels.triton.launch_backward:na_fused_backward",
+    },
 )
-
-
-def register_cuda_kernels() -> bool:
-    """Register the Triton launchers as the CUDA kernels of natten::na_fused_forward/backward.
-
-    Triton is imported lazily, inside the registered functions, so this costs nothing (and needs no
-    triton) on machines that never run a CUDA tensor through the ops.
-    """
-
-    def forward(
-        q, k, v, rpb, additional_keys, additional_values, kernel_size, dilation, stride, is_causal, scale, config=()
-    ):
-        from natten_kernels.triton.launch_forward import na_fused_forward
-
-        return na_fused_forward(
-            q, k, v, rpb, additional_keys, additional_values, kernel_size, dilation, stride, is_causal, scale, config
-        )
-
-    def backward(
-        grad_out,
-        q,
-        k,
-        v,
-        out,
-        lse,
-        grad_lse,
-        rpb,
-        additional_keys,
-        additional_values,
-        kernel_size,
-        dilation,
-        stride,
-        is_causal,
-        scale,
-        config=(),
-    ):
-        from natten_kernels.triton.launch_backward import na_fused_backward
-
-        return na_fused_backward(
-            grad_out,
-            q,
-            k,
-            v,
-            out,
-            lse,
-            grad_lse,
-            rpb,
-            additional_keys,
-            additional_values,
-            kernel_size,
-            dilation,
-            stride,
-            is_causal,
-            scale,
-            config,
-        )
-
-    torch.library.register_kernel("natten::na_fused_forward", "cuda", forward)
-    torch.library.register_kernel("natten::na_fused_backward", "cuda", backward)
-    return True

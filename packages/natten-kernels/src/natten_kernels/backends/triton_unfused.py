@@ -18,6 +18,8 @@ from natten_kernels.backends.triton import MIN_CC, unavailable_reason
 from natten_kernels.ops.names import UNFUSED_OPS
 from natten_kernels.triton.variants import EXACT, GEMM
 
+# Both variants run the same kernels (their config picks the variant).
+_KERNELS = {name: f"natten_kernels.triton.unfused_ops:{name}" for name in UNFUSED_OPS}
 # heads of q and k must match in the unfused ops; additional tokens are dense matmuls in natten
 _FEATURES = frozenset(FEATURES) - {"gqa"}
 
@@ -31,6 +33,7 @@ TRITON_UNFUSED_GEMM = Backend(
     min_compute_capability=MIN_CC,
     unavailable_reason=unavailable_reason,
     unfused_config=(GEMM,),
+    kernels=_KERNELS,
 )
 
 TRITON_UNFUSED_EXACT = Backend(
@@ -42,20 +45,5 @@ TRITON_UNFUSED_EXACT = Backend(
     min_compute_capability=MIN_CC,
     unavailable_reason=unavailable_reason,
     unfused_config=(EXACT,),
+    kernels=_KERNELS,
 )
-
-
-def register_cuda_kernels() -> None:
-    """Register the launchers as the CUDA kernels of the unfused ops (triton is imported on first call)."""
-
-    def make(name):
-        def kernel(*args, **kwargs):
-            from natten_kernels.triton import unfused_ops
-
-            return getattr(unfused_ops, name)(*args, **kwargs)
-
-        kernel.__name__ = name
-        return kernel
-
-    for name in UNFUSED_OPS:
-        torch.library.register_kernel(f"natten::{name}", "cuda", make(name))

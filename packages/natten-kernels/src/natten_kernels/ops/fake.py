@@ -59,11 +59,3 @@ def av_forward(a):
 
 def av_backward(a):
     return _contiguous_empty_like(a.attn), _contiguous_empty_like(a.v)
-
-
-def register() -> None:
-    """Register every op's fake (from natten_kernels.ops.spec)."""
-    from natten_kernels.ops.spec import SPECS, call_fake
-
-    for name in SPECS:
-        torch.library.register_fake(f"natten::{name}", call_fake(name))

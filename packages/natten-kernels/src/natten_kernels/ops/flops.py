@@ -38,7 +38,7 @@ __all__ = [
     "neighborhood_pairs",
     "macs",
     "flops",
-    "register_flop_formulas",
+    "flop_formula",
 ]
 
 Shape = Sequence[int]
@@ -128,25 +128,12 @@ def flops(op: str, *args, **kwargs) -> int:
     return 2 * macs(op, *args, **kwargs)
 
 
-def _flop_formula(name: str):
-    # FlopCounterMode passes shapes in place of tensors and the output shape as ``out_shape``.
-    def flop_formula(*args, out_shape=None, **kwargs) -> int:
+def flop_formula(name: str):
+    """FlopCounterMode's formula for an op with the spec of ``name`` (it passes shapes in place of
+    tensors and the output shape as ``out_shape``)."""
+
+    def formula(*args, out_shape=None, **kwargs) -> int:
         return 2 * macs(name, *args, **kwargs)
 
-    flop_formula.__name__ = f"{name}_flop"
-    return flop_formula
-
-
-def register_flop_formulas() -> None:
-    """Register every op's formula with ``torch.utils.flop_counter`` (idempotent).
-
-    Needs the ``torch.ops.natten`` namespace, i.e. the compiled library loaded.
-    """
-    from torch.utils import flop_counter
-
-    from natten_kernels.ops.spec import SPECS
-
-    for name in SPECS:
-        op = getattr(torch.ops.natten, name)
-        if op not in flop_counter.flop_registry:  # a second call (or a reload) must not raise
-            flop_counter.register_flop_formula(op)(_flop_formula(name))
+    formula.__name__ = f"{name}_flop"
+    return formula

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 from natten_kernels.ops import fake, flops
 
-_PARAMS = ("int[] kernel_size, int[] dilation, int[] stride, bool[] is_causal")
+_PARAMS = "int[] kernel_size, int[] dilation, int[] stride, bool[] is_causal"
 
 
 @dataclass(frozen=True)

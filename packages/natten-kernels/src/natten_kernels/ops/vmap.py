@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from natten_kernels.ops.names import OPS
 
-
-def _per_sample(op):
+def per_sample(op):
     def rule(info, in_dims, *args):
         batched = [isinstance(a, torch.Tensor) and d is not None for a, d in zip(args, in_dims)]
         outs = []
@@ -24,9 +22,3 @@ def _per_sample(op):
         return tuple(torch.stack(parts) for parts in zip(*outs)), (0,) * len(outs[0])
 
     return rule
-
-
-def register() -> None:
-    """Register the rule for every op (needs the ``torch.ops.natten`` namespace, i.e. the library)."""
-    for name in OPS:
-        torch.library.register_vmap(f"natten::{name}", _per_sample(getattr(torch.ops.natten, name)))

@@ -52,9 +52,10 @@ class FusedNeighborhoodAttention(torch.autograd.Function):
         scale,
         forward_config,
         backward_configs,
+        backend,
     ):
         return untraced(
-            _ops.na_fused_forward,
+            backend.op("na_fused_forward"),
             q,
             k,
             v,
@@ -71,11 +72,14 @@ class FusedNeighborhoodAttention(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        q, k, v, rpb, add_k, add_v, kernel_size, dilation, stride, is_causal, scale, _, backward_configs = inputs
+        q, k, v, rpb, add_k, add_v, kernel_size, dilation, stride, is_causal, scale, _, backward_configs, backend = (
+            inputs
+        )
         out, lse = output
         ctx.save_for_backward(q, k, v, rpb, add_k, add_v, out, lse)
         ctx.params = (kernel_size, dilation, stride, is_causal, scale)
         ctx.backward_configs = backward_configs
+        ctx.backward_op = backend.op("na_fused_backward")
         ctx.set_materialize_grads(False)
 
     @staticmethod
@@ -85,13 +89,14 @@ class FusedNeighborhoodAttention(torch.autograd.Function):
             grad_out = torch.zeros_like(out)
         grad_out = grad_out.contiguous()
         args = (grad_out, q, k, v, out, lse, grad_lse, rpb, add_k, add_v, *ctx.params)
-        config = _backward_config(ctx.backward_configs, args)
+        op = ctx.backward_op
+        config = _backward_config(op, ctx.backward_configs, args)
         if torch.is_grad_enabled():
             # create_graph=True or a torch.func transform: the gradients are first-order exact, and their
             # graph refuses a second derivative (FusedNeighborhoodAttentionBackward.backward).
-            grads = FusedNeighborhoodAttentionBackward.apply(*args[:10], _OpArgs((*args[10:], config)))
+            grads = FusedNeighborhoodAttentionBackward.apply(*args[:10], _OpArgs(op, (*args[10:], config)))
         else:
-            grads = _ops.na_fused_backward(*args, config)
+            grads = op(*args, config)
         dq, dk, dv, drpb, dadd_k, dadd_v = grads
         return (
             dq,
@@ -100,11 +105,11 @@ class FusedNeighborhoodAttention(torch.autograd.Function):
             drpb if rpb is not None else None,
             dadd_k if add_k is not None else None,
             dadd_v if add_v is not None else None,
-            *(None,) * 7,
+            *(None,) * 8,
         )
 
 
-def _backward_config(configs, args) -> list[int]:
+def _backward_config(op, configs, args) -> list[int]:
     """The backward config: the only candidate, or the autotuner's pick (never under torch.func
     transforms, whose wrapped tensors would be timed instead of the kernels)."""
     config = list(configs[0])
@@ -113,20 +118,21 @@ def _backward_config(configs, args) -> list[int]:
 
         _, q, k, v, _, _, grad_lse, rpb, add_k, add_v, *params = args
         steps = context.get_autotuner_steps()
-        key = ("backward", grad_lse is not None, *problem_key((q, k, v, rpb, add_k, add_v), params, configs))
+        key = ("backward", str(op), grad_lse is not None, *problem_key((q, k, v, rpb, add_k, add_v), params, configs))
 
         def run(c):
-            return _ops.na_fused_backward(*args, list(c))
+            return op(*args, list(c))
 
         config = autotuner.tune(key, configs, run, q.device, steps["warmup"][1], steps["steps"][1])
     return config
 
 
 class _OpArgs:
-    """The op's non-tensor arguments as one opaque pytree leaf: functorch's generated vmap rule pairs
-    tangents with flattened inputs, which list arguments (kernel_size, ...) would misalign."""
+    """The backward op and its non-tensor arguments as one opaque pytree leaf: functorch's generated vmap
+    rule pairs tangents with flattened inputs, which list arguments (kernel_size, ...) would misalign."""
 
-    def __init__(self, op_args: tuple):
+    def __init__(self, op, op_args: tuple):
+        self.op = op
         self.op_args = op_args
 
 
@@ -138,9 +144,7 @@ class FusedNeighborhoodAttentionBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(grad_out, q, k, v, out, lse, grad_lse, rpb, add_k, add_v, op_args):
-        return untraced(
-            _ops.na_fused_backward, grad_out, q, k, v, out, lse, grad_lse, rpb, add_k, add_v, *op_args.op_args
-        )
+        return untraced(op_args.op, grad_out, q, k, v, out, lse, grad_lse, rpb, add_k, add_v, *op_args.op_args)
 
     @staticmethod
     def setup_context(ctx, inputs, output):

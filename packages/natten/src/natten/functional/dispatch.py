@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from natten_kernels import dispatcher
-from natten_kernels.backends import Backend, Problem
+from natten_kernels.backends import BACKENDS, Backend, Problem
 
 from natten import context
 from natten.functional.validation import NAParams
@@ -66,5 +66,16 @@ def wants_forward_ad(problem: Problem) -> bool:
     return "forward_ad" in problem.features or torch._C._are_functorch_transforms_active()
 
 
+def backends_for(problem: Problem) -> list[Backend]:
+    """The backends that can run ``problem``, the default first: dispatch order, with the backend of
+    ``natten.use_backend`` moved first (or alone, when forced) for the families it has."""
+    order = BACKENDS
+    name, forced = context.preferred_backend()
+    chosen = [b for b in BACKENDS if b.name == name and problem.family in b.families]
+    if chosen:
+        order = chosen if forced else chosen + [b for b in BACKENDS if b.name != name]
+    return dispatcher.candidates(problem, context.disabled_backend_kinds(), order)
+
+
 def select_backend(problem: Problem) -> Backend:
-    return dispatcher.select(problem, context.disabled_backend_kinds())
+    return backends_for(problem)[0]

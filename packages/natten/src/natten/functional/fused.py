@@ -9,7 +9,7 @@ from natten_kernels.backends import TuningInfo
 
 from natten import autotuner, context
 from natten.autograd.fused import FusedNeighborhoodAttention, FusedNeighborhoodAttentionForwardAD, problem_key
-from natten.functional.dispatch import problem_for, select_backend, wants_forward_ad
+from natten.functional.dispatch import backends_for, problem_for, wants_forward_ad
 from natten.functional.validation import (
     BoolOrTuple,
     IntOrTuple,
@@ -49,16 +49,18 @@ def _na(
         additional_kv=additional_keys is not None,
         gqa=shapes.kv_heads != shapes.heads,
     )
-    backend = select_backend(problem)
     tensors = (query, key, value, rpb, additional_keys, additional_values)
     op_args = (*params.as_op_args(), shapes.scale)
-    forward_config, backward_configs = _configs(backend, shapes, query, tensors, op_args)
+    info = _tuning_info(query, shapes)
+    backend = _backend(backends_for(problem), info, tensors, op_args)
+    forward_config, backward_configs = _configs(backend, info, tensors, op_args)
     if wants_forward_ad(problem):
-        out, lse = FusedNeighborhoodAttentionForwardAD.apply(*tensors, *op_args, forward_config, backward_configs)
+        fn = FusedNeighborhoodAttentionForwardAD
+        out, lse = fn.apply(*tensors, *op_args, forward_config, backward_configs, backend)
     elif _needs_function(problem):
-        out, lse = FusedNeighborhoodAttention.apply(*tensors, *op_args, forward_config, backward_configs)
+        out, lse = FusedNeighborhoodAttention.apply(*tensors, *op_args, forward_config, backward_configs, backend)
     else:
-        out, lse = torch.ops.natten.na_fused_forward(*tensors, *op_args, forward_config)
+        out, lse = backend.op("na_fused_forward")(*tensors, *op_args, forward_config)
     return (out, lse) if return_lse else out
 
 
@@ -71,36 +73,58 @@ def _needs_function(problem) -> bool:
     return "backward" in problem.features or torch._C._get_tracing_state() is not None
 
 
-def _configs(backend, shapes, query, tensors, op_args) -> tuple[list[int], tuple[tuple[int, ...], ...]]:
-    """The forward config (autotuned when asked) and the backward's candidates (one unless autotuned)."""
-    tokens = math.prod(query.shape[1:-2])
-    info = TuningInfo(
+def _tuning_info(query, shapes) -> TuningInfo:
+    return TuningInfo(
         batch=query.shape[0],
         heads=shapes.heads,
         kv_heads=shapes.kv_heads,
-        tokens=tokens,
+        tokens=math.prod(query.shape[1:-2]),
         head_dim=shapes.head_dim,
         kv_parallel=context.is_kv_parallelism_in_fused_na_enabled(),
         memory_preference=context.get_memory_usage_preference(),
     )
+
+
+def _tuning() -> bool:
+    return context.is_autotuner_enabled_for_forward() and not torch.compiler.is_compiling()
+
+
+def _backend(backends, info, tensors, op_args):
+    """The first backend that fits, or with the forward autotuner on, the fastest of those that fit
+    (each timed with its default config; cached per problem like the configs)."""
+    if len(backends) == 1 or not _tuning():
+        return backends[0]
+    steps = context.get_autotuner_steps()
+    first = {b.name: b.forward_configs(info)[0] for b in backends}
+    return autotuner.tune(
+        ("backend", *problem_key(tensors, op_args, [[b.name] for b in backends])),
+        backends,
+        lambda b: b.op("na_fused_forward")(*tensors, *op_args, first[b.name]),
+        tensors[0].device,
+        steps["warmup"][0],
+        steps["steps"][0],
+    )
+
+
+def _configs(backend, info, tensors, op_args) -> tuple[list[int], tuple[tuple[int, ...], ...]]:
+    """The forward config (autotuned when asked) and the backward's candidates (one unless autotuned)."""
     forward, backward = backend.forward_configs(info), backend.backward_configs(info)
     if not context.is_autotuner_thorough_for_forward():
         forward = forward[: context.THOROUGH_CANDIDATES]
     if not context.is_autotuner_thorough_for_backward():
         backward = backward[: context.THOROUGH_CANDIDATES]
-    tuning = not torch.compiler.is_compiling()
     steps = context.get_autotuner_steps()
     config = forward[0]
-    if tuning and context.is_autotuner_enabled_for_forward() and len(forward) > 1:
+    if _tuning() and len(forward) > 1:
         config = autotuner.tune(
-            ("forward", *problem_key(tensors, op_args, forward)),
+            ("forward", backend.name, *problem_key(tensors, op_args, forward)),
             forward,
-            lambda c: torch.ops.natten.na_fused_forward(*tensors, *op_args, c),
-            query.device,
+            lambda c: backend.op("na_fused_forward")(*tensors, *op_args, c),
+            tensors[0].device,
             steps["warmup"][0],
             steps["steps"][0],
         )
-    if not (tuning and context.is_autotuner_enabled_for_backward()):
+    if torch.compiler.is_compiling() or not context.is_autotuner_enabled_for_backward():
         backward = backward[:1]
     return config, tuple(tuple(c) for c in backward)
 
