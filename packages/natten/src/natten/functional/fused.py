@@ -158,108 +158,47 @@ _DOC = """{n}-D fused neighborhood attention.
     """
 
 
-def na1d(
-    query,
-    key,
-    value,
-    kernel_size,
-    dilation=1,
-    is_causal=False,
-    rpb=None,
-    scale=None,
-    additional_keys=None,
-    additional_values=None,
-    *,
-    stride=1,
-    return_lse=False,
-    is_casual=None,
-):
-    is_causal = causal_alias(is_causal, is_casual, "na1d")
-    return _na(
-        1,
+def _public(rank: int, axes: str, rpb_shape: str):
+    """``na{rank}d``: one signature for the three ranks (the seeds' positional order, then keywords)."""
+
+    def na(
         query,
         key,
         value,
         kernel_size,
-        dilation,
-        is_causal,
-        rpb,
-        scale,
-        additional_keys,
-        additional_values,
-        stride,
-        return_lse,
-    )
+        dilation=1,
+        is_causal=False,
+        rpb=None,
+        scale=None,
+        additional_keys=None,
+        additional_values=None,
+        *,
+        stride=1,
+        return_lse=False,
+        is_casual=None,
+    ):
+        is_causal = causal_alias(is_causal, is_casual, f"na{rank}d")
+        return _na(
+            rank,
+            query,
+            key,
+            value,
+            kernel_size,
+            dilation,
+            is_causal,
+            rpb,
+            scale,
+            additional_keys,
+            additional_values,
+            stride,
+            return_lse,
+        )
+
+    na.__name__ = na.__qualname__ = f"na{rank}d"
+    na.__doc__ = _DOC.format(n=rank, axes=axes, rpb=rpb_shape)
+    return na
 
 
-def na2d(
-    query,
-    key,
-    value,
-    kernel_size,
-    dilation=1,
-    is_causal=False,
-    rpb=None,
-    scale=None,
-    additional_keys=None,
-    additional_values=None,
-    *,
-    stride=1,
-    return_lse=False,
-    is_casual=None,
-):
-    is_causal = causal_alias(is_causal, is_casual, "na2d")
-    return _na(
-        2,
-        query,
-        key,
-        value,
-        kernel_size,
-        dilation,
-        is_causal,
-        rpb,
-        scale,
-        additional_keys,
-        additional_values,
-        stride,
-        return_lse,
-    )
-
-
-def na3d(
-    query,
-    key,
-    value,
-    kernel_size,
-    dilation=1,
-    is_causal=False,
-    rpb=None,
-    scale=None,
-    additional_keys=None,
-    additional_values=None,
-    *,
-    stride=1,
-    return_lse=False,
-    is_casual=None,
-):
-    is_causal = causal_alias(is_causal, is_casual, "na3d")
-    return _na(
-        3,
-        query,
-        key,
-        value,
-        kernel_size,
-        dilation,
-        is_causal,
-        rpb,
-        scale,
-        additional_keys,
-        additional_values,
-        stride,
-        return_lse,
-    )
-
-
-na1d.__doc__ = _DOC.format(n=1, axes="length", rpb="2 * kernel_size - 1")
-na2d.__doc__ = _DOC.format(n=2, axes="height, width", rpb="2 * kh - 1, 2 * kw - 1")
-na3d.__doc__ = _DOC.format(n=3, axes="depth, height, width", rpb="2 * kd - 1, 2 * kh - 1, 2 * kw - 1")
+na1d = _public(1, "length", "2 * kernel_size - 1")
+na2d = _public(2, "height, width", "2 * kh - 1, 2 * kw - 1")
+na3d = _public(3, "depth, height, width", "2 * kd - 1, 2 * kh - 1, 2 * kw - 1")

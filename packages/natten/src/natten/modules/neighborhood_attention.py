@@ -37,10 +37,19 @@ class _NeighborhoodAttentionNd(nn.Module):
         use_experimental_ops: bool = False,
         *,
         stride: IntOrTuple = 1,
+        kernel_size_d: int | None = None,
+        dilation_d: int | None = None,
         is_casual: BoolOrTuple | None = None,
         **unexpected,
     ):
         super().__init__()
+        if self.rank == 3:
+            kernel_size = _override_depth(kernel_size, kernel_size_d, "kernel_size")
+            dilation = _override_depth(dilation, dilation_d, "dilation")
+        else:
+            unexpected.update(
+                {k: v for k, v in (("kernel_size_d", kernel_size_d), ("dilation_d", dilation_d)) if v is not None}
+            )
         if unexpected:
             raise TypeError(
                 f"{type(self).__name__}() got unexpected keyword argument(s) {', '.join(sorted(unexpected))}"
@@ -156,45 +165,6 @@ class NeighborhoodAttention3D(_NeighborhoodAttentionNd):
     """
 
     rank = 3
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        kernel_size: IntOrTuple,
-        dilation: IntOrTuple = 1,
-        is_causal: BoolOrTuple = False,
-        rel_pos_bias: bool = False,
-        qkv_bias: bool = True,
-        qk_scale: float | None = None,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
-        use_experimental_ops: bool = False,
-        *,
-        stride: IntOrTuple = 1,
-        kernel_size_d: int | None = None,
-        dilation_d: int | None = None,
-        is_casual: BoolOrTuple | None = None,
-        **unexpected,
-    ):
-        kernel_size = _override_depth(kernel_size, kernel_size_d, "kernel_size")
-        dilation = _override_depth(dilation, dilation_d, "dilation")
-        super().__init__(
-            dim,
-            num_heads,
-            kernel_size,
-            dilation,
-            is_causal,
-            rel_pos_bias,
-            qkv_bias,
-            qk_scale,
-            attn_drop,
-            proj_drop,
-            use_experimental_ops,
-            stride=stride,
-            is_casual=is_casual,
-            **unexpected,
-        )
 
 
 def _override_depth(value, depth, name):
