@@ -123,20 +123,27 @@ def with_features(case: Case, rng: random.Random) -> Case:
     return c
 
 
-def supported(case: Case, family: str, device: str) -> bool:
-    return any(b.refusal(case.problem(family, device)) is None for b in BACKENDS)
+def supported(case: Case, family: str, device: str, backend=None) -> bool:
+    """Whether ``backend`` (any registered backend when None) declares what ``case`` needs."""
+    return any(b.refusal(case.problem(family, device)) is None for b in ([backend] if backend else BACKENDS))
 
 
 def fused_cases(
-    device: str = "cpu", dtypes=(torch.float64, torch.float32, torch.float16, torch.bfloat16)
+    device: str = "cpu", dtypes=(torch.float64, torch.float32, torch.float16, torch.bfloat16), backend=None
 ) -> list[Case]:
+    """The fused cases ``backend`` (or any backend) declares it can run on ``device``."""
     rng = random.Random(1)
     out = []
     for case, dtype in zip(base_cases(), itertools.cycle(dtypes)):
         c = replace(with_features(case, rng), dtype=dtype)
-        if supported(c, "fused", device):
+        if supported(c, "fused", device, backend):
             out.append(c)
     return out
+
+
+def usable_backends(family: str, device: str) -> list:
+    """The registered backends of ``family`` that can run on ``device`` in this process."""
+    return [b for b in BACKENDS if family in b.families and device in b.devices and b.unavailable_reason() is None]
 
 
 def unfused_cases(device: str = "cpu", dtypes=(torch.float64, torch.float32)) -> list[Case]:

@@ -1,16 +1,23 @@
-"""Fused na1d/na2d/na3d against the float64 reference oracle: outputs, LSE and every gradient."""
+"""Fused na1d/na2d/na3d against the float64 reference oracle: outputs, LSE and every gradient, for
+every fused backend usable on the CPU, on the cases its declared capabilities admit."""
 
 import pytest
 import torch
 from natten_legacy.reference import na_reference
 from natten_legacy.testing import assert_close_to_reference
 
+import natten
 import natten.functional as F
-from cases import Case, fused_cases
+from cases import Case, fused_cases, usable_backends
 from helpers import cast, fused_inputs, grads
 
 NA = {1: F.na1d, 2: F.na2d, 3: F.na3d}
 CASES = fused_cases("cpu")
+BACKEND_CASES = [
+    pytest.param(b.name, c, id=f"{b.name}-{c.id}")
+    for b in usable_backends("fused", "cpu")
+    for c in fused_cases("cpu", backend=b)
+]
 
 
 def _run(fn, case, t, **kw):
@@ -45,8 +52,9 @@ def _reference(case, t, **kw):
     )
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_forward_backward_match_reference(case):
+@pytest.mark.parametrize("backend,case", BACKEND_CASES)
+def test_forward_backward_match_reference(backend, case):
+    natten.use_backend(backend, force=True)
     low = cast(fused_inputs(case), case.dtype)
     upcast = cast(low, torch.float64)  # the reference sees exactly the values the kernel sees
     ref_out, ref_lse = _reference(case, upcast, return_lse=True)
