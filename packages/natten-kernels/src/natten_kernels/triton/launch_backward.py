@@ -12,6 +12,7 @@ import torch
 import triton
 
 from natten_kernels import additional_kv
+from natten_kernels.ops.spec import bind
 from natten_kernels.triton import tma
 from natten_kernels.triton.configs import boxes, launch_params
 from natten_kernels.triton.fused_backward import (
@@ -24,34 +25,19 @@ from natten_kernels.triton.layout import LOG2E, as3, as3_lse, dim_block, rel64, 
 from natten_kernels.triton.tiling import pow2_at_least
 
 
-def na_fused_backward(
-    grad_out,
-    q,
-    k,
-    v,
-    out,
-    lse,
-    grad_lse,
-    rpb,
-    additional_keys,
-    additional_values,
-    kernel_size,
-    dilation,
-    stride,
-    is_causal,
-    scale,
-    config=(),
-):
+def na_fused_backward(*args):
     """CUDA (or interpreted) implementation of ``natten::na_fused_backward``.
 
     Deterministic by default: dq per query tile, dk/dv per key tile over its inverse neighborhood,
     drpb per (head, relative position), each written once by one program with a fixed reduction
     order. Variant 1 of ``config`` (KV parallelism) folds dq into the dk/dv pass with atomics.
     """
+    a = bind("na_fused_backward", args)
+    grad_out, q, k, v, out, lse, grad_lse, rpb = a.grad_out, a.q, a.k, a.v, a.out, a.lse, a.grad_lse, a.rpb
     rank = q.dim() - 3
     hq, hkv, d, dv = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
-    scale = float(scale)
-    has_add = additional_kv.present(additional_keys)
+    scale = float(a.scale)
+    has_add = additional_kv.present(a.additional_keys)
     grad_out = grad_out.contiguous()
     lse = lse.float().contiguous()
     delta = _delta(grad_out, out, grad_lse)
@@ -60,29 +46,9 @@ def na_fused_backward(
     dvv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     drpb = q.new_empty(0) if rpb is None else torch.empty(rpb.shape, dtype=torch.float32, device=q.device)
     if q.numel() > 0 and dvv.numel() > 0:
+        geometry = (a.kernel_size, a.dilation, a.stride, a.is_causal)
         _launch_backward(
-            grad_out,
-            q,
-            k,
-            v,
-            lse,
-            delta,
-            rpb,
-            dq,
-            dk,
-            dvv,
-            drpb,
-            rank,
-            hq,
-            hkv,
-            d,
-            dv,
-            kernel_size,
-            dilation,
-            stride,
-            is_causal,
-            scale,
-            config,
+            grad_out, q, k, v, lse, delta, rpb, dq, dk, dvv, drpb, rank, hq, hkv, d, dv, *geometry, scale, a.config
         )
     elif q.numel() > 0 or k.numel() > 0:
         dq.zero_(), dk.zero_(), dvv.zero_()
@@ -92,7 +58,7 @@ def na_fused_backward(
     dadd_v = q.new_empty(0)
     if has_add:
         dq, dadd_k, dadd_v = additional_kv.backward(
-            grad_out, q, lse, delta, dq, additional_keys, additional_values, scale
+            grad_out, q, lse, delta, dq, a.additional_keys, a.additional_values, scale
         )
     if rpb is not None:
         drpb = drpb.to(rpb.dtype)

@@ -38,46 +38,16 @@ class FusedNeighborhoodAttention(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(
-        q,
-        k,
-        v,
-        rpb,
-        additional_keys,
-        additional_values,
-        kernel_size,
-        dilation,
-        stride,
-        is_causal,
-        scale,
-        forward_config,
-        backward_configs,
-        backend,
-    ):
-        return untraced(
-            backend.op("na_fused_forward"),
-            q,
-            k,
-            v,
-            rpb,
-            additional_keys,
-            additional_values,
-            kernel_size,
-            dilation,
-            stride,
-            is_causal,
-            scale,
-            forward_config,
-        )
+    def forward(*inputs):
+        # the op's arguments, then forward_config, backward_configs and the backend that runs them
+        *op_args, forward_config, _, backend = inputs
+        return untraced(backend.op("na_fused_forward"), *op_args, forward_config)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        q, k, v, rpb, add_k, add_v, kernel_size, dilation, stride, is_causal, scale, _, backward_configs, backend = (
-            inputs
-        )
-        out, lse = output
-        ctx.save_for_backward(q, k, v, rpb, add_k, add_v, out, lse)
-        ctx.params = (kernel_size, dilation, stride, is_causal, scale)
+        *_, backward_configs, backend = inputs
+        ctx.save_for_backward(*inputs[:6], *output)  # q, k, v, rpb, additional k/v; out, lse
+        ctx.params = inputs[6:11]  # kernel_size, dilation, stride, is_causal, scale
         ctx.backward_configs = backward_configs
         ctx.backward_op = backend.op("na_fused_backward")
         ctx.set_materialize_grads(False)
