@@ -175,3 +175,17 @@ def test_plot_without_matplotlib_says_what_to_install(monkeypatch, capsys):
         main([*TINY, "--plot", "x.png"])
     assert exc.value.code == 2
     assert "pip install matplotlib" in capsys.readouterr().err
+
+
+def test_forced_backend_rows(capsys):
+    """``natten-<backend>`` runs natten with that backend forced; one that cannot run the problem is a
+    skipped row that says why, and the forcing does not outlive the row."""
+    import natten
+
+    assert main([*TINY, "--json", "--impls", "natten,natten-cpu,natten-triton"]) == 0
+    rows = {r["impl"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows["natten-cpu"]["status"] == "ok" and rows["natten-cpu"]["max_abs_diff"] == 0
+    if not torch.cuda.is_available():
+        assert rows["natten-triton"]["status"] == "skipped"
+        assert "runs on cuda, not cpu" in rows["natten-triton"]["note"]
+    assert natten.context.preferred_backend() == (None, False)

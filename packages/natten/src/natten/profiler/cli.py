@@ -8,7 +8,7 @@ import json
 import torch
 
 from natten.profiler import plot
-from natten.profiler.implementations import IMPLEMENTATIONS
+from natten.profiler.implementations import DEFAULT_IMPLEMENTATIONS, IMPLEMENTATIONS
 from natten.profiler.problem import DEFAULTS, DTYPES, ProfileProblem, axes
 from natten.profiler.report import document, format_report
 from natten.profiler.runner import environment, half_precision_note, profile, stderr_progress
@@ -82,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("measurement")
     r.add_argument(
         "--impls",
-        default=",".join(IMPLEMENTATIONS),
-        help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)} (default: all)",
+        default=",".join(DEFAULT_IMPLEMENTATIONS),
+        help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)} (default: {','.join(DEFAULT_IMPLEMENTATIONS)}; "
+        "natten-<backend> forces one backend)",
     )
     r.add_argument("--warmup", type=int, default=1, help="untimed iterations first (default 1)")
     r.add_argument("--iters", type=_positive, default=10, help="timed iterations at most (default 10)")

@@ -1,5 +1,6 @@
-"""What the profiler compares: natten's fused op, dense SDPA with the equivalent mask, and the
-gather-based legacy module's attention (natten-legacy).
+"""What the profiler compares: natten's fused op (the dispatcher's backend, or one forced backend:
+``natten-<backend>``), dense SDPA with the equivalent mask, and the gather-based legacy module's
+attention (natten-legacy).
 
 Each implementation receives the same heads-last ``q, k, v`` values, converts them to its own layout
 *outside* the timed region, and returns a :class:`Prepared` call whose output can be mapped back to
@@ -8,12 +9,16 @@ heads-last for the agreement check.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from natten_kernels.backends import BACKENDS
+from natten_kernels.dispatcher import NoBackendError
 from torch.nn import functional as F
 
+from natten import context
 from natten import functional as natten_functional
 from natten.functional.dispatch import problem_for, select_backend
 from natten.functional.validation import normalize_params
@@ -70,16 +75,37 @@ def backend_name(problem: ProfileProblem, requires_grad: bool = True) -> str:
     return select_backend(problem_for("fused", params, ref, problem.head_dim, problem.head_dim, (ref,))).name
 
 
-def _natten(problem: ProfileProblem, qkv, requires_grad: bool) -> Prepared:
+def _natten(problem: ProfileProblem, qkv, requires_grad: bool, backend: str | None = None) -> Prepared:
     q, k, v = (_leaf(t, requires_grad) for t in qkv)
     na = getattr(natten_functional, f"na{problem.rank}d")
     args = (problem.kernel_size, problem.dilation, problem.is_causal)
-    return Prepared(
-        label=f"natten ({backend_name(problem, requires_grad)} backend)",
-        leaves=(q, k, v),
-        forward=lambda: na(q, k, v, *args, stride=problem.stride),
-        to_heads_last=lambda out: out,
-    )
+    if backend is None:
+        label = backend_name(problem, requires_grad)
+        forward = lambda: na(q, k, v, *args, stride=problem.stride)
+    else:
+        label = backend
+        _check_runs(problem, requires_grad, backend)
+
+        def forward():
+            before = context.preferred_backend()
+            context.use_backend(backend, force=True)
+            try:
+                return na(q, k, v, *args, stride=problem.stride)
+            finally:
+                context.use_backend(*before)
+
+    return Prepared(label=f"natten ({label} backend)", leaves=(q, k, v), forward=forward, to_heads_last=lambda out: out)
+
+
+def _check_runs(problem: ProfileProblem, requires_grad: bool, backend: str) -> None:
+    before = context.preferred_backend()
+    context.use_backend(backend, force=True)
+    try:
+        backend_name(problem, requires_grad)
+    except NoBackendError as exc:
+        raise Unavailable(str(exc).splitlines()[-1].strip(" -")) from exc
+    finally:
+        context.use_backend(*before)
 
 
 def neighborhood_mask(problem: ProfileProblem) -> torch.Tensor:
@@ -160,5 +186,11 @@ IMPLEMENTATIONS = {
         Implementation("natten", "natten", _natten),  # natten.functional.na{1,2,3}d, backend from the dispatcher
         Implementation("sdpa", SDPA_LABEL, _sdpa),  # dense attention with the equivalent boolean mask
         Implementation("legacy", LEGACY_LABEL, _legacy),  # natten_legacy's gather-based module attention
+        *(  # natten with one fused backend forced (not in the default set)
+            Implementation(f"natten-{b.name}", f"natten ({b.name} backend)", functools.partial(_natten, backend=b.name))
+            for b in BACKENDS
+            if "fused" in b.families and b.name != "meta"
+        ),
     )
 }
+DEFAULT_IMPLEMENTATIONS = ("natten", "sdpa", "legacy")
