@@ -24,7 +24,7 @@ from gpu.naref import check, make_inputs, run_api, run_launchers
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 DTYPES = (F32, F16, BF16)
-CASES = fused_cases("cuda", dtypes=DTYPES)
+CASES = fused_cases("cuda", dtypes=DTYPES, backend=TRITON)
 assert CASES, "no case generated for the triton backend"
 
 # head dims (multiples of 8 up to 256), every dtype, partial tiles at every border (sizes prime-ish)
