@@ -66,16 +66,17 @@ def wants_forward_ad(problem: Problem) -> bool:
     return "forward_ad" in problem.features or torch._C._are_functorch_transforms_active()
 
 
-def backends_for(problem: Problem) -> list[Backend]:
-    """The backends that can run ``problem``, the default first: dispatch order, with the backend of
-    ``natten.use_backend`` moved first (or alone, when forced) for the families it has."""
+def backends_for(problem: Problem, first: bool = False) -> list[Backend]:
+    """The backends that can run ``problem`` (only the default with ``first``), the default first:
+    dispatch order, with the backend of ``natten.use_backend`` moved first (or alone, when forced) for
+    the families it has."""
     order = BACKENDS
     name, forced = context.preferred_backend()
     chosen = [b for b in BACKENDS if b.name == name and problem.family in b.families]
     if chosen:
         order = chosen if forced else chosen + [b for b in BACKENDS if b.name != name]
-    return dispatcher.candidates(problem, context.disabled_backend_kinds(), order)
+    return dispatcher.candidates(problem, context.disabled_backend_kinds(), order, first)
 
 
 def select_backend(problem: Problem) -> Backend:
-    return backends_for(problem)[0]
+    return backends_for(problem, first=True)[0]

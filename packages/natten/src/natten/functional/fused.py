@@ -52,7 +52,7 @@ def _na(
     tensors = (query, key, value, rpb, additional_keys, additional_values)
     op_args = (*params.as_op_args(), shapes.scale)
     info = _tuning_info(query, shapes)
-    backend = _backend(backends_for(problem), info, tensors, op_args)
+    backend = _backend(backends_for(problem, first=not _tuning()), info, tensors, op_args)
     forward_config, backward_configs = _configs(backend, info, tensors, op_args)
     if wants_forward_ad(problem):
         fn = FusedNeighborhoodAttentionForwardAD
