@@ -50,12 +50,14 @@ from torch import Tensor
 
 from natten_kernels import additional_kv
 from natten_kernels.backends.base import Backend, TuningInfo
+from natten_kernels.backends.triton import MIN_CC
+from natten_kernels.backends.triton import unavailable_reason as triton_unavailable_reason
+from natten_kernels.ops.spec import bind
 from natten_kernels.window import group_lengths, window
 
 BLOCK = 128  # Flex's block (both query and key), tokens
 MIN_CUDA_HEAD_DIM = 16  # Flex's Triton kernels (tl.dot) need head dims >= 16: smaller ones are padded
 MAX_CUDA_HEAD_DIM = 256
-MIN_CC = 80
 TRITON, FLASH = 0, 1  # config[0]: Flex's kernel on CUDA
 _MASK_CHUNK = 1 << 24  # (query, key) pairs evaluated at once while building a BlockMask
 _RECOMPILE_LIMIT = 64  # every (rank, dtype, head dims, GQA, bias, grad) variant is one compile of Flex
@@ -281,132 +283,108 @@ def _attend_cpu(q, k, v, geo, rpb, scale):
     return out, lse2 * math.log(2.0)  # Flex keeps base-2 statistics
 
 
-def _check(q, k, v, kernel_size, dilation, stride, is_causal, config) -> tuple[int, ...]:
-    spatial = tuple(q.shape[1:-2])
-    for name, values in (("kernel_size", kernel_size), ("dilation", dilation), ("stride", stride)):
-        if len(values) != len(spatial):
+_INPUTS = ("q", "k", "v", "rpb", "additional_keys", "additional_values")  # differentiable, in the op's order
+
+
+def _lse_dtype(q: Tensor) -> torch.dtype:
+    return torch.float64 if q.dtype == torch.float64 else torch.float32
+
+
+def _kernel(a) -> int:
+    """Flex's kernel from the call's ``config`` (bound arguments ``a``), after checking the call."""
+    spatial = a.q.shape[1:-2]
+    for name in ("kernel_size", "dilation", "stride", "is_causal"):
+        if len(getattr(a, name)) != len(spatial):
             raise ValueError(
-                f"{name} must have one entry per spatial axis of q {list(q.shape)} ({len(spatial)}), got {list(values)}"
+                f"{name} must have one entry per spatial axis of q {list(a.q.shape)} ({len(spatial)}), "
+                f"got {list(getattr(a, name))}"
             )
-    if len(is_causal) != len(spatial):
-        raise ValueError(f"is_causal must have {len(spatial)} entries, got {list(is_causal)}")
-    if list(config) not in ([], [TRITON], [FLASH]):
-        raise ValueError(f"flex config must be [], [{TRITON}] (Triton) or [{FLASH}] (FLASH), got {list(config)}")
-    if config and config[0] == FLASH and (q.device.type != "cuda" or not flash_available()):
+    config = list(a.config)
+    if config not in ([], [TRITON], [FLASH]):
+        raise ValueError(f"flex config must be [], [{TRITON}] (Triton) or [{FLASH}] (FLASH), got {config}")
+    if config == [FLASH] and (a.q.device.type != "cuda" or not flash_available()):
         raise ValueError("flex config [1] (FLASH) needs a CUDA device and FlashAttention-4 (flash_attn.cute)")
-    return spatial
+    return config[0] if config else TRITON
 
 
-def _forward(q, k, v, rpb, additional_keys, additional_values, params, scale, kernel):
-    """Differentiable forward (``out`` in q's dtype, ``lse`` float32 / float64) on heads-last tensors;
-    ``params = (kernel_size, dilation, stride, is_causal)``."""
+def _forward(a, t: dict, kernel: int) -> tuple[Tensor, Tensor]:
+    """Differentiable forward of the tensors ``t`` (by name, heads-last; absent ones None) with the
+    call's parameters ``a``: ``out`` in q's dtype, ``lse`` float32 (float64)."""
+    q = t["q"]
     spatial = tuple(q.shape[1:-2])
-    kernel_size, dilation, stride, is_causal = params
     geo = geometry(
         spatial,
-        tuple(int(x) for x in kernel_size),
-        tuple(int(x) for x in dilation),
-        tuple(int(x) for x in stride),
-        tuple(bool(x) for x in is_causal),
+        tuple(int(x) for x in a.kernel_size),
+        tuple(int(x) for x in a.dilation),
+        tuple(int(x) for x in a.stride),
+        tuple(bool(x) for x in a.is_causal),
         str(q.device),
     )
-    qt, kt, vt = (to_tiles(x, spatial, geo.box) for x in (q, k, v))
+    scale = float(a.scale)
+    qt, kt, vt = (to_tiles(t[n], spatial, geo.box) for n in "qkv")
     if q.device.type == "cpu":
-        out, lse = _attend_cpu(qt, kt, vt, geo, rpb, scale)
+        out, lse = _attend_cpu(qt, kt, vt, geo, t["rpb"], scale)
     else:
-        out, lse = _attend_cuda(qt, kt, vt, geo, rpb, scale, kernel)
+        out, lse = _attend_cuda(qt, kt, vt, geo, t["rpb"], scale, kernel)
     out = from_tiles(out, spatial, geo.box)
-    lse = from_tiles(lse[..., None], spatial, geo.box)[..., 0]
-    lse = lse.to(torch.float64 if q.dtype == torch.float64 else torch.float32)
-    if additional_kv.present(additional_keys):
-        out, lse = additional_kv.merge(out, lse, q, additional_keys, additional_values, scale)
+    lse = from_tiles(lse[..., None], spatial, geo.box)[..., 0].to(_lse_dtype(q))
+    if additional_kv.present(t["additional_keys"]):
+        out, lse = additional_kv.merge(out, lse, q, t["additional_keys"], t["additional_values"], scale)
     return out, lse
 
 
-def forward(
-    q, k, v, rpb, additional_keys, additional_values, kernel_size, dilation, stride, is_causal, scale, config=()
-):
-    """``natten::na_fused_forward`` by Flex: ``(out [B, *S, H, Dv] in q's dtype, lse [B, *S, H]``
-    float32, float64 for float64 inputs).
+def forward(*args, **kwargs) -> tuple[Tensor, Tensor]:
+    """``natten::na_fused_forward`` by Flex, same arguments (ops/spec.py): ``(out [B, *S, H, Dv]`` in
+    q's dtype, ``lse [B, *S, H]`` float32, float64 for float64 inputs).
 
     ``q [B, *S, H, D]``, ``k [B, *S, Hkv, D]``, ``v [B, *S, Hkv, Dv]`` with ``Hkv | H``;
-    ``rpb [H, 2k-1, ...]`` or None; additional keys/values ``[B, N_add, Hkv, D / Dv]`` or None;
-    ``kernel_size``/``dilation``/``stride``/``is_causal`` one entry per spatial axis; ``scale`` any
-    finite float; ``config`` ``[]`` or ``[0]`` (Triton on CUDA) or ``[1]`` (FLASH on CUDA).
+    ``rpb [H, 2k-1, ...]`` or None; ``additional_keys``/``additional_values`` ``[B, N_add, Hkv, D / Dv]``
+    or None; ``kernel_size``/``dilation``/``stride``/``is_causal`` one entry per spatial axis; ``scale``
+    any finite float; ``config`` ``[]`` or ``[0]`` (Triton on CUDA) or ``[1]`` (FLASH on CUDA).
     """
-    _check(q, k, v, kernel_size, dilation, stride, is_causal, config)
+    a = bind("na_fused_forward", args, kwargs)
+    kernel = _kernel(a)
+    q, v = a.q, a.v
     if q.numel() == 0 or v.numel() == 0:
-        return q.new_zeros((*q.shape[:-1], v.shape[-1])), q.new_zeros(
-            q.shape[:-1], dtype=torch.float64 if q.dtype == torch.float64 else torch.float32
-        )
-    kernel = config[0] if config else TRITON
-    params = (kernel_size, dilation, stride, is_causal)
+        return q.new_zeros((*q.shape[:-1], v.shape[-1])), q.new_zeros(q.shape[:-1], dtype=_lse_dtype(q))
     with torch.no_grad():
-        return _forward(q, k, v, rpb, additional_keys, additional_values, params, float(scale), kernel)
+        return _forward(a, {n: getattr(a, n) for n in _INPUTS}, kernel)
 
 
-def backward(
-    grad_out,
-    q,
-    k,
-    v,
-    out,
-    lse,
-    grad_lse,
-    rpb,
-    additional_keys,
-    additional_values,
-    kernel_size,
-    dilation,
-    stride,
-    is_causal,
-    scale,
-    config=(),
-):
-    """``natten::na_fused_backward`` by Flex: ``(dq, dk, dv, drpb, d_additional_keys,
-    d_additional_values)``, each in its input's dtype and shape, ``q.new_empty(0)`` for an absent
-    input; ``grad_lse [B, *S, H]`` may be None.
+def backward(*args, **kwargs) -> tuple[Tensor, ...]:
+    """``natten::na_fused_backward`` by Flex, same arguments (ops/spec.py): ``(dq, dk, dv, drpb,
+    d_additional_keys, d_additional_values)``, each in its input's dtype and shape,
+    ``q.new_empty(0)`` for an absent input; ``grad_lse [B, *S, H]`` may be None.
 
     Recomputes the forward under autograd (``out`` and ``lse`` are not read) and differentiates it:
     one extra forward. FLASH's backward has no gradient for the LSE nor for the bias, so with
     ``grad_lse`` or ``rpb`` the FLASH config runs Triton's backward.
     """
-    _check(q, k, v, kernel_size, dilation, stride, is_causal, config)
-    has_add = additional_kv.present(additional_keys)
-    inputs = {"q": q, "k": k, "v": v, "rpb": rpb}
-    if has_add:
-        inputs.update(additional_keys=additional_keys, additional_values=additional_values)
-    present = {n: x for n, x in inputs.items() if x is not None}
-    if q.numel() == 0 or v.numel() == 0:
+    a = bind("na_fused_backward", args, kwargs)
+    kernel = _kernel(a)
+    if kernel == FLASH and (a.grad_lse is not None or a.rpb is not None):
+        kernel = TRITON
+    present = {n: getattr(a, n) for n in _INPUTS if getattr(a, n) is not None}
+    if not additional_kv.present(a.additional_keys):
+        present.pop("additional_keys", None)
+        present.pop("additional_values", None)
+    if a.q.numel() == 0 or a.v.numel() == 0:
         grads = {n: torch.zeros_like(x, memory_format=torch.contiguous_format) for n, x in present.items()}
     else:
-        kernel = config[0] if config else TRITON
-        if kernel == FLASH and (grad_lse is not None or rpb is not None):
-            kernel = TRITON
         with torch.enable_grad():
             leaves = {n: x.detach().requires_grad_(True) for n, x in present.items()}
-            out, lse = _forward(
-                leaves["q"],
-                leaves["k"],
-                leaves["v"],
-                leaves.get("rpb"),
-                leaves.get("additional_keys"),
-                leaves.get("additional_values"),
-                (kernel_size, dilation, stride, is_causal),
-                float(scale),
-                kernel,
-            )
-            outputs, upstream = [out], [grad_out.to(out.dtype)]
-            if grad_lse is not None:
+            out, lse = _forward(a, {n: leaves.get(n) for n in _INPUTS}, kernel)
+            outputs, upstream = [out], [a.grad_out.to(out.dtype)]
+            if a.grad_lse is not None:
                 outputs.append(lse)
-                upstream.append(grad_lse.to(lse.dtype))
+                upstream.append(a.grad_lse.to(lse.dtype))
             got = torch.autograd.grad(outputs, list(leaves.values()), upstream, allow_unused=True)
         grads = {
             n: (torch.zeros_like(x) if g is None else g).to(x.dtype).contiguous()
             for (n, x), g in zip(present.items(), got)
         }
-    empty = q.new_empty(0)
-    return tuple(grads.get(n, empty) for n in ("q", "k", "v", "rpb", "additional_keys", "additional_values"))
+    empty = a.q.new_empty(0)
+    return tuple(grads.get(n, empty) for n in _INPUTS)
 
 
 # ---- availability and configurations -----------------------------------------------------------------
@@ -440,18 +418,9 @@ def _flex_missing() -> str | None:
 
 @functools.cache
 def cuda_unavailable_reason() -> str | None:
-    """None when the CUDA path can run in this process, else why not."""
-    if not torch.cuda.is_available():
-        return "no CUDA device (torch.cuda.is_available() is False)"
-    why = _flex_missing()
-    if why:
-        return why
-    if importlib.util.find_spec("triton") is None:
-        return "triton is not installed (pip install triton): torch.compile of Flex needs it"
-    major, minor = torch.cuda.get_device_capability()
-    if 10 * major + minor < MIN_CC:
-        return f"needs compute capability >= {MIN_CC // 10}.{MIN_CC % 10}, device 0 is {major}.{minor}"
-    return None
+    """None when the CUDA path can run in this process, else why not: what natten's Triton kernels
+    need (a CUDA device of compute capability >= 8.0, triton for torch.compile) and Flex."""
+    return triton_unavailable_reason() or _flex_missing()
 
 
 @functools.cache
