@@ -34,6 +34,10 @@ adds the extra tokens (the neighborhood output is rounded to the input dtype onc
 
 Backward: recompute the forward under autograd with detached leaves and differentiate ``(out, lse)``
 against ``(grad_out, grad_lse)``: exact and simple, at the cost of one extra forward per backward.
+
+Non-finite values: Flex multiplies the zero weights of masked pairs by their values, so a NaN or inf
+in one key or value reaches every query of its Flex block (CUDA) or of its (batch, head) (the dense
+CPU path), not only the queries whose window holds it as in the reference (docs/semantics.md).
 """
 
 from __future__ import annotations
