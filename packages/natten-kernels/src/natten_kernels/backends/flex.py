@@ -8,8 +8,9 @@ per-token lookup tables; nothing here restates the rule in torch ops. Per spatia
 * ``[first, last)`` = ``g * L + window(p, n_g, k, s, causal)`` (its keys' ranks),
 
 so key ``j`` is in query ``i``'s window exactly when ``first[i] <= rank[j] < last[i]`` on every
-axis (``p - start < n_g <= L`` keeps the band test exact), and the relative position of the bias
-is ``rank[j] - rank[i] = (j - i) / d``. ``mask_mod`` and ``score_mod`` only index these tables.
+axis (group-local indices and window bounds lie in ``[0, L]``, so the bands of two groups never
+overlap), and the relative position of the bias is ``rank[j] - rank[i] = (j - i) / d``.
+``mask_mod`` and ``score_mod`` only index these tables.
 
 Tokens are permuted into tiles where that helps: when a box of :data:`BLOCK` tokens (powers of two
 per axis) divides every axis, each Flex block of ``BLOCK`` consecutive tokens is one spatial box
@@ -113,26 +114,27 @@ def from_tiles(y: Tensor, spatial, box) -> Tensor:
 
 
 def axis_table(length: int, kernel_size: int, dilation: int, stride: int, is_causal: bool) -> Tensor:
-    """``int32 [length, 3]``: each index's ``(rank, first, last)`` (module docstring), from the window rule."""
+    """``[length, 3]``: each index's ``(rank, first, last)`` (module docstring), from the window rule;
+    int32 (int64 when ranks reach 2^31)."""
     lengths = group_lengths(length, dilation)
     rows = []
     for i in range(length):
         g, p = i % dilation, i // dilation
         start, end = window(p, lengths[g], kernel_size, stride, is_causal)
         rows.append((g * length + p, g * length + start, g * length + end))
-    return torch.tensor(rows, dtype=torch.int32)
+    return torch.tensor(rows, dtype=torch.int32 if dilation * length < 2**31 else torch.int64)
 
 
 def token_tables(spatial, kernel_size, dilation, stride, is_causal, box, device) -> tuple[Tensor, ...]:
     """Per token in Flex's order: ``(rank, first, last)`` of axis 0, then of axis 1, ...; ``3 * rank``
-    contiguous ``int32 [N]`` tensors on ``device``."""
+    contiguous integer ``[N]`` tensors on ``device``."""
     rank = len(spatial)
     per_axis = []
     for a, params in enumerate(zip(spatial, kernel_size, dilation, stride, is_causal)):
         shape = [1] * rank + [3]
         shape[a] = spatial[a]
         per_axis.append(axis_table(*params).reshape(shape).expand(*spatial, 3))
-    grid = torch.cat(per_axis, dim=-1)  # [*spatial, 3 * rank]
+    grid = torch.cat(per_axis, dim=-1)  # [*spatial, 3 * rank], promoted to the widest index dtype
     ordered = to_tiles(grid.reshape(1, *spatial, 1, 3 * rank), spatial, box)[0, 0]  # [N, 3 * rank]
     return tuple(ordered[:, c].contiguous().to(device) for c in range(3 * rank))
 
@@ -257,9 +259,10 @@ def _attend_cuda(q, k, v, geo, rpb, scale, kernel):
     score_mod = None
     if rpb is not None:
         mod = geo.score_mod
+        bias = rpb.to(torch.promote_types(rpb.dtype, torch.float32))  # its gradient sums by atomics: in float32
 
         def score_mod(score, b, h, q_idx, kv_idx):
-            return mod(score, b, h, q_idx, kv_idx, rpb)
+            return mod(score, b, h, q_idx, kv_idx, bias)
 
     with torch._dynamo.config.patch(recompile_limit=max(_RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)):
         out, aux = _compiled(kernel)(
