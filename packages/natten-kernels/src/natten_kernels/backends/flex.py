@@ -476,6 +476,7 @@ FLEX = Backend(
     dtypes=frozenset({torch.float16, torch.bfloat16, torch.float32}),
     features=_FEATURES,
     max_head_dim=MAX_CUDA_HEAD_DIM,
+    kinds=frozenset({"gemm"}),  # tensor-core matmuls (tl.dot), off under disable_gemm_na() like triton's
     min_compute_capability=MIN_CC,
     unavailable_reason=cuda_unavailable_reason,
     forward_configs=forward_configs,
