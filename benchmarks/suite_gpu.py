@@ -7,9 +7,10 @@ cuDNN dense SDPA measured in this run; medians of ``triton.testing.do_bench`` (L
 Tile efficiency = useful (query, key) pairs / pairs the kernel computes (from its tile shapes).
 
 Flex runs on tokens permuted into tiles (2D/3D: each 128-token Flex block is a spatial box, so the
-BlockMask is as sparse as natten's tiles; the permutation is done once, outside the timing), with a
-block mask built by a compiled mask_mod, and dynamo reset per problem (new shapes would otherwise hit
-its recompile limit and fall back to the unfused path).
+BlockMask is as sparse as natten's tiles; the permutation is done once, outside the timing), with the
+tiles, tables and BlockMask of natten's flex backend (natten_kernels/backends/flex.py), and dynamo
+reset per problem (new shapes would otherwise hit its recompile limit and fall back to the unfused
+path). ``natten-flex`` rows time that backend's whole forward (permutation and LSE included).
 
 ``--sweep`` times every autotuner candidate of the triton backend (and ``--configs``) per problem,
 forward and backward, compiling them first in parallel (``--precompile`` workers); its rows
@@ -51,7 +52,6 @@ FWD_BWD_TARGETS = {"S1": 0.65, "S2": 0.30, "S6": 0.30}  # forward+backward / cuD
 GBPS_TARGET = 0.6 * 4800  # memory-bound problems: 60% of the H200's 4.8 TB/s on the q/k/v/o bytes
 MEMORY_BOUND = ("S4", "S5-d1", "S5-d8")
 DT = {"bf16": torch.bfloat16, "fp16": torch.float16}
-FLEX_BLOCK = 128
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,117 +82,34 @@ def inputs(problem, seed=0):
     return tuple(torch.randn(B, *spatial, H, D, device="cuda", dtype=DT[dts], generator=g) for _ in range(3))
 
 
-def _axis_windows(n, k, d, s, causal, device="cuda"):
-    """Per-axis (group, group-local index, start, end) of every index (torch, for the Flex mask)."""
-    i = torch.arange(n, device=device)
-    g = i % d
-    p = i // d
-    nn = (n - g + d - 1) // d
-    if causal:
-        c = torch.minimum((p // s) * s + s - 1, nn - 1)
-        start = torch.clamp(c - k + 1, min=0)
-        end = p + 1
-    else:
-        c = torch.minimum((p // s) * s + s // 2, nn - 1)
-        start = torch.minimum(torch.clamp(c - k // 2, min=0), nn - k)
-        end = start + k
-    return g, p, start, end
-
-
-def _flex_box(spatial, kernel, dil, stride, causal):
-    """The box of FLEX_BLOCK tokens that divides every axis (so tokens can be permuted into tiles) and
-    wastes the fewest pairs as Flex's query and key block; None in 1D (already tiled) or if none fits."""
-    import itertools
-
-    from natten_kernels.triton.tiling import tile_efficiency
-
-    rank = len(spatial)
-    if rank == 1:
-        return None
-    pows = [[1 << e for e in range(8) if n % (1 << e) == 0] for n in spatial]
-    boxes = [b for b in itertools.product(*pows) if math.prod(b) == FLEX_BLOCK]
-    pad = (1,) * (3 - rank)
-
-    def eff(b):
-        return tile_efficiency(spatial, kernel, dil, stride, causal, pad + b, pad + b)
-
-    return max(boxes, key=eff, default=None)
-
-
-def _to_tiles(x, spatial, tbox):
-    """[B, *spatial, H, D] -> [B, H, N, D] with tokens in tile order (row-major tiles of ``tbox``)."""
-    B, H, D = x.shape[0], x.shape[-2], x.shape[-1]
-    rank = len(spatial)
-    if tbox is None:
-        return x.reshape(B, -1, H, D).transpose(1, 2).contiguous()
-    split = [v for n, b in zip(spatial, tbox) for v in (n // b, b)]
-    x = x.reshape(B, *split, H, D)
-    order = [0, 2 * rank + 1, *range(1, 2 * rank, 2), *range(2, 2 * rank + 1, 2), 2 * rank + 2]
-    return x.permute(*order).reshape(B, H, -1, D).contiguous()
-
-
-def _from_tiles(y, spatial, tbox):
-    """Inverse of :func:`_to_tiles`: [B, H, N, D] in tile order -> [B, *spatial, H, D]."""
-    B, H, D = y.shape[0], y.shape[1], y.shape[-1]
-    rank = len(spatial)
-    if tbox is None:
-        return y.transpose(1, 2).reshape(B, *spatial, H, D)
-    grid = [n // b for n, b in zip(spatial, tbox)]
-    y = y.reshape(B, H, *grid, *tbox, D)
-    order = [0, *(v for a in range(rank) for v in (2 + a, 2 + rank + a)), 1, 2 + 2 * rank]
-    return y.permute(*order).reshape(B, *spatial, H, D)
-
-
-def _flex_mask(spatial, kernel, dil, stride, causal, tbox):
-    """mask_mod over token indices in tile order (``tbox``) or row-major order (None)."""
-    tabs = [_axis_windows(n, k, d, s, c) for n, k, d, s, c in zip(spatial, kernel, dil, stride, causal)]
-    rank = len(spatial)
-    grid = [n // b for n, b in zip(spatial, tbox)] if tbox else list(spatial)
-    inner = list(tbox) if tbox else [1] * rank
-    vol = math.prod(inner)
-
-    def coords(i):
-        t, r = i // vol, i % vol
-        out = [None] * rank
-        for a in reversed(range(rank)):
-            out[a] = (t % grid[a]) * inner[a] + r % inner[a]
-            t, r = t // grid[a], r // inner[a]
-        return out
-
-    def mask_mod(b, h, qi, ki):
-        ok = qi >= 0
-        for (g, p, st, en), xq, xk in zip(tabs, coords(qi), coords(ki)):
-            pk = p[xk]
-            ok = ok & (g[xq] == g[xk]) & (pk >= st[xq]) & (pk < en[xq])
-        return ok
-
-    return mask_mod
-
-
 def _flex_anchors(problem, q, k, v, qh, kh, vh, reference, sampled) -> dict:
-    """Flex dense and Flex with the neighborhood mask (tokens permuted into tiles), ms; also the max
-    difference of Flex's NA output from ``reference`` (natten's) against twice the dtype's tolerance,
-    and Flex's own output at the sampled queries against the exact windows (``sampled``)."""
+    """Flex dense and Flex with the neighborhood mask (tokens permuted into tiles: natten's flex backend
+    builds both), ms; also the max difference of Flex's NA output from ``reference`` (natten's) against
+    twice the dtype's tolerance, and Flex's own output at the sampled queries against the exact windows
+    (``sampled``). ``natten-flex`` times the backend's whole forward (permutation and LSE included)."""
     import torch._dynamo
+    from natten_kernels.backends import flex as natten_flex
     from natten_legacy.sampled import check_sampled, tolerance
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    from torch.nn.attention.flex_attention import flex_attention
 
     _pid, spatial, *_rest, kernel, dil, stride, causal = problem
-    N = math.prod(spatial)
     torch._dynamo.reset()  # fresh shapes per problem: stay under the recompile limit
     flex = torch.compile(flex_attention)
     res = {"flex-dense": bench(lambda: flex(qh, kh, vh))}
-    tbox = _flex_box(spatial, kernel, dil, stride, causal)
-    qt, kt, vt = (_to_tiles(x, spatial, tbox) for x in (q, k, v))
-    bm = create_block_mask(
-        _flex_mask(spatial, kernel, dil, stride, causal, tbox), None, None, N, N, device="cuda", _compile=True
-    )
+    geo = natten_flex.geometry(spatial, kernel, dil, stride, causal, str(q.device))
+    qt, kt, vt = (natten_flex.to_tiles(x, spatial, geo.box) for x in (q, k, v))
+    bm = geo.block_mask
     res["flex-na"] = bench(lambda: flex(qt, kt, vt, block_mask=bm))
-    out = _from_tiles(flex(qt, kt, vt, block_mask=bm), spatial, tbox)
+    out = natten_flex.from_tiles(flex(qt, kt, vt, block_mask=bm), spatial, geo.box)
     qs, exact = sampled
     res["flex_max_diff"] = float((out.float() - reference.float()).abs().max())
     res["flex_diff_ok"] = res["flex_max_diff"] <= 2 * tolerance(exact, q.dtype)[0]
     res["flex_ok"] = check_sampled(_at(out, spatial, qs), exact, q.dtype).ok
+    args = (None, None, None, list(kernel), list(dil), list(stride), list(causal), q.shape[-1] ** -0.5)
+    if check_sampled(_at(natten_flex.forward(q, k, v, *args)[0], spatial, qs), exact, q.dtype).ok:
+        res["natten-flex"] = bench(lambda: natten_flex.forward(q, k, v, *args))
+    else:
+        print(f"  {_pid}: natten-flex INVALID at the sampled queries")
     return res
 
 
@@ -252,11 +169,9 @@ def _tile_efficiency(problem, cfg) -> float:
 
 
 def _attended(spatial, kernel, dil, stride, causal) -> float:
-    total = 1.0
-    for n, k, d, s, c in zip(spatial, kernel, dil, stride, causal):
-        _g, _p, st, en = _axis_windows(n, k, d, s, c, "cpu")
-        total *= float((en - st).sum())
-    return total
+    from natten_kernels.window import axis_pairs
+
+    return float(math.prod(axis_pairs(*axis) for axis in zip(spatial, kernel, dil, stride, causal)))
 
 
 def useful_flops(problem) -> float:
@@ -368,7 +283,7 @@ def run(args: argparse.Namespace) -> tuple[Recorder, bool]:
         cfg = _resolved(problem, [])
         eff = _tile_efficiency(problem, cfg)
         for impl, ms in res.items():
-            useful = flops if impl in ("natten-triton", "flex-na") else dense_flops
+            useful = flops if impl in ("natten-triton", "flex-na", "natten-flex") else dense_flops
             rate = useful / (ms * 1e-3)
             ours = impl == "natten-triton"
             lines.append(
@@ -385,7 +300,7 @@ def run(args: argparse.Namespace) -> tuple[Recorder, bool]:
                     first_call_s=first_call if ours else None,
                     max_diff_vs_natten=flex_diff if impl == "flex-na" else None,
                     max_diff_ok=flex_diff_ok if impl == "flex-na" else None,
-                    valid=True if ours else (flex_ok if impl == "flex-na" else None),
+                    valid=True if ours or impl == "natten-flex" else (flex_ok if impl == "flex-na" else None),
                 )
             )
         if pid in TARGETS and cudnn_rate and valid:
