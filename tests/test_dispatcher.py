@@ -222,3 +222,15 @@ def test_autotuner_picks_the_faster_backend(slow_backend):
     SLOW_CALLS.clear()
     natten.functional.na1d(q, q, q, 3)
     assert not SLOW_CALLS
+
+
+def test_flex_runs_what_the_cpu_backend_cannot():
+    """Without the compiled library (the cpu backend unusable), FlexAttention's CPU path is chosen."""
+    import dataclasses
+
+    from natten_kernels.backends.cpu import CPU
+    from natten_kernels.backends.flex import FLEX_CPU
+
+    broken = dataclasses.replace(CPU, unavailable_reason=lambda: "libnatten_kernels.so is missing")
+    problem = _problem(features=frozenset({"causal", "rpb", "backward"}))
+    assert dispatcher.select(problem, backends=[broken, FLEX_CPU]).name == "flex-cpu"

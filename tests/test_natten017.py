@@ -111,12 +111,23 @@ def test_natten_deterministic_mode():
     NattenContext.reset()
 
 
-def test_flex_requests_are_accepted_and_say_they_do_nothing():
-    with pytest.warns(UserWarning, match="no FlexAttention backend"):
-        natten.use_fused_na(True, use_flex_attention=True)
-    with pytest.warns(UserWarning, match="no FlexAttention backend"):
-        natten.force_flex_attention()
-    assert natten.is_fused_na_enabled()
+def test_flex_requests_select_the_flex_backend(monkeypatch):
+    """0.17's use_flex_attention / force_flex_attention prefer / force the FlexAttention backend."""
+    from natten_kernels.backends import flex
+
+    calls = []
+    real = flex.forward
+    monkeypatch.setattr(flex, "forward", lambda *a: calls.append(1) or real(*a))
+    q = torch.randn(1, 9, 2, 8, dtype=torch.float64)
+    expected = natten.functional.na1d(q, q, q, 3)
+    natten.use_fused_na(True, use_flex_attention=True)
+    assert natten.is_fused_na_enabled() and natten.context.preferred_backend() == ("flex", False)
+    torch.testing.assert_close(natten.functional.na1d(q, q, q, 3), expected)
+    assert calls == [1]
+    natten.force_flex_attention()
+    assert natten.context.preferred_backend() == ("flex", True)
+    natten.functional.na1d(q, q, q, 3)
+    assert calls == [1, 1]
 
 
 @pytest.mark.parametrize("rank", [1, 2, 3])

@@ -45,3 +45,13 @@ def test_at_scale(backend, case):
 
     natten.use_backend(backend, force=True)
     check_case(case, "cuda", per_case=1, extra=4)
+
+
+def test_dispatcher_picks_flex_where_only_it_fits():
+    """Head dim 20 is no multiple of 8: Triton refuses it, so the default dispatch runs Flex."""
+    from cases import Case
+    from natten.functional.dispatch import select_backend
+
+    case = Case((32, 40), (7, 9), (1, 2), (1, 1), (False, True), head_dim=20, head_dim_v=20, dtype=torch.float16)
+    assert select_backend(case.problem("fused", "cuda")).name == "flex"
+    check(case, "cuda", run_api)

@@ -110,14 +110,16 @@ def use_fused_na(
     force_flex = check_bool(force_flex_attention, "use_fused_na: force_flex_attention")
     _settings.fused_na = mode
     use_kv_parallelism_in_fused_na(mode and kv_parallel)
-    _no_flex(use_flex or force_flex)
+    if use_flex or force_flex:
+        use_backend("flex", force=force_flex)
 
 
 def use_backend(name: str | None, force: bool = False) -> None:
     """Make the dispatcher try backend ``name`` first (``python -m natten.info`` lists them), falling
     back to the others where it cannot run a problem; with ``force=True`` use only it (a problem it
-    cannot run raises NotImplementedError with its reason). It applies to the op family (fused or
-    unfused) the backend has. ``None`` restores the default order.
+    cannot run raises NotImplementedError with its reason). A name also selects the backends named
+    ``<name>-<device>`` (``"flex"``: ``flex`` on CUDA and ``flex-cpu``). It applies to the op family
+    (fused or unfused) the backend has. ``None`` restores the default order.
 
     Raises:
         ValueError: ``name`` is not a registered backend.
@@ -136,19 +138,14 @@ def preferred_backend() -> tuple[str | None, bool]:
     return _settings.backend, _settings.backend_forced
 
 
-def _no_flex(asked: bool) -> None:
-    if asked:
-        warnings.warn("natten has no FlexAttention backend yet: the request has no effect", UserWarning, stacklevel=3)
-
-
 def use_flex_attention() -> None:
-    """NATTEN 0.17: route fused ops to FlexAttention. Accepted; no effect here (warns)."""
-    _no_flex(True)
+    """NATTEN 0.17: prefer the FlexAttention backend for the fused ops (``use_backend("flex")``)."""
+    use_backend("flex")
 
 
 def force_flex_attention() -> None:
-    """NATTEN 0.17: force FlexAttention. Accepted; no effect here (warns)."""
-    _no_flex(True)
+    """NATTEN 0.17: use only the FlexAttention backend for the fused ops (``use_backend("flex", force=True)``)."""
+    use_backend("flex", force=True)
 
 
 def enable_fused_na() -> None:

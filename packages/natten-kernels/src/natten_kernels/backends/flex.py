@@ -466,6 +466,15 @@ def backward_configs(info: TuningInfo) -> list[list[int]]:
 
 
 _FEATURES = frozenset({"causal", "dilation", "stride", "rpb", "additional_kv", "gqa", "backward"})
+# Both backends run natten::flex_na_fused_forward/backward (schemas from ops/spec.py): these functions,
+# which pick the CUDA or the CPU path by the tensors' device.
+_OPS = dict(
+    op_prefix="flex_",
+    kernels={
+        "na_fused_forward": "natten_kernels.backends.flex:forward",
+        "na_fused_backward": "natten_kernels.backends.flex:backward",
+    },
+)
 
 # Compiled Flex on CUDA: Triton kernels (FLASH on request). No forward-mode AD; the bias gradient is
 # accumulated by atomics (q/k/v gradients are not), so deterministic backward is not declared.
@@ -481,6 +490,7 @@ FLEX = Backend(
     unavailable_reason=cuda_unavailable_reason,
     forward_configs=forward_configs,
     backward_configs=backward_configs,
+    **_OPS,
 )
 
 # Flex's eager implementation on the CPU: dense, exact, every float dtype and head dim, deterministic.
@@ -491,4 +501,5 @@ FLEX_CPU = Backend(
     dtypes=frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64}),
     features=_FEATURES | {"deterministic_backward"},
     unavailable_reason=cpu_unavailable_reason,
+    **_OPS,
 )

@@ -72,9 +72,9 @@ def backends_for(problem: Problem, first: bool = False) -> list[Backend]:
     the families it has."""
     order = BACKENDS
     name, forced = context.preferred_backend()
-    chosen = [b for b in BACKENDS if b.name == name and problem.family in b.families]
+    chosen = [b for b in BACKENDS if b.name in (name, f"{name}-{problem.device}") and problem.family in b.families]
     if chosen:
-        order = chosen if forced else chosen + [b for b in BACKENDS if b.name != name]
+        order = chosen if forced else chosen + [b for b in BACKENDS if b not in chosen]
     return dispatcher.candidates(problem, context.disabled_backend_kinds(), order, first)
 
 
