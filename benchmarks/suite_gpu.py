@@ -106,10 +106,19 @@ def _flex_anchors(problem, q, k, v, qh, kh, vh, reference, sampled) -> dict:
     res["flex_diff_ok"] = res["flex_max_diff"] <= 2 * tolerance(exact, q.dtype)[0]
     res["flex_ok"] = check_sampled(_at(out, spatial, qs), exact, q.dtype).ok
     args = (None, None, None, list(kernel), list(dil), list(stride), list(causal), q.shape[-1] ** -0.5)
-    if check_sampled(_at(natten_flex.forward(q, k, v, *args)[0], spatial, qs), exact, q.dtype).ok:
-        res["natten-flex"] = bench(lambda: natten_flex.forward(q, k, v, *args))
-    else:
-        print(f"  {_pid}: natten-flex INVALID at the sampled queries")
+    kernels = [("natten-flex", [])]
+    if natten_flex.flash_available():  # Flex's FLASH (FlashAttention-4) kernels, where they are installed
+        kernels.append(("natten-flex-flash", [natten_flex.FLASH]))
+    for name, config in kernels:
+        try:
+            ok = check_sampled(_at(natten_flex.forward(q, k, v, *args, config)[0], spatial, qs), exact, q.dtype).ok
+        except Exception as e:  # a kernel that cannot compile this problem is reported, not fatal
+            print(f"  {_pid}: {name} failed: {e!s:.200}")
+            continue
+        if ok:
+            res[name] = bench(lambda c=config: natten_flex.forward(q, k, v, *args, c))
+        else:
+            print(f"  {_pid}: {name} INVALID at the sampled queries")
     return res
 
 
@@ -283,7 +292,7 @@ def run(args: argparse.Namespace) -> tuple[Recorder, bool]:
         cfg = _resolved(problem, [])
         eff = _tile_efficiency(problem, cfg)
         for impl, ms in res.items():
-            useful = flops if impl in ("natten-triton", "flex-na", "natten-flex") else dense_flops
+            useful = flops if impl in ("natten-triton", "flex-na", "natten-flex", "natten-flex-flash") else dense_flops
             rate = useful / (ms * 1e-3)
             ours = impl == "natten-triton"
             lines.append(
@@ -300,7 +309,7 @@ def run(args: argparse.Namespace) -> tuple[Recorder, bool]:
                     first_call_s=first_call if ours else None,
                     max_diff_vs_natten=flex_diff if impl == "flex-na" else None,
                     max_diff_ok=flex_diff_ok if impl == "flex-na" else None,
-                    valid=True if ours or impl == "natten-flex" else (flex_ok if impl == "flex-na" else None),
+                    valid=True if ours or impl.startswith("natten-flex") else (flex_ok if impl == "flex-na" else None),
                 )
             )
         if pid in TARGETS and cudnn_rate and valid:

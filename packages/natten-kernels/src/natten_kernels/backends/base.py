@@ -78,6 +78,9 @@ class Backend:
     # the autotuner's candidates. ``[]`` lets the kernel decide.
     forward_configs: Callable[[TuningInfo], list[list[int]]] = field(default=_default_configs, compare=False)
     backward_configs: Callable[[TuningInfo], list[list[int]]] = field(default=_default_configs, compare=False)
+    # Whether the autotuner may time it against the other backends that fit (not a dense fallback whose
+    # memory grows with tokens^2).
+    autotune: bool = True
     # What the unfused ops pass as ``config`` so that the device's kernel runs this backend's variant.
     unfused_config: tuple[int, ...] = ()
     # The ops this backend runs are ``natten::<op_prefix><op>``: its own names, or (empty prefix) the

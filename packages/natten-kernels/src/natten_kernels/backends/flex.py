@@ -501,5 +501,6 @@ FLEX_CPU = Backend(
     dtypes=frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64}),
     features=_FEATURES | {"deterministic_backward"},
     unavailable_reason=cpu_unavailable_reason,
+    autotune=False,  # dense: timing it on a large problem could exhaust memory
     **_OPS,
 )

@@ -90,8 +90,10 @@ def _tuning() -> bool:
 
 
 def _backend(backends, info, tensors, op_args):
-    """The first backend that fits, or with the forward autotuner on, the fastest of those that fit
-    (each timed with its default config; cached per problem like the configs)."""
+    """The first backend that fits, or with the forward autotuner on, the fastest of the first and the
+    others that fit and allow it (``Backend.autotune``), each timed with its default config once per
+    problem (cached like the configs)."""
+    backends = [backends[0], *(b for b in backends[1:] if b.autotune)]
     if len(backends) == 1 or not _tuning():
         return backends[0]
     steps = context.get_autotuner_steps()
