@@ -8,13 +8,8 @@ tests/gpu, covers those; interpreting there would also switch the real kernels o
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import traceback
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,6 +20,7 @@ pytest.importorskip("triton")
 
 from cases import Case
 from gpu.naref import check, run_launchers
+from interpret import run_interpreted
 
 F32, F16 = torch.float32, torch.float16
 
@@ -112,19 +108,7 @@ def run_all() -> dict:
 
 @pytest.fixture(scope="module")
 def interpreted():
-    """The interpreter must be on before triton is first imported, and importing torch/natten in this
-    process may already have imported triton; so the kernels run in one fresh interpreter process."""
-    here = Path(__file__).resolve().parent
-    code = (
-        f"import json, sys; sys.path[:0] = [{str(here)!r}]\n"
-        "import test_triton_interpret as t\n"
-        "print('@@' + json.dumps(t.run_all()))\n"
-    )
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1200)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@")]
-    assert proc.returncode == 0 and lines, f"interpreter run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return json.loads(lines[-1][2:])
+    return run_interpreted("test_triton_interpret")
 
 
 @pytest.mark.parametrize("name", [r[0] for r in RUNS])

@@ -11,17 +11,17 @@ from natten_kernels.triton.fused_geometry import (
     _box_rows,
     _cols,
     _dot,
-    _group,
     _inverse,
+    _key_box,
     _kv_descriptor,
-    _mask_axis,
+    _mask_box,
     _mask_inverse,
     _off,
     _rows_ok,
-    _span,
-    _split,
-    _window,
+    _windows,
 )
+from natten_kernels.triton.prologue import _program_box, _tile_at
+from natten_kernels.triton.rpb_pairs import _rel_pairs, _rel_position
 
 
 @triton.jit
@@ -112,17 +112,9 @@ def na_bwd_dq_kernel(
     h = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
     hk = h // QPK
-    grp = pid % G
-    tile = pid // G
-    g0, g1, g2, n0, n1, n2 = _group(grp, L0, L1, L2, DL0, DL1, DL2)
-    qb0 = (tile // (NT1 * NT2)) * T0
-    qb1 = ((tile // NT2) % NT1) * T1
-    qb2 = (tile % NT2) * T2
-    r0, r1, r2 = _box_rows(BLOCK_Q, T1, T2)
-    qi0 = qb0 + r0
-    qi1 = qb1 + r1
-    qi2 = qb2 + r2
-    qvalid = _rows_ok(qi0, qi1, qi2, n0, n1, n2, RANK)
+    g0, g1, g2, n0, n1, n2, qb0, qb1, qb2, qi0, qi1, qi2, qvalid = _program_box(
+        pid, G, L0, L1, L2, DL0, DL1, DL2, NT1, NT2, T0, T1, T2, RANK
+    )
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     x0 = g0 + qi0 * DL0
@@ -142,14 +134,10 @@ def na_bwd_dq_kernel(
     lse2 = tl.load(LSE + l_row, mask=qvalid, other=float("inf")) * 1.4426950408889634
     delta = tl.load(DELTA + l_row, mask=qvalid, other=0.0)
 
-    qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
-    qs1, qe1 = _window(qi1, n1, KS1, ST1, C1)
-    qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
-    kl2, nk2, hi2, smax2, emin2 = _span(qb2, T2, n2, KS2, ST2, C2, KB2)
-    kl1, nk1, hi1, smax1, emin1 = _span(qb1, T1, n1, KS1, ST1, C1, KB1)
-    kl0, nk0, hi0, smax0, emin0 = _span(qb0, T0, n0, KS0, ST0, C0, KB0)
-    tile_ok = (qb0 < n0) & (qb1 < n1) & (qb2 < n2)
-    total = nk0 * nk1 * nk2 * tile_ok.to(tl.int32)
+    qs0, qe0, qs1, qe1, qs2, qe2 = _windows(qi0, qi1, qi2, n0, n1, n2, KS0, KS1, KS2, ST0, ST1, ST2, C0, C1, C2)
+    kl0, kl1, kl2, nk1, nk2, hi0, hi1, hi2, smax0, smax1, smax2, emin0, emin1, emin2, total = _key_box(
+        qb0, qb1, qb2, n0, n1, n2, KS0, KS1, KS2, ST0, ST1, ST2, C0, C1, C2, T0, T1, T2, KB0, KB1, KB2
+    )
 
     c0, c1, c2 = _box_rows(BLOCK_K, KB1, KB2)
     if not TMA_HOST:
@@ -165,13 +153,7 @@ def na_bwd_dq_kernel(
             v_rel = _off(c0, c1, c2, DL0, DL1, DL2, sv0, sv1, sv2, REL64)[:, None] + offs_dv[None, :]
     dq = tl.zeros([BLOCK_Q, BLOCK_D], tl.float32)
     for t in range(0, total):
-        i0, i1, i2 = _split(t, nk1, nk2, RANK)
-        kb0 = kl0 + i0 * KB0
-        kb1 = kl1 + i1 * KB1
-        kb2 = kl2 + i2 * KB2
-        kj0 = kb0 + c0
-        kj1 = kb1 + c1
-        kj2 = kb2 + c2
+        kb0, kb1, kb2, kj0, kj1, kj2 = _tile_at(t, kl0, kl1, kl2, nk1, nk2, c0, c1, c2, KB0, KB1, KB2, RANK)
         kvalid = _rows_ok(kj0, kj1, kj2, hi0, hi1, hi2, RANK)
         if TMA_HOST:
             k = tl.reshape(K.load([tl.program_id(2), kb0, kb1, kb2, hk * HEAD_DIM]), [BLOCK_K, BLOCK_D])
@@ -197,28 +179,12 @@ def na_bwd_dq_kernel(
         dp = _dot(do, tl.trans(v), PREC)
         if HAS_RPB:
             s += _bias(
-                RPB,
-                s_rh,
-                s_r0,
-                s_r1,
-                s_r2,
-                h,
-                KS0,
-                KS1,
-                KS2,
-                qi0[:, None],
-                qi1[:, None],
-                qi2[:, None],
-                kj0[None, :],
-                kj1[None, :],
-                kj2[None, :],
-                qvalid[:, None] & kvalid[None, :],
+                RPB, s_rh, s_r0, s_r1, s_r2, h, KS0, KS1, KS2, qi0, qi1, qi2, qvalid, kj0, kj1, kj2, kvalid, False
             )
-        s = _mask_axis(s, kb2, KB2, smax2, emin2, kj2[None, :], qs2[:, None], qe2[:, None])
-        if RANK >= 2:
-            s = _mask_axis(s, kb1, KB1, smax1, emin1, kj1[None, :], qs1[:, None], qe1[:, None])
-        if RANK >= 3:
-            s = _mask_axis(s, kb0, KB0, smax0, emin0, kj0[None, :], qs0[:, None], qe0[:, None])
+        s = _mask_box(
+            s, kb0, kb1, kb2, KB0, KB1, KB2, smax0, smax1, smax2, emin0, emin1, emin2, kj0, kj1, kj2,
+            qs0, qe0, qs1, qe1, qs2, qe2, RANK,
+        )  # fmt: skip
         if SCALE_FIRST:
             p = tl.exp2(s - lse2[:, None])
         else:  # the scale rides in one fused multiply-add (masked -inf stays -inf: the scale is > 0)
@@ -354,17 +320,9 @@ def na_bwd_dkdv_kernel(
     pid = tl.program_id(0)
     hk = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
-    grp = pid % G
-    tile = pid // G
-    g0, g1, g2, n0, n1, n2 = _group(grp, L0, L1, L2, DL0, DL1, DL2)
-    kb0 = (tile // (NK1 * NK2)) * KB0
-    kb1 = ((tile // NK2) % NK1) * KB1
-    kb2 = (tile % NK2) * KB2
-    c0, c1, c2 = _box_rows(BLOCK_K, KB1, KB2)
-    kj0 = kb0 + c0
-    kj1 = kb1 + c1
-    kj2 = kb2 + c2
-    kvalid = _rows_ok(kj0, kj1, kj2, n0, n1, n2, RANK)
+    g0, g1, g2, n0, n1, n2, kb0, kb1, kb2, kj0, kj1, kj2, kvalid = _program_box(
+        pid, G, L0, L1, L2, DL0, DL1, DL2, NK1, NK2, KB0, KB1, KB2, RANK
+    )
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     y0 = g0 + kj0 * DL0
@@ -410,13 +368,7 @@ def na_bwd_dkdv_kernel(
     for t in range(0, total):
         h = hk * QPK + t // ntiles
         hh = h.to(tl.int64)
-        i0, i1, i2 = _split(t % ntiles, nq1, nq2, RANK)
-        qb0 = pl0 + i0 * T0
-        qb1 = pl1 + i1 * T1
-        qb2 = pl2 + i2 * T2
-        qi0 = qb0 + r0
-        qi1 = qb1 + r1
-        qi2 = qb2 + r2
+        qb0, qb1, qb2, qi0, qi1, qi2 = _tile_at(t % ntiles, pl0, pl1, pl2, nq1, nq2, r0, r1, r2, T0, T1, T2, RANK)
         qvalid = _rows_ok(qi0, qi1, qi2, n0, n1, n2, RANK)
         l_off = l_base + hh * slh + _off(qb0, qb1, qb2, DL0, DL1, DL2, sl0, sl1, sl2, True)
         if TMA_HOST:
@@ -435,22 +387,7 @@ def na_bwd_dkdv_kernel(
             st = st * qk_scale
         if HAS_RPB:
             st += _bias(
-                RPB,
-                s_rh,
-                s_r0,
-                s_r1,
-                s_r2,
-                h,
-                KS0,
-                KS1,
-                KS2,
-                qi0[None, :],
-                qi1[None, :],
-                qi2[None, :],
-                kj0[:, None],
-                kj1[:, None],
-                kj2[:, None],
-                kvalid[:, None] & qvalid[None, :],
+                RPB, s_rh, s_r0, s_r1, s_r2, h, KS0, KS1, KS2, qi0, qi1, qi2, qvalid, kj0, kj1, kj2, kvalid, True
             )
         # keys past the group need no mask of their own: a partially visited axis masks them (windows end
         # within the group) and a fully visited one has none
@@ -540,14 +477,7 @@ def na_bwd_drpb_kernel(
     ridx = tl.program_id(0)
     h = tl.program_id(1)
     hk = h // QPK
-    R1 = 2 * KS1 - 1
-    R2 = 2 * KS2 - 1
-    i0 = ridx // (R1 * R2)
-    i1 = (ridx // R2) % R1
-    i2 = ridx % R2
-    rel0 = i0 - (KS0 - 1)
-    rel1 = i1 - (KS1 - 1)
-    rel2 = i2 - (KS2 - 1)
+    i0, i1, i2, rel0, rel1, rel2 = _rel_position(ridx, KS0, KS1, KS2)
     bias = tl.load(RPB + h * s_rh + i0 * s_r0 + i1 * s_r1 + i2 * s_r2).to(tl.float32)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
@@ -561,25 +491,9 @@ def na_bwd_drpb_kernel(
         b = tl.cast(bi, tl.int64)
         for start in range(0, N, BLOCK_T):
             i = start + tl.arange(0, BLOCK_T)
-            x0 = i // (L1 * L2)
-            x1 = (i // L2) % L1
-            x2 = i % L2
-            p0 = x0 // DL0
-            p1 = x1 // DL1
-            p2 = x2 // DL2
-            gg0 = x0 % DL0
-            gg1 = x1 % DL1
-            gg2 = x2 % DL2
-            n0 = (L0 - gg0 + DL0 - 1) // DL0
-            n1 = (L1 - gg1 + DL1 - 1) // DL1
-            n2 = (L2 - gg2 + DL2 - 1) // DL2
-            s0, e0 = _window(p0, n0, KS0, ST0, False)
-            s1, e1 = _window(p1, n1, KS1, ST1, False)
-            s2, e2 = _window(p2, n2, KS2, ST2, False)
-            j0 = p0 + rel0
-            j1 = p1 + rel1
-            j2 = p2 + rel2
-            valid = (i < N) & (j0 >= s0) & (j0 < e0) & (j1 >= s1) & (j1 < e1) & (j2 >= s2) & (j2 < e2)
+            x0, x1, x2, gg0, gg1, gg2, j0, j1, j2, _s0, _s1, _s2, valid = _rel_pairs(
+                i, N, L0, L1, L2, DL0, DL1, DL2, KS0, KS1, KS2, ST0, ST1, ST2, rel0, rel1, rel2
+            )
             y0 = (gg0 + j0 * DL0).to(tl.int64)
             y1 = (gg1 + j1 * DL1).to(tl.int64)
             y2 = (gg2 + j2 * DL2).to(tl.int64)
@@ -603,4 +517,4 @@ def na_bwd_drpb_kernel(
             p = tl.exp(s - lse)
             dp = tl.sum(do * v, 1)
             acc += tl.where(valid, p * (dp - delta), 0.0)
-    tl.store(DRPB + h * (R1 * R2 * (2 * KS0 - 1)) + ridx, tl.sum(acc, 0))
+    tl.store(DRPB + h * ((2 * KS1 - 1) * (2 * KS2 - 1) * (2 * KS0 - 1)) + ridx, tl.sum(acc, 0))

@@ -11,15 +11,14 @@ from natten_kernels.triton.fused_geometry import (
     _box_rows,
     _cols,
     _dot,
-    _group,
+    _key_box,
     _kv_descriptor,
-    _mask_axis,
+    _mask_box,
     _off,
     _rows_ok,
-    _span,
-    _split,
-    _window,
+    _windows,
 )
+from natten_kernels.triton.prologue import _program_box, _tile_at
 
 
 @triton.jit
@@ -108,18 +107,9 @@ def na_fwd_kernel(
     h = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
     hk = h // QPK
-    grp = pid % G
-    tile = pid // G
-    g0, g1, g2, n0, n1, n2 = _group(grp, L0, L1, L2, DL0, DL1, DL2)
-    qb0 = (tile // (NT1 * NT2)) * T0
-    qb1 = ((tile // NT2) % NT1) * T1
-    qb2 = (tile % NT2) * T2
-
-    r0, r1, r2 = _box_rows(BLOCK_Q, T1, T2)
-    qi0 = qb0 + r0
-    qi1 = qb1 + r1
-    qi2 = qb2 + r2
-    qvalid = _rows_ok(qi0, qi1, qi2, n0, n1, n2, RANK)
+    g0, g1, g2, n0, n1, n2, qb0, qb1, qb2, qi0, qi1, qi2, qvalid = _program_box(
+        pid, G, L0, L1, L2, DL0, DL1, DL2, NT1, NT2, T0, T1, T2, RANK
+    )
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     if Q_TMA:
@@ -133,14 +123,10 @@ def na_fwd_kernel(
         )
 
     # per-query windows (used on partial tiles only) and, per axis, the key tiles of this query tile
-    qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
-    qs1, qe1 = _window(qi1, n1, KS1, ST1, C1)
-    qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
-    kl2, nk2, hi2, smax2, emin2 = _span(qb2, T2, n2, KS2, ST2, C2, KB2)
-    kl1, nk1, hi1, smax1, emin1 = _span(qb1, T1, n1, KS1, ST1, C1, KB1)
-    kl0, nk0, hi0, smax0, emin0 = _span(qb0, T0, n0, KS0, ST0, C0, KB0)
-    tile_ok = (qb0 < n0) & (qb1 < n1) & (qb2 < n2)
-    total = nk0 * nk1 * nk2 * tile_ok.to(tl.int32)
+    qs0, qe0, qs1, qe1, qs2, qe2 = _windows(qi0, qi1, qi2, n0, n1, n2, KS0, KS1, KS2, ST0, ST1, ST2, C0, C1, C2)
+    kl0, kl1, kl2, nk1, nk2, hi0, hi1, hi2, smax0, smax1, smax2, emin0, emin1, emin2, total = _key_box(
+        qb0, qb1, qb2, n0, n1, n2, KS0, KS1, KS2, ST0, ST1, ST2, C0, C1, C2, T0, T1, T2, KB0, KB1, KB2
+    )
 
     c0, c1, c2 = _box_rows(BLOCK_K, KB1, KB2)
     if not TMA_HOST:
@@ -161,13 +147,7 @@ def na_fwd_kernel(
     l_i = tl.zeros([BLOCK_Q], tl.float32)
     acc = tl.zeros([BLOCK_Q, BLOCK_DV], tl.float32)
     for t in range(0, total):
-        i0, i1, i2 = _split(t, nk1, nk2, RANK)
-        kb0 = kl0 + i0 * KB0
-        kb1 = kl1 + i1 * KB1
-        kb2 = kl2 + i2 * KB2
-        kj0 = kb0 + c0
-        kj1 = kb1 + c1
-        kj2 = kb2 + c2
+        kb0, kb1, kb2, kj0, kj1, kj2 = _tile_at(t, kl0, kl1, kl2, nk1, nk2, c0, c1, c2, KB0, KB1, KB2, RANK)
         if TMA_HOST:
             k = tl.reshape(K.load([tl.program_id(2), kb0, kb1, kb2, hk * HEAD_DIM]), [BLOCK_K, BLOCK_D])
         elif TMA:
@@ -183,29 +163,12 @@ def na_fwd_kernel(
         else:  # the scale rides in the row max and in one fused multiply-add before exp2
             s_scale = qk_scale
         if HAS_RPB:
-            s += _bias(
-                RPB,
-                s_rh,
-                s_r0,
-                s_r1,
-                s_r2,
-                h,
-                KS0,
-                KS1,
-                KS2,
-                qi0[:, None],
-                qi1[:, None],
-                qi2[:, None],
-                kj0[None, :],
-                kj1[None, :],
-                kj2[None, :],
-                qvalid[:, None] & _rows_ok(kj0, kj1, kj2, hi0, hi1, hi2, RANK)[None, :],
-            )
-        s = _mask_axis(s, kb2, KB2, smax2, emin2, kj2[None, :], qs2[:, None], qe2[:, None])
-        if RANK >= 2:
-            s = _mask_axis(s, kb1, KB1, smax1, emin1, kj1[None, :], qs1[:, None], qe1[:, None])
-        if RANK >= 3:
-            s = _mask_axis(s, kb0, KB0, smax0, emin0, kj0[None, :], qs0[:, None], qe0[:, None])
+            k_ok = _rows_ok(kj0, kj1, kj2, hi0, hi1, hi2, RANK)
+            s += _bias(RPB, s_rh, s_r0, s_r1, s_r2, h, KS0, KS1, KS2, qi0, qi1, qi2, qvalid, kj0, kj1, kj2, k_ok, False)
+        s = _mask_box(
+            s, kb0, kb1, kb2, KB0, KB1, KB2, smax0, smax1, smax2, emin0, emin1, emin2, kj0, kj1, kj2,
+            qs0, qe0, qs1, qe1, qs2, qe2, RANK,
+        )  # fmt: skip
         m_new = tl.maximum(m_i, tl.max(s, 1) * s_scale)
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp2(m_i - m_safe)

@@ -110,24 +110,7 @@ def na_fwd_groups_kernel(
         else:  # the scale rides in the row max and in one fused multiply-add before exp2
             s_scale = qk_scale
         if HAS_RPB:
-            s += _bias(
-                RPB,
-                s_rh,
-                s_r0,
-                s_r1,
-                s_r2,
-                h,
-                KS0,
-                KS1,
-                KS2,
-                c0[:, None],
-                c1[:, None],
-                c2[:, None],
-                c0[None, :],
-                c1[None, :],
-                c2[None, :],
-                valid[:, None] & valid[None, :],
-            )
+            s += _bias(RPB, s_rh, s_r0, s_r1, s_r2, h, KS0, KS1, KS2, c0, c1, c2, valid, c0, c1, c2, valid, False)
         if TOKENS < BLOCK:
             s = tl.where(valid[None, :], s, float("-inf"))
         m = tl.max(s, 1) * s_scale

@@ -44,6 +44,16 @@ def _window(p, n, K, S, CAUSAL: tl.constexpr):
 
 
 @triton.jit
+def _windows(i0, i1, i2, n0, n1, n2, KS0, KS1, KS2, ST0, ST1, ST2, C0: tl.constexpr, C1: tl.constexpr,
+             C2: tl.constexpr):  # fmt: skip
+    """``_window`` on each axis: ``start0, end0, start1, end1, start2, end2``."""
+    s0, e0 = _window(i0, n0, KS0, ST0, C0)
+    s1, e1 = _window(i1, n1, KS1, ST1, C1)
+    s2, e2 = _window(i2, n2, KS2, ST2, C2)
+    return s0, e0, s1, e1, s2, e2
+
+
+@triton.jit
 def _group(grp, L0, L1, L2, D0, D1, D2):
     g0 = grp // (D1 * D2)
     g1 = (grp // D2) % D1
@@ -89,6 +99,20 @@ def _span(qb, T: tl.constexpr, n, KS, ST, C: tl.constexpr, KB: tl.constexpr):
 
 
 @triton.jit
+def _key_box(qb0, qb1, qb2, n0, n1, n2, KS0, KS1, KS2, ST0, ST1, ST2, C0: tl.constexpr, C1: tl.constexpr,
+             C2: tl.constexpr, T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr, KB0: tl.constexpr,
+             KB1: tl.constexpr, KB2: tl.constexpr):  # fmt: skip
+    """``_span`` on each axis (inner first) and the number of key tiles the query tile visits (none for a
+    tile past its group)."""
+    kl2, nk2, hi2, smax2, emin2 = _span(qb2, T2, n2, KS2, ST2, C2, KB2)
+    kl1, nk1, hi1, smax1, emin1 = _span(qb1, T1, n1, KS1, ST1, C1, KB1)
+    kl0, nk0, hi0, smax0, emin0 = _span(qb0, T0, n0, KS0, ST0, C0, KB0)
+    tile_ok = (qb0 < n0) & (qb1 < n1) & (qb2 < n2)
+    total = nk0 * nk1 * nk2 * tile_ok.to(tl.int32)
+    return kl0, kl1, kl2, nk1, nk2, hi0, hi1, hi2, smax0, smax1, smax2, emin0, emin1, emin2, total
+
+
+@triton.jit
 def _inside(kj, qs, qe):
     """``qs <= kj < qe`` in one unsigned compare (a key left of the window wraps to a huge value)."""
     return (kj - qs).to(tl.uint32) < (qe - qs).to(tl.uint32)
@@ -101,6 +125,18 @@ def _mask_axis(s, kb, KB: tl.constexpr, smax, emin, kj, qs, qe):
     only pays for the axes on which it is partially visited. ``kj``/``qs``/``qe`` come pre-broadcast."""
     if (smax > kb) | (kb + KB > emin):
         s = tl.where(_inside(kj, qs, qe), s, float("-inf"))
+    return s
+
+
+@triton.jit
+def _mask_box(s, kb0, kb1, kb2, KB0: tl.constexpr, KB1: tl.constexpr, KB2: tl.constexpr, smax0, smax1, smax2,
+              emin0, emin1, emin2, kj0, kj1, kj2, qs0, qe0, qs1, qe1, qs2, qe2, RANK: tl.constexpr):  # fmt: skip
+    """``_mask_axis`` on each active axis of a ``[queries, keys]`` tile (inner axis first)."""
+    s = _mask_axis(s, kb2, KB2, smax2, emin2, kj2[None, :], qs2[:, None], qe2[:, None])
+    if RANK >= 2:
+        s = _mask_axis(s, kb1, KB1, smax1, emin1, kj1[None, :], qs1[:, None], qe1[:, None])
+    if RANK >= 3:
+        s = _mask_axis(s, kb0, KB0, smax0, emin0, kj0[None, :], qs0[:, None], qe0[:, None])
     return s
 
 
@@ -156,11 +192,19 @@ def _dot(a, b, PREC: tl.constexpr):
 
 
 @triton.jit
-def _bias(rpb_ptr, s_rh, s_r0, s_r1, s_r2, h, K0, K1, K2, qi0, qi1, qi2, kj0, kj1, kj2, valid):
-    """rpb[h, (k-1) + (key - query)] per axis, gathered for a [rows, cols] pair grid (log2 units)."""
-    i0 = K0 - 1 + kj0 - qi0
-    i1 = K1 - 1 + kj1 - qi1
-    i2 = K2 - 1 + kj2 - qi2
+def _bias(rpb_ptr, s_rh, s_r0, s_r1, s_r2, h, K0, K1, K2, qi0, qi1, qi2, q_ok, kj0, kj1, kj2, k_ok,
+          KEYS_FIRST: tl.constexpr):  # fmt: skip
+    """rpb[h, (k-1) + (key - query)] per axis (log2 units), gathered for a ``[queries, keys]`` tile
+    (``KEYS_FIRST``: ``[keys, queries]``) from the coordinates and validity of its queries and keys."""
+    if KEYS_FIRST:
+        q0, q1, q2, k0, k1, k2 = qi0[None, :], qi1[None, :], qi2[None, :], kj0[:, None], kj1[:, None], kj2[:, None]
+        valid = k_ok[:, None] & q_ok[None, :]
+    else:
+        q0, q1, q2, k0, k1, k2 = qi0[:, None], qi1[:, None], qi2[:, None], kj0[None, :], kj1[None, :], kj2[None, :]
+        valid = q_ok[:, None] & k_ok[None, :]
+    i0 = K0 - 1 + k0 - q0
+    i1 = K1 - 1 + k1 - q1
+    i2 = K2 - 1 + k2 - q2
     ok = valid & (i0 >= 0) & (i0 < 2 * K0 - 1) & (i1 >= 0) & (i1 < 2 * K1 - 1) & (i2 >= 0) & (i2 < 2 * K2 - 1)
     ptr = rpb_ptr + h * s_rh + i0 * s_r0 + i1 * s_r1 + i2 * s_r2
     return tl.load(ptr, mask=ok, other=0.0).to(tl.float32) * 1.4426950408889634
@@ -195,31 +239,18 @@ def _kv_descriptor(
 
 
 @triton.jit
-def _first_true_end(n, target, K, S, C: tl.constexpr, LOGN):
-    """Smallest group-local query p in [0, n] whose window end exceeds ``target``."""
+def _first_query(n, target, K, S, C: tl.constexpr, LOGN, BY_END: tl.constexpr):
+    """Smallest group-local query p in [0, n] whose window end exceeds ``target`` (``BY_END``), or whose
+    window start is >= ``target``: windows move monotonically with p, so a binary search."""
     lo = n * 0
     hi = n + 0
     for _ in range(0, LOGN):
         mid = (lo + hi) // 2
-        _s, e = _window(mid, n, K, S, C)
-        go = e > target
-        active = lo < hi
-        up = (active & go).to(tl.int32)
-        dn = (active & (~go)).to(tl.int32)
-        hi = hi + (mid - hi) * up
-        lo = lo + (mid + 1 - lo) * dn
-    return lo
-
-
-@triton.jit
-def _first_start_at_least(n, target, K, S, C: tl.constexpr, LOGN):
-    """Smallest group-local query p in [0, n] whose window start is >= ``target``."""
-    lo = n * 0
-    hi = n + 0
-    for _ in range(0, LOGN):
-        mid = (lo + hi) // 2
-        st, _e = _window(mid, n, K, S, C)
-        go = st >= target
+        st, e = _window(mid, n, K, S, C)
+        if BY_END:
+            go = e > target
+        else:
+            go = st >= target
         active = lo < hi
         up = (active & go).to(tl.int32)
         dn = (active & (~go)).to(tl.int32)
@@ -231,6 +262,6 @@ def _first_start_at_least(n, target, K, S, C: tl.constexpr, LOGN):
 @triton.jit
 def _inverse(kb, KB: tl.constexpr, n, KS, ST, C: tl.constexpr, T: tl.constexpr, LOGN):
     """Queries whose window meets the key tile ``[kb, kb + KB)`` on one axis: first query, query tiles."""
-    pl = _first_true_end(n, kb, KS, ST, C, LOGN)
-    ph = _first_start_at_least(n, tl.minimum(kb + KB, n), KS, ST, C, LOGN)
+    pl = _first_query(n, kb, KS, ST, C, LOGN, True)
+    ph = _first_query(n, tl.minimum(kb + KB, n), KS, ST, C, LOGN, False)
     return pl, tl.maximum(ph - pl + T - 1, 0) // T

@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from natten_kernels.triton.fused_geometry import _group, _window
+from natten_kernels.triton.prologue import _batch_head, _tile_origin
 from natten_kernels.triton.unfused_kernels import _mm, _offsets
 
 
@@ -36,16 +37,12 @@ def _segment(pid, bh, H, L0, L1, L2, KS2, DL0, DL1, DL2, ST2, NT1, NT2, G,
     their validity and windows, and the keys ``[lo, hi)`` that the segment's slots reach (windows start
     monotonically, so the first and last query bound them)."""
     g0, g1, g2, n0, n1, n2 = _group(pid % G, L0, L1, L2, DL0, DL1, DL2)
-    tile = pid // G
-    x0 = (tile // (NT1 * NT2)) * R0
-    x1 = ((tile // NT2) % NT1) * R1
-    jb = (tile % NT2) * BJ
+    x0, x1, jb = _tile_origin(pid // G, NT1, NT2, R0, R1, BJ)
     j = jb + tl.arange(0, BJ)
     js, je = _window(j, n2, KS2, ST2, C2)
     lo, _e = _window(jb, n2, KS2, ST2, C2)
     last, _e = _window(tl.minimum(jb + BJ, n2) - 1, n2, KS2, ST2, C2)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
+    b, h = _batch_head(bh, H)
     return b, h, g0, g1, g2, n0, n1, n2, x0, x1, j, j < n2, js, je, lo, last + KS2
 
 

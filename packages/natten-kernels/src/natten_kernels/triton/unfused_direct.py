@@ -20,7 +20,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from natten_kernels.triton.fused_geometry import _box_rows, _group, _window
+from natten_kernels.triton.fused_geometry import _windows
+from natten_kernels.triton.prologue import _batch_head, _program_box
 from natten_kernels.triton.unfused_kernels import _offsets
 
 
@@ -29,18 +30,11 @@ def _query_box(pid, bh, H, L0, L1, L2, KS0, KS1, KS2, DL0, DL1, DL2, ST0, ST1, S
                C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
                T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr):  # fmt: skip
     """The program's batch and head, dilation group, group-local queries, their validity and windows."""
-    g0, g1, g2, n0, n1, n2 = _group(pid % G, L0, L1, L2, DL0, DL1, DL2)
-    tile = pid // G
-    r0, r1, r2 = _box_rows(T0 * T1 * T2, T1, T2)
-    qi0 = (tile // (NT1 * NT2)) * T0 + r0
-    qi1 = ((tile // NT2) % NT1) * T1 + r1
-    qi2 = (tile % NT2) * T2 + r2
-    qvalid = (qi0 < n0) & (qi1 < n1) & (qi2 < n2)
-    qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
-    qs1, qe1 = _window(qi1, n1, KS1, ST1, C1)
-    qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
+    g0, g1, g2, n0, n1, n2, _qb0, _qb1, _qb2, qi0, qi1, qi2, qvalid = _program_box(
+        pid, G, L0, L1, L2, DL0, DL1, DL2, NT1, NT2, T0, T1, T2, 0
+    )
+    qs0, qe0, qs1, qe1, qs2, qe2 = _windows(qi0, qi1, qi2, n0, n1, n2, KS0, KS1, KS2, ST0, ST1, ST2, C0, C1, C2)
+    b, h = _batch_head(bh, H)
     return b, h, g0, g1, g2, qi0, qi1, qi2, qvalid, qs0, qe0, qs1, qe1, qs2, qe2
 
 

@@ -27,7 +27,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from natten_kernels.triton.fused_geometry import _box_rows, _first_start_at_least, _first_true_end, _group, _window
+from natten_kernels.triton.fused_geometry import _box_rows, _first_query, _window, _windows
+from natten_kernels.triton.prologue import _batch_head, _program_box, _tile_at
+from natten_kernels.triton.rpb_pairs import _rel_pairs, _rel_position
 
 
 @triton.jit
@@ -59,6 +61,18 @@ def _halo(qb, n, T: tl.constexpr, KB: tl.constexpr, K, S, C: tl.constexpr):
     lo, _e = _window(qb, n, K, S, C)
     _s, hi = _window(tl.minimum(qb + T, n) - 1, n, K, S, C)
     return lo, hi, (hi - lo + KB - 1) // KB
+
+
+@triton.jit
+def _halo_box(qb0, qb1, qb2, n0, n1, n2, KS0, KS1, KS2, ST0, ST1, ST2, C0: tl.constexpr, C1: tl.constexpr,
+              C2: tl.constexpr, T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr, KB0: tl.constexpr,
+              KB1: tl.constexpr, KB2: tl.constexpr):  # fmt: skip
+    """``_halo`` on each axis and the number of key tiles the query tile visits (none past its group)."""
+    lo0, hi0, nk0 = _halo(qb0, n0, T0, KB0, KS0, ST0, C0)
+    lo1, hi1, nk1 = _halo(qb1, n1, T1, KB1, KS1, ST1, C1)
+    lo2, hi2, nk2 = _halo(qb2, n2, T2, KB2, KS2, ST2, C2)
+    total = nk0 * nk1 * nk2 * ((qb0 < n0) & (qb1 < n1) & (qb2 < n2)).to(tl.int32)
+    return lo0, lo1, lo2, hi0, hi1, hi2, nk1, nk2, total
 
 
 @triton.jit
@@ -151,28 +165,16 @@ def na_pairs_kernel(
     BLOCK_Q: tl.constexpr = T0 * T1 * T2
     BLOCK_K: tl.constexpr = KB0 * KB1 * KB2
     pid = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
-    g0, g1, g2, n0, n1, n2 = _group(pid % G, L0, L1, L2, DL0, DL1, DL2)
-    tile = pid // G
-    qb0 = (tile // (NT1 * NT2)) * T0
-    qb1 = ((tile // NT2) % NT1) * T1
-    qb2 = (tile % NT2) * T2
-    r0, r1, r2 = _box_rows(BLOCK_Q, T1, T2)
-    qi0 = qb0 + r0
-    qi1 = qb1 + r1
-    qi2 = qb2 + r2
-    qvalid = (qi0 < n0) & (qi1 < n1) & (qi2 < n2)
+    b, h = _batch_head(tl.program_id(1), H)
+    g0, g1, g2, n0, n1, n2, qb0, qb1, qb2, qi0, qi1, qi2, qvalid = _program_box(
+        pid, G, L0, L1, L2, DL0, DL1, DL2, NT1, NT2, T0, T1, T2, 0
+    )
     a_row = _offsets(b, h, sab, sah, sa0, sa1, sa2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
     w_row = _offsets(b, h, swb, swh, sw0, sw1, sw2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
-    qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
-    qs1, qe1 = _window(qi1, n1, KS1, ST1, C1)
-    qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
-    lo0, hi0, nk0 = _halo(qb0, n0, T0, KB0, KS0, ST0, C0)
-    lo1, hi1, nk1 = _halo(qb1, n1, T1, KB1, KS1, ST1, C1)
-    lo2, hi2, nk2 = _halo(qb2, n2, T2, KB2, KS2, ST2, C2)
-    total = nk0 * nk1 * nk2 * ((qb0 < n0) & (qb1 < n1) & (qb2 < n2)).to(tl.int32)
+    qs0, qe0, qs1, qe1, qs2, qe2 = _windows(qi0, qi1, qi2, n0, n1, n2, KS0, KS1, KS2, ST0, ST1, ST2, C0, C1, C2)
+    lo0, lo1, lo2, hi0, hi1, hi2, nk1, nk2, total = _halo_box(
+        qb0, qb1, qb2, n0, n1, n2, KS0, KS1, KS2, ST0, ST1, ST2, C0, C1, C2, T0, T1, T2, KB0, KB1, KB2
+    )
     c0, c1, c2 = _box_rows(BLOCK_K, KB1, KB2)
     KK = KS0 * KS1 * KS2
     if GATHER:
@@ -181,12 +183,7 @@ def na_pairs_kernel(
         rows = tl.full([BLOCK_Q, KKP], FILL, W.dtype.element_ty)  # gathered in the output dtype: half the traffic
 
     for it in range(0, total):
-        kb0 = lo0 + (it // (nk1 * nk2)) * KB0
-        kb1 = lo1 + ((it // nk2) % nk1) * KB1
-        kb2 = lo2 + (it % nk2) * KB2
-        kj0 = kb0 + c0
-        kj1 = kb1 + c1
-        kj2 = kb2 + c2
+        kb0, kb1, kb2, kj0, kj1, kj2 = _tile_at(it, lo0, lo1, lo2, nk1, nk2, c0, c1, c2, KB0, KB1, KB2, 3)
         kvalid = (kj0 < hi0) & (kj1 < hi1) & (kj2 < hi2)
         b_row = _offsets(b, h, sbb, sbh, sb0, sb1, sb2, g0, g1, g2, kj0, kj1, kj2, DL0, DL1, DL2)
         s = tl.zeros([BLOCK_Q, BLOCK_K], ACC)
@@ -285,30 +282,18 @@ def na_gather_kernel(
     BLOCK_Q: tl.constexpr = T0 * T1 * T2
     BLOCK_K: tl.constexpr = KB0 * KB1 * KB2
     pid = tl.program_id(0)
-    bh = tl.program_id(2)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
-    g0, g1, g2, n0, n1, n2 = _group(pid % G, L0, L1, L2, DL0, DL1, DL2)
-    tile = pid // G
-    qb0 = (tile // (NT1 * NT2)) * T0
-    qb1 = ((tile // NT2) % NT1) * T1
-    qb2 = (tile % NT2) * T2
-    r0, r1, r2 = _box_rows(BLOCK_Q, T1, T2)
-    qi0 = qb0 + r0
-    qi1 = qb1 + r1
-    qi2 = qb2 + r2
-    qvalid = (qi0 < n0) & (qi1 < n1) & (qi2 < n2)
+    b, h = _batch_head(tl.program_id(2), H)
+    g0, g1, g2, n0, n1, n2, qb0, qb1, qb2, qi0, qi1, qi2, qvalid = _program_box(
+        pid, G, L0, L1, L2, DL0, DL1, DL2, NT1, NT2, T0, T1, T2, 0
+    )
     w_row = _offsets(b, h, swb, swh, sw0, sw1, sw2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
     o_row = _offsets(b, h, sob, soh, so0, so1, so2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
     offs = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     dm = offs < HEAD_DIM
-    qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
-    qs1, qe1 = _window(qi1, n1, KS1, ST1, C1)
-    qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
-    lo0, hi0, nk0 = _halo(qb0, n0, T0, KB0, KS0, ST0, C0)
-    lo1, hi1, nk1 = _halo(qb1, n1, T1, KB1, KS1, ST1, C1)
-    lo2, hi2, nk2 = _halo(qb2, n2, T2, KB2, KS2, ST2, C2)
-    total = nk0 * nk1 * nk2 * ((qb0 < n0) & (qb1 < n1) & (qb2 < n2)).to(tl.int32)
+    qs0, qe0, qs1, qe1, qs2, qe2 = _windows(qi0, qi1, qi2, n0, n1, n2, KS0, KS1, KS2, ST0, ST1, ST2, C0, C1, C2)
+    lo0, lo1, lo2, hi0, hi1, hi2, nk1, nk2, total = _halo_box(
+        qb0, qb1, qb2, n0, n1, n2, KS0, KS1, KS2, ST0, ST1, ST2, C0, C1, C2, T0, T1, T2, KB0, KB1, KB2
+    )
     c0, c1, c2 = _box_rows(BLOCK_K, KB1, KB2)
     if GATHER:
         t = tl.arange(0, KKP)
@@ -318,12 +303,7 @@ def na_gather_kernel(
 
     acc = tl.zeros([BLOCK_Q, BLOCK_D], ACC)
     for it in range(0, total):
-        kb0 = lo0 + (it // (nk1 * nk2)) * KB0
-        kb1 = lo1 + ((it // nk2) % nk1) * KB1
-        kb2 = lo2 + (it % nk2) * KB2
-        kj0 = kb0 + c0
-        kj1 = kb1 + c1
-        kj2 = kb2 + c2
+        _kb0, _kb1, _kb2, kj0, kj1, kj2 = _tile_at(it, lo0, lo1, lo2, nk1, nk2, c0, c1, c2, KB0, KB1, KB2, 3)
         kvalid = (kj0 < hi0) & (kj1 < hi1) & (kj2 < hi2)
         inwin, slot = _pair_slots(qvalid, kvalid, qs0, qe0, qs1, qe1, qs2, qe2, kj0, kj1, kj2, KS1, KS2)
         if GATHER:
@@ -395,29 +375,20 @@ def na_scatter_kernel(
     BLOCK_Q: tl.constexpr = T0 * T1 * T2
     BLOCK_K: tl.constexpr = KB0 * KB1 * KB2
     pid = tl.program_id(0)
-    bh = tl.program_id(2)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
-    g0, g1, g2, n0, n1, n2 = _group(pid % G, L0, L1, L2, DL0, DL1, DL2)
-    tile = pid // G
-    kb0 = (tile // (NK1 * NK2)) * KB0
-    kb1 = ((tile // NK2) % NK1) * KB1
-    kb2 = (tile % NK2) * KB2
-    c0, c1, c2 = _box_rows(BLOCK_K, KB1, KB2)
-    kj0 = kb0 + c0
-    kj1 = kb1 + c1
-    kj2 = kb2 + c2
-    kvalid = (kj0 < n0) & (kj1 < n1) & (kj2 < n2)
+    b, h = _batch_head(tl.program_id(2), H)
+    g0, g1, g2, n0, n1, n2, kb0, kb1, kb2, kj0, kj1, kj2, kvalid = _program_box(
+        pid, G, L0, L1, L2, DL0, DL1, DL2, NK1, NK2, KB0, KB1, KB2, 0
+    )
     o_row = _offsets(b, h, sob, soh, so0, so1, so2, g0, g1, g2, kj0, kj1, kj2, DL0, DL1, DL2)
     offs = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     dm = offs < HEAD_DIM
     # inverse neighborhood: queries whose window meets the key tile on every axis
-    pl0 = _first_true_end(n0, kb0, KS0, ST0, C0, LOGN)
-    pl1 = _first_true_end(n1, kb1, KS1, ST1, C1, LOGN)
-    pl2 = _first_true_end(n2, kb2, KS2, ST2, C2, LOGN)
-    ph0 = _first_start_at_least(n0, tl.minimum(kb0 + KB0, n0), KS0, ST0, C0, LOGN)
-    ph1 = _first_start_at_least(n1, tl.minimum(kb1 + KB1, n1), KS1, ST1, C1, LOGN)
-    ph2 = _first_start_at_least(n2, tl.minimum(kb2 + KB2, n2), KS2, ST2, C2, LOGN)
+    pl0 = _first_query(n0, kb0, KS0, ST0, C0, LOGN, True)
+    pl1 = _first_query(n1, kb1, KS1, ST1, C1, LOGN, True)
+    pl2 = _first_query(n2, kb2, KS2, ST2, C2, LOGN, True)
+    ph0 = _first_query(n0, tl.minimum(kb0 + KB0, n0), KS0, ST0, C0, LOGN, False)
+    ph1 = _first_query(n1, tl.minimum(kb1 + KB1, n1), KS1, ST1, C1, LOGN, False)
+    ph2 = _first_query(n2, tl.minimum(kb2 + KB2, n2), KS2, ST2, C2, LOGN, False)
     nq0 = tl.maximum(ph0 - pl0 + T0 - 1, 0) // T0
     nq1 = tl.maximum(ph1 - pl1 + T1 - 1, 0) // T1
     nq2 = tl.maximum(ph2 - pl2 + T2 - 1, 0) // T2
@@ -427,13 +398,9 @@ def na_scatter_kernel(
 
     acc = tl.zeros([BLOCK_K, BLOCK_D], ACC)
     for it in range(0, total):
-        qi0 = pl0 + (it // (nq1 * nq2)) * T0 + r0
-        qi1 = pl1 + ((it // nq2) % nq1) * T1 + r1
-        qi2 = pl2 + (it % nq2) * T2 + r2
+        _qb0, _qb1, _qb2, qi0, qi1, qi2 = _tile_at(it, pl0, pl1, pl2, nq1, nq2, r0, r1, r2, T0, T1, T2, 3)
         qvalid = (qi0 < n0) & (qi1 < n1) & (qi2 < n2)
-        qs0, qe0 = _window(qi0, n0, KS0, ST0, C0)
-        qs1, qe1 = _window(qi1, n1, KS1, ST1, C1)
-        qs2, qe2 = _window(qi2, n2, KS2, ST2, C2)
+        qs0, qe0, qs1, qe1, qs2, qe2 = _windows(qi0, qi1, qi2, n0, n1, n2, KS0, KS1, KS2, ST0, ST1, ST2, C0, C1, C2)
         w_row = _offsets(b, h, swb, swh, sw0, sw1, sw2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
         inwin, slot = _pair_slots(qvalid, kvalid, qs0, qe0, qs1, qe1, qs2, qe2, kj0, kj1, kj2, KS1, KS2)
         if GATHER:
@@ -478,31 +445,17 @@ def na_rpb_grad_kernel(
     order (deterministic). rpb is refused with causal masks, so windows here are never causal."""
     ridx = tl.program_id(0)
     h = tl.program_id(1).to(tl.int64)
-    R1 = 2 * KS1 - 1
-    R2 = 2 * KS2 - 1
-    rel0 = ridx // (R1 * R2) - (KS0 - 1)
-    rel1 = (ridx // R2) % R1 - (KS1 - 1)
-    rel2 = ridx % R2 - (KS2 - 1)
+    _i0, _i1, _i2, rel0, rel1, rel2 = _rel_position(ridx, KS0, KS1, KS2)
     N = L0 * L1 * L2
     acc = tl.zeros([BLOCK_T], ACC)
     for bi in range(0, NB):
         b = tl.cast(bi, tl.int64)
         for start in range(0, N, BLOCK_T):
             i = start + tl.arange(0, BLOCK_T)
-            x0 = i // (L1 * L2)
-            x1 = (i // L2) % L1
-            x2 = i % L2
-            p0 = x0 // DL0
-            p1 = x1 // DL1
-            p2 = x2 // DL2
-            s0, e0 = _window(p0, (L0 - x0 % DL0 + DL0 - 1) // DL0, KS0, ST0, False)
-            s1, e1 = _window(p1, (L1 - x1 % DL1 + DL1 - 1) // DL1, KS1, ST1, False)
-            s2, e2 = _window(p2, (L2 - x2 % DL2 + DL2 - 1) // DL2, KS2, ST2, False)
-            j0 = p0 + rel0
-            j1 = p1 + rel1
-            j2 = p2 + rel2
-            ok = (i < N) & (j0 >= s0) & (j0 < e0) & (j1 >= s1) & (j1 < e1) & (j2 >= s2) & (j2 < e2)
+            x0, x1, x2, _g0, _g1, _g2, j0, j1, j2, s0, s1, s2, ok = _rel_pairs(
+                i, N, L0, L1, L2, DL0, DL1, DL2, KS0, KS1, KS2, ST0, ST1, ST2, rel0, rel1, rel2
+            )
             slot = ((j0 - s0) * KS1 + (j1 - s1)) * KS2 + (j2 - s2)
             row = b * swb + h * swh + x0.to(tl.int64) * sw0 + x1.to(tl.int64) * sw1 + x2.to(tl.int64) * sw2
             acc += tl.load(W + row + tl.where(ok, slot, 0), mask=ok, other=0.0).to(ACC)
-    tl.store(DRPB + h * (R1 * R2 * (2 * KS0 - 1)) + ridx, tl.sum(acc, 0))
+    tl.store(DRPB + h * ((2 * KS1 - 1) * (2 * KS2 - 1) * (2 * KS0 - 1)) + ridx, tl.sum(acc, 0))

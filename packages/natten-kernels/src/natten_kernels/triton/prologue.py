@@ -1,0 +1,54 @@
+"""The kernels' shared prologue: a program id -> its dilation group and box of tokens, and a loop index ->
+the tile it visits (rank-3 internal view; geometry: fused_geometry.py). Triton inlines these calls, and
+constexpr arguments stay constexpr in them, so a kernel compiles as if the lines stood in its body."""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from natten_kernels.triton.fused_geometry import _box_rows, _group, _rows_ok, _split
+
+
+@triton.jit
+def _tile_origin(tile, N1, N2, B0, B1, B2):
+    """Box number ``tile`` (row-major, ``N1 x N2`` boxes on the two inner axes) -> its first coordinate
+    on each axis, for boxes of ``B0 x B1 x B2``."""
+    return (tile // (N1 * N2)) * B0, ((tile // N2) % N1) * B1, (tile % N2) * B2
+
+
+@triton.jit
+def _program_box(pid, G, L0, L1, L2, DL0, DL1, DL2, N1, N2,
+                 B0: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr, RANK: tl.constexpr):  # fmt: skip
+    """Program ``pid = box * G + group`` -> its dilation group (coordinates, group lengths), the box's
+    origin, its ``B0 * B1 * B2`` tokens as flattened rows (group-local coordinates) and which exist
+    (``RANK = 0``: every axis, tested outer axis first; else ``_rows_ok``)."""
+    g0, g1, g2, n0, n1, n2 = _group(pid % G, L0, L1, L2, DL0, DL1, DL2)
+    o0, o1, o2 = _tile_origin(pid // G, N1, N2, B0, B1, B2)
+    r0, r1, r2 = _box_rows(B0 * B1 * B2, B1, B2)
+    i0 = o0 + r0
+    i1 = o1 + r1
+    i2 = o2 + r2
+    if RANK == 0:
+        ok = (i0 < n0) & (i1 < n1) & (i2 < n2)
+    else:
+        ok = _rows_ok(i0, i1, i2, n0, n1, n2, RANK)
+    return g0, g1, g2, n0, n1, n2, o0, o1, o2, i0, i1, i2, ok
+
+
+@triton.jit
+def _tile_at(t, lo0, lo1, lo2, n1, n2, r0, r1, r2, B0: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr,
+             RANK: tl.constexpr):  # fmt: skip
+    """Step ``t`` of a loop over boxes of ``B0 x B1 x B2`` from ``lo`` (``n1 x n2`` on the inner axes)
+    -> the box's origin and its rows ``r`` (from ``_box_rows``) as coordinates."""
+    i0, i1, i2 = _split(t, n1, n2, RANK)
+    b0 = lo0 + i0 * B0
+    b1 = lo1 + i1 * B1
+    b2 = lo2 + i2 * B2
+    return b0, b1, b2, b0 + r0, b1 + r1, b2 + r2
+
+
+@triton.jit
+def _batch_head(bh, H):
+    """Grid index ``b * H + h`` of the unfused kernels -> ``(b, h)`` as int64 (offset arithmetic)."""
+    return (bh // H).to(tl.int64), (bh % H).to(tl.int64)
