@@ -113,3 +113,15 @@ def test_verify_flags_a_wrong_window():
     assert all(r.ok for r in verify(run_ok, t, qs, kernel))
     bad = [r.name for r in verify(run_shifted, t, qs, kernel) if not r.ok]
     assert "out" in bad and "lse" in bad
+
+
+def test_float32_floor_grows_with_the_keys_summed():
+    """The float32 floor is max(32, sqrt(terms)) eps32 at the largest magnitude: a 10^4-key window
+    allows 100 eps32, a small one 32."""
+    from natten_legacy.sampled import tolerance
+
+    exact = torch.tensor([0.5, -2.0], dtype=torch.float64)
+    eps32 = torch.finfo(torch.float32).eps
+    small, _ = tolerance(exact, torch.float32, terms=9)
+    large, _ = tolerance(exact, torch.float32, terms=10_000)
+    assert small == 3 * 0 + 32 * eps32 * 2.0 and large == 100 * eps32 * 2.0

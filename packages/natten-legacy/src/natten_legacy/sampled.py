@@ -177,26 +177,27 @@ def sampled_reference(
     return torch.cat(outs, 1), torch.cat(lses, 1), grads
 
 
-def tolerance(exact: Tensor, dtype: torch.dtype) -> tuple[float, str]:
+def tolerance(exact: Tensor, dtype: torch.dtype, terms: int = 1) -> tuple[float, str]:
     """``(atol, rule)``: 3x the largest error of rounding ``exact`` to ``dtype``, plus a floor of one
-    eps of ``dtype`` (at least 32 float32 eps: the kernels compute in float32, so a float32 result
-    carries float32 accumulation error, not one rounding) at ``exact``'s largest magnitude. A kernel
-    that accumulates in float32 and rounds once stays well inside; a wrong window, tile or load is off
-    by orders of magnitude more."""
+    eps of ``dtype`` at ``exact``'s largest magnitude, at least ``max(32, sqrt(terms))`` float32 eps:
+    the kernels compute in float32, so a float32 result carries the accumulation error of a float32
+    sum of ``terms`` products (the keys of a window), which grows like ``sqrt(terms)`` eps, not one
+    rounding. A kernel that accumulates in float32 and rounds once stays inside; a wrong window, tile
+    or load is off by orders of magnitude more."""
     e = exact.detach().to(torch.float64)
     finite = e[e.isfinite()]
     if finite.numel() == 0:
         return 0.0, f"no finite values ({dtype})"
     rounding = float((finite.to(dtype).to(torch.float64) - finite).abs().max())
-    eps = max(torch.finfo(dtype).eps, 32 * torch.finfo(torch.float32).eps)
+    eps = max(torch.finfo(dtype).eps, max(32.0, math.sqrt(terms)) * torch.finfo(torch.float32).eps)
     floor = eps * float(finite.abs().max())
     return 3.0 * rounding + floor, f"3 x rounding to {dtype} {rounding:.2e} + floor {floor:.2e}"
 
 
-def check_sampled(actual: Tensor, exact: Tensor, dtype: torch.dtype, name: str = "") -> Report:
+def check_sampled(actual: Tensor, exact: Tensor, dtype: torch.dtype, name: str = "", terms: int = 1) -> Report:
     """Compare ``actual`` with the float64 ``exact`` under :func:`tolerance` (NaN/inf must match); the
-    LSE (float32 whatever the inputs) takes ``dtype=torch.float32``."""
-    atol, rule = tolerance(exact, dtype)
+    LSE (float32 whatever the inputs) takes ``dtype=torch.float32``; ``terms``: keys summed per result."""
+    atol, rule = tolerance(exact, dtype, terms)
     rep = compare(actual, exact, atol=atol, rtol=0.0, name=name)
     rep.rule = rule
     return rep
@@ -264,16 +265,19 @@ def verify(
         grad_lse[:, idx] = gl
         grad_out, grad_lse = grad_out.reshape(*q.shape[:-1], Dv), grad_lse.reshape(q.shape[:-1])
     out, lse, grads = run(grad_out, grad_lse)
+    add = inputs.get("additional_keys")
+    ks = (kernel_size,) * len(S) if isinstance(kernel_size, int) else kernel_size
+    terms = math.prod(ks) + (0 if add is None else add.shape[1])  # keys summed per query
     if tuple(out.shape) != (*q.shape[:-1], Dv) or tuple(lse.shape) != tuple(q.shape[:-1]):
         raise AssertionError(f"out {list(out.shape)} / lse {list(lse.shape)} do not match q {list(q.shape)}")
     reports = [
-        check_sampled(out.reshape(B, -1, H, Dv)[:, idx], ex_o, dt, "out"),
-        check_sampled(lse.reshape(B, -1, H)[:, idx], ex_l, torch.float32, "lse"),
+        check_sampled(out.reshape(B, -1, H, Dv)[:, idx], ex_o, dt, "out", terms),
+        check_sampled(lse.reshape(B, -1, H)[:, idx], ex_l, torch.float32, "lse", terms),
     ]
     for name in (n for n in _NAMES if n in ex_g):
         if grads[name].dtype != inputs[name].dtype:
             raise AssertionError(f"d{name} is {grads[name].dtype}, {name} is {inputs[name].dtype}")
-        reports.append(check_sampled(grads[name], ex_g[name], inputs[name].dtype, "d" + name))
+        reports.append(check_sampled(grads[name], ex_g[name], inputs[name].dtype, "d" + name, terms))
     return reports
 
 

@@ -165,7 +165,9 @@ def make_score_mod(tables: tuple[Tensor, ...]):
             rank = tables[a]
             size = rpb.shape[1 + a // 3]  # 2k - 1
             rel = rank[kv_idx] - rank[q_idx] + (size - 1) // 2
-            index.append(rel.clamp(0, size - 1))  # masked-out pairs only: keep their reads in bounds
+            # masked-out pairs only: keep their reads in bounds (torch.where: FLASH's CuTe DSL lowering
+            # has no clamp/minimum/maximum)
+            index.append(torch.where(rel < 0, 0, torch.where(rel > size - 1, size - 1, rel)))
         return score + rpb[(h, *index)]
 
     return score_mod
@@ -236,8 +238,9 @@ def _no_bias(score, b, h, q_idx, kv_idx):
 def _compiled(kernel: int):
     from torch.nn.attention.flex_attention import flex_attention
 
-    # FLASH cannot inline symbolic shapes into its CuTe DSL template: static shapes only
-    return torch.compile(flex_attention, dynamic=False if kernel == FLASH else None)
+    # Static shapes: FLASH cannot inline symbolic shapes into its CuTe DSL template, and Flex's Triton
+    # templates found no valid config for symbolic shapes with GQA (H200, torch 2.11): one compile per shape
+    return torch.compile(flex_attention, dynamic=False)
 
 
 def _kernel_options(kernel: int) -> dict | None:
