@@ -1,0 +1,346 @@
+"""``na1d/na2d/na3d`` over a token grid sharded across the ranks of a process group.
+
+Each rank passes its shard (``[batch, *local_spatial, heads, head_dim]``); the result is its shard of
+the single-process ``natten.functional.na*d`` on the whole grid, exactly, forward and backward.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch.nn import functional as F
+
+from natten import functional as natten_functional
+from natten.distributed.accounting import predicted
+from natten.distributed.checks import Setup, check_local, check_sharding, gather_setup, resolve_group
+from natten.distributed.halo import HaloExchange
+from natten.distributed.head_parallel import FromHeads, ToHeads
+from natten.distributed.plan import rank_plan
+from natten.distributed.replicated import replicated
+from natten.functional.validation import causal_alias, check_bool, normalize_params
+
+_OPS = {1: natten_functional.na1d, 2: natten_functional.na2d, 3: natten_functional.na3d}
+
+
+def _setup(
+    rank_dims,
+    group,
+    query,
+    key,
+    value,
+    kernel_size,
+    dilation,
+    is_causal,
+    rpb,
+    scale,
+    add_k,
+    add_v,
+    stride,
+    return_lse,
+    sharded_axes,
+    grid,
+    method,
+):
+    world = dist.get_world_size(group)
+    error, params, axes = None, None, None
+    try:
+        params = normalize_params(rank_dims, kernel_size, dilation, stride, is_causal)
+        return_lse = check_bool(return_lse, "return_lse")
+        axes, grid = check_sharding(sharded_axes, grid, method, rank_dims, world)
+        check_local(params, query, key, value, rpb, scale, add_k, add_v, axes)
+    except (TypeError, ValueError) as exc:
+        error = exc
+    tensors = dict(query=query, key=key, value=value, rpb=rpb, additional_keys=add_k, additional_values=add_v)
+    setup = gather_setup(error, group, params, tensors, scale, axes, grid, method, return_lse)
+    return params, setup
+
+
+def _params_key(params) -> tuple:
+    return (params.kernel_size, params.dilation, params.stride, params.is_causal)
+
+
+def choose_method(setup: Setup, params, batch: int, itemsize: int) -> str:
+    """``halo`` or ``heads`` for ``method="auto"``: the one moving fewer bytes (sent + received) on its
+    busiest rank; heads only when the group's size divides heads and kv_heads; ties go to halo."""
+    world, shapes = setup.layout.world, setup.shapes
+    if shapes.heads % world or shapes.kv_heads % world:
+        return "halo"
+    key = _params_key(params)
+    cost = {
+        m: max(s + r for s, r in predicted(m, setup.layout, key, batch, shapes, itemsize)) for m in ("halo", "heads")
+    }
+    return "heads" if cost["heads"] < cost["halo"] else "halo"
+
+
+def _halo(rank_dims, setup, params, group, q, k, v, rpb, scale, add_k, add_v):
+    plan = rank_plan(setup.layout, _params_key(params), setup.rank)
+    d = k.shape[-1]
+    kv = HaloExchange.apply(torch.cat([k, v], dim=-1), plan, group)
+    k_ext, v_ext = kv[..., :d], kv[..., d:]
+    pad = []
+    for offset, n, ext in reversed(list(zip(plan.offset, q.shape[1:-2], plan.extended))):
+        pad += [offset, ext - offset - n]
+    q_ext = F.pad(q, [0, 0, 0, 0, *pad])
+    out, lse = _OPS[rank_dims](
+        q_ext,
+        k_ext,
+        v_ext,
+        params.kernel_size,
+        params.dilation,
+        params.is_causal,
+        replicated(rpb, group),
+        scale,
+        replicated(add_k, group),
+        replicated(add_v, group),
+        stride=params.stride,
+        return_lse=True,
+    )
+    owned = (slice(None), *(slice(o, o + n) for o, n in zip(plan.offset, q.shape[1:-2])))
+    return out[owned], lse[owned]
+
+
+def _heads(rank_dims, setup, params, group, q, k, v, rpb, scale, add_k, add_v, return_lse):
+    layout, me, world = setup.layout, setup.rank, setup.layout.world
+    shapes = setup.shapes
+    if shapes.heads % world or shapes.kv_heads % world:
+        raise ValueError(
+            f"method='heads' needs heads ({shapes.heads}) and kv_heads ({shapes.kv_heads}) divisible by the "
+            f"group's size ({world}); use method='halo'"
+        )
+    h, hk, d = shapes.heads // world, shapes.kv_heads // world, k.shape[-1]
+    q_h = ToHeads.apply(q, layout, me, group, "q")
+    kv_h = ToHeads.apply(torch.cat([k, v], dim=-1), layout, me, group, "kv")
+    rpb = replicated(rpb, group)
+    add_k, add_v = replicated(add_k, group), replicated(add_v, group)
+    mine = slice(me * hk, (me + 1) * hk)
+    out, lse = _OPS[rank_dims](
+        q_h,
+        kv_h[..., :d],
+        kv_h[..., d:],
+        params.kernel_size,
+        params.dilation,
+        params.is_causal,
+        None if rpb is None else rpb[me * h : (me + 1) * h],
+        scale,
+        None if add_k is None else add_k[:, :, mine],
+        None if add_v is None else add_v[:, :, mine],
+        stride=params.stride,
+        return_lse=True,
+    )
+    out = FromHeads.apply(out, layout, me, group, "out")
+    if return_lse:
+        lse = FromHeads.apply(lse.unsqueeze(-1), layout, me, group, "lse").squeeze(-1)
+    return out, lse
+
+
+def _na(
+    rank_dims,
+    query,
+    key,
+    value,
+    kernel_size,
+    dilation,
+    is_causal,
+    rpb,
+    scale,
+    additional_keys,
+    additional_values,
+    stride,
+    return_lse,
+    group,
+    sharded_axes,
+    grid,
+    method,
+):
+    group = resolve_group(group)
+    params, setup = _setup(
+        rank_dims,
+        group,
+        query,
+        key,
+        value,
+        kernel_size,
+        dilation,
+        is_causal,
+        rpb,
+        scale,
+        additional_keys,
+        additional_values,
+        stride,
+        return_lse,
+        sharded_axes,
+        grid,
+        method,
+    )
+    if method == "auto":
+        method = choose_method(setup, params, query.shape[0], query.element_size())
+    args = (rank_dims, setup, params, group, query, key, value, rpb, scale, additional_keys, additional_values)
+    if method == "halo":
+        out, lse = _halo(*args)
+    else:
+        out, lse = _heads(*args, return_lse)
+    return (out, lse) if return_lse else out
+
+
+_DOC = """{n}-D fused neighborhood attention over a token grid sharded across a process group.
+
+    Every rank of ``group`` calls this with its shard; the result is that rank's shard of
+    ``natten.functional.na{n}d`` on the whole grid (forward and backward, exactly: same windows, same
+    softmax, float64 results equal to rounding).
+
+    Args:
+        query: this rank's shard ``[batch, {axes}, heads, head_dim]`` (heads-last); along the sharded
+            axes shards may be uneven and thinner than a window (at least one token each); the other
+            axes are whole and equal on every rank.
+        key, value: ``[batch, {axes}, kv_heads, head_dim(_v)]``, shards like ``query``.
+        kernel_size, dilation, is_causal, scale, stride, return_lse: as in ``natten.functional.na{n}d``,
+            applied to the whole grid; identical on every rank.
+        rpb: ``[heads, {rpb}]``, replicated (every rank passes the same tensor); its gradient is summed
+            over the ranks in backward, so every rank holds the single-process gradient.
+        additional_keys / additional_values: ``[batch, num_additional, kv_heads, head_dim(_v)]``,
+            replicated like ``rpb`` (gradients summed over ranks).
+        group: (keyword) the ``torch.distributed`` process group; ``None`` is the default group.
+        sharded_axes: (keyword) spatial axes cut across ranks, ``0`` = the first spatial axis; an int
+            or a tuple.
+        grid: (keyword) ranks along each sharded axis, row-major over the group's ranks (rank ``r``
+            sits at ``unravel(r, grid)``); default ``(group size,)`` for one sharded axis, required for
+            several.
+        method: (keyword) ``"halo"`` (each rank receives exactly the keys/values its windows reach),
+            ``"heads"`` (all-to-all over heads; heads and kv_heads divisible by the group's size), or
+            ``"auto"`` (the one moving fewer bytes per rank, from the plan).
+
+    Every rank must run the forward, and the backward when gradients are taken (the exchanges are
+    collective). Returns this rank's ``[batch, {axes}, heads, head_dim_v]``, or ``(out, lse)`` with
+    ``lse`` ``[batch, {axes}, heads]``.
+    """
+
+
+def na1d(
+    query,
+    key,
+    value,
+    kernel_size,
+    dilation=1,
+    is_causal=False,
+    rpb=None,
+    scale=None,
+    additional_keys=None,
+    additional_values=None,
+    *,
+    stride=1,
+    return_lse=False,
+    group=None,
+    sharded_axes=0,
+    grid=None,
+    method="halo",
+    is_casual=None,
+):
+    is_causal = causal_alias(is_causal, is_casual, "natten.distributed.na1d")
+    return _na(
+        1,
+        query,
+        key,
+        value,
+        kernel_size,
+        dilation,
+        is_causal,
+        rpb,
+        scale,
+        additional_keys,
+        additional_values,
+        stride,
+        return_lse,
+        group,
+        sharded_axes,
+        grid,
+        method,
+    )
+
+
+def na2d(
+    query,
+    key,
+    value,
+    kernel_size,
+    dilation=1,
+    is_causal=False,
+    rpb=None,
+    scale=None,
+    additional_keys=None,
+    additional_values=None,
+    *,
+    stride=1,
+    return_lse=False,
+    group=None,
+    sharded_axes=0,
+    grid=None,
+    method="halo",
+    is_casual=None,
+):
+    is_causal = causal_alias(is_causal, is_casual, "natten.distributed.na2d")
+    return _na(
+        2,
+        query,
+        key,
+        value,
+        kernel_size,
+        dilation,
+        is_causal,
+        rpb,
+        scale,
+        additional_keys,
+        additional_values,
+        stride,
+        return_lse,
+        group,
+        sharded_axes,
+        grid,
+        method,
+    )
+
+
+def na3d(
+    query,
+    key,
+    value,
+    kernel_size,
+    dilation=1,
+    is_causal=False,
+    rpb=None,
+    scale=None,
+    additional_keys=None,
+    additional_values=None,
+    *,
+    stride=1,
+    return_lse=False,
+    group=None,
+    sharded_axes=0,
+    grid=None,
+    method="halo",
+    is_casual=None,
+):
+    is_causal = causal_alias(is_causal, is_casual, "natten.distributed.na3d")
+    return _na(
+        3,
+        query,
+        key,
+        value,
+        kernel_size,
+        dilation,
+        is_causal,
+        rpb,
+        scale,
+        additional_keys,
+        additional_values,
+        stride,
+        return_lse,
+        group,
+        sharded_axes,
+        grid,
+        method,
+    )
+
+
+na1d.__doc__ = _DOC.format(n=1, axes="length", rpb="2 * kernel_size - 1")
+na2d.__doc__ = _DOC.format(n=2, axes="height, width", rpb="2 * kh - 1, 2 * kw - 1")
+na3d.__doc__ = _DOC.format(n=3, axes="depth, height, width", rpb="2 * kd - 1, 2 * kh - 1, 2 * kw - 1")
