@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 from dist_cases import BAD_CALLS, cases_for, check_cases, heads_received, needed_halo_sites
-from dist_launch import run_world
+
+from natten.distributed.launch import spawn
 
 WORLDS = (2, 3, 4)
 CASES = {w: cases_for(w) for w in WORLDS}
@@ -22,7 +23,7 @@ def outcome():
     def get(world: int) -> list:
         if world not in cache:
             bad = list(BAD_CALLS) if world == BAD_WORLD else []
-            cache[world] = run_world(world, check_cases, CASES[world], bad)
+            cache[world] = spawn(world, check_cases, CASES[world], bad)
         return cache[world]
 
     return get

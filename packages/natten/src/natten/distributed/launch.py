@@ -1,10 +1,11 @@
-"""Runs a function on every rank of a fresh process group: spawned processes, no torchrun.
+"""Runs a function on every rank of a fresh process group on this machine: spawned processes, no
+torchrun. Meant for tests, benchmarks and examples (a training job has its own launcher).
 
 gloo on the CPU; NCCL with one GPU per rank when the machine has at least as many GPUs as ranks.
 ``fn(rank, world, device, *args)`` must be a module-level function (the children import it); its
 return value comes back pickled, and any rank's exception comes back as a RuntimeError carrying that
-rank's traceback. A world that does not finish within ``timeout`` seconds is killed (a hang fails the
-test instead of the CI job).
+rank's traceback. A world that does not finish within ``timeout`` seconds is killed, so a hang fails
+instead of blocking.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ def backend_for(world: int) -> tuple[str, str]:
     return "gloo", "cpu"
 
 
-def _entry(rank: int, world: int, folder: str, fn, args) -> None:
+def _entry(rank: int, world: int, folder: str, threads: int, fn, args) -> None:
     import torch.distributed as dist
 
-    torch.set_num_threads(1)  # worlds are larger than the CI machine's core count
+    torch.set_num_threads(threads)
     backend, kind = backend_for(world)
     device = torch.device(kind, rank) if kind == "cuda" else torch.device("cpu")
     if kind == "cuda":
@@ -51,11 +52,14 @@ def _entry(rank: int, world: int, folder: str, fn, args) -> None:
     dist.destroy_process_group()
 
 
-def run_world(world: int, fn, *args, timeout: float = 300.0) -> list:
-    """Every rank's return value of ``fn(rank, world, device, *args)``, in rank order."""
+def spawn(world: int, fn, *args, timeout: float = 300.0, threads: int | None = None) -> list:
+    """Every rank's return value of ``fn(rank, world, device, *args)``, in rank order. Each rank uses
+    ``threads`` CPU threads (default: this machine's cores shared out, at least one)."""
+    threads = threads or max(1, (os.cpu_count() or 1) // world)
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as folder:
-        procs = [ctx.Process(target=_entry, args=(r, world, folder, fn, args), daemon=True) for r in range(world)]
+        args = (folder, threads, fn, args)
+        procs = [ctx.Process(target=_entry, args=(r, world, *args), daemon=True) for r in range(world)]
         for p in procs:
             p.start()
         deadline = time.monotonic() + timeout
