@@ -16,7 +16,7 @@ from natten.distributed.accounting import Exchange, record
 from natten.distributed.plan import RankPlan, Transfer
 
 
-def _selector(index: tuple[tuple[int, ...], ...], device) -> tuple:
+def selector(index: tuple[tuple[int, ...], ...], device) -> tuple:
     """Indexes the spatial axes of a ``[B, *S, H, C]`` tensor at the product of ``index``'s positions:
     slices where a position list is a contiguous run, an open mesh of index tensors otherwise."""
     if all(ix[-1] - ix[0] + 1 == len(ix) for ix in index):
@@ -56,7 +56,7 @@ class HaloExchange(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, plan: RankPlan, group):
-        sends = [(t.peer, x[_selector(t.index, x.device)].contiguous()) for t in plan.send]
+        sends = [(t.peer, x[selector(t.index, x.device)].contiguous()) for t in plan.send]
         recvs = [(t.peer, x.new_empty(_block_shape(x, t))) for t in plan.recv]
         pending = _post(sends, recvs, group)
         ext = x.new_zeros((x.shape[0], *plan.extended, *x.shape[-2:]))
@@ -64,7 +64,7 @@ class HaloExchange(torch.autograd.Function):
         for req in pending:
             req.wait()
         for t, (_, buf) in zip(plan.recv, recvs):
-            ext[_selector(t.index, x.device)] = buf
+            ext[selector(t.index, x.device)] = buf
         _account("forward", plan, sends, recvs)
         ctx.plan, ctx.group, ctx.local = plan, group, tuple(x.shape)
         return ext
@@ -74,13 +74,13 @@ class HaloExchange(torch.autograd.Function):
         plan, group = ctx.plan, ctx.group
         grad_ext = grad_ext.contiguous()
         device = grad_ext.device
-        sends = [(t.peer, grad_ext[_selector(t.index, device)].contiguous()) for t in plan.recv]
+        sends = [(t.peer, grad_ext[selector(t.index, device)].contiguous()) for t in plan.recv]
         recvs = [(t.peer, grad_ext.new_empty(_block_shape(grad_ext, t))) for t in plan.send]
         pending = _post(sends, recvs, group)
         grad = grad_ext[_owned(plan, ctx.local[1:-2])].clone()
         for req in pending:
             req.wait()
         for t, (_, buf) in zip(plan.send, recvs):
-            grad[_selector(t.index, device)] += buf  # positions are distinct within one block
+            grad[selector(t.index, device)] += buf  # positions are distinct within one block
         _account("backward", plan, sends, recvs)
         return grad, None, None
