@@ -202,7 +202,8 @@ def _allgather_forward(q, k, v, spec, layout, rank):
     plan = rank_plan(layout, _params(spec), rank)
     ext = full[(slice(None), *(slice(a.lo, a.hi) for a in plan.axes))]
     d = k.shape[-1]
-    out = _op(spec)(_pad_q(q, plan), ext[..., :d], ext[..., d:], **_kwargs(spec))
+    k_ext, v_ext = ext[..., :d].contiguous(), ext[..., d:].contiguous()
+    out = _op(spec)(_pad_q(q, plan), k_ext, v_ext, **_kwargs(spec))
     return out[(slice(None), *(slice(o, o + n) for o, n in zip(plan.offset, q.shape[1:-2])))]
 
 
@@ -324,7 +325,7 @@ def _simulate(rec: Recorder, args) -> bool:
             unsharded = _timed(lambda: op(q, k, v, **kw), device, **timing)
             for world in _worlds(args):
                 for axes, grid in _splits(pid, world):
-                    row = _simulate_split(spec, q, torch.cat([k, v], dim=-1), axes, grid, timing, device)
+                    row = _simulate_split(spec, q, (k, v), axes, grid, timing, device)
                     row["ratio"] = (row["ms_kernels"] + row["ms_assemble"]) / (unsharded + row["ms_halo_copies"])
                     row.update(ms_unsharded=unsharded, target=SIM_TARGET, met=row["ratio"] <= SIM_TARGET)
                     met &= row["met"]
@@ -339,48 +340,47 @@ def _simulate(rec: Recorder, args) -> bool:
 
 
 def _simulate_split(spec, q, kv, axes, grid, timing, device) -> dict:
-    """Times every rank's part in turn: assembling its extended k/v (zeros, own shard, halo blocks),
-    the halo block copies alone, and its kernel on the extended grid."""
+    """Times every rank's part in turn: assembling its extended k and v (zeros, own shard, halo
+    blocks), the halo block copies alone, and its kernel on the extended grid."""
     layout = _layout(spec["spatial"], axes, grid)
     plans = [rank_plan(layout, _params(spec), r) for r in range(layout.world)]
-    exts = [_assemble(kv, layout, p) for p in plans]
+    exts = [[_assemble(x, layout, p) for x in kv] for p in plans]
     qs = [_pad_q(q[_box(layout, p.rank)], p) for p in plans]
-    d, op, kw = spec["head_dim"], _op(spec), _kwargs(spec)
+    op, kw = _op(spec), _kwargs(spec)
 
     def halo_copies():
         for p, ext in zip(plans, exts):
-            _copy_halo(kv, p, ext)
+            for x, e in zip(kv, ext):
+                _copy_halo(x, p, e)
 
     return dict(
         world=layout.world,
         split=_split_name(axes, grid),
         spatial=list(spec["spatial"]),
-        ms_assemble=_timed(lambda: [_assemble(kv, layout, p) for p in plans], device, **timing),
+        ms_assemble=_timed(lambda: [_assemble(x, layout, p) for p in plans for x in kv], device, **timing),
         ms_halo_copies=_timed(halo_copies, device, **timing),
-        ms_kernels=_timed(lambda: [op(qq, e[..., :d], e[..., d:], **kw) for qq, e in zip(qs, exts)], device, **timing),
+        ms_kernels=_timed(lambda: [op(qq, *e, **kw) for qq, e in zip(qs, exts)], device, **timing),
         extended_over_tokens=sum(math.prod(p.extended) for p in plans) / math.prod(layout.spatial),
     )
 
 
-def _assemble(kv, layout, plan):
-    """What rank ``plan.rank`` holds after the exchange: its shard and the needed halo sites, from the
-    owners' tensors (here slices of the whole grid), in its extended grid."""
-    ext = kv.new_zeros(kv.shape[0], *plan.extended, *kv.shape[-2:])
+def _assemble(x, layout, plan):
+    """What rank ``plan.rank`` holds of ``x`` (k or v) after the exchange: its shard and the needed
+    halo sites, from the owners' tensors (here slices of the whole grid), in its extended grid."""
+    ext = x.new_zeros(x.shape[0], *plan.extended, *x.shape[-2:])
     lo = [a.lo for a in plan.axes]
     own = layout.bounds[plan.rank]
-    ext[(slice(None), *(slice(a - o, b - o) for (a, b), o in zip(own, lo)))] = kv[
-        (slice(None), *(slice(a, b) for a, b in own))
-    ]
-    _copy_halo(kv, plan, ext)
+    ext[(slice(None), *(slice(a - o, b - o) for (a, b), o in zip(own, lo)))] = x[_box(layout, plan.rank)]
+    _copy_halo(x, plan, ext)
     return ext
 
 
-def _copy_halo(kv, plan, ext) -> None:
+def _copy_halo(x, plan, ext) -> None:
     """The blocks ``plan.rank`` receives, copied from the whole grid (the owners' data)."""
     lo = [a.lo for a in plan.axes]
     for t in plan.recv:
-        src = selector(tuple(tuple(j + o for j in ix) for ix, o in zip(t.index, lo)), kv.device)
-        ext[selector(t.index, kv.device)] = kv[src]
+        src = selector(tuple(tuple(j + o for j in ix) for ix, o in zip(t.index, lo)), x.device)
+        ext[selector(t.index, x.device)] = x[src]
 
 
 def _pad_q(local, plan):

@@ -6,7 +6,6 @@ the single-process ``natten.functional.na*d`` on the whole grid, exactly, forwar
 
 from __future__ import annotations
 
-import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 
@@ -74,9 +73,7 @@ def choose_method(setup: Setup, params, batch: int, itemsize: int) -> str:
 
 def _halo(rank_dims, setup, params, group, q, k, v, rpb, scale, add_k, add_v):
     plan = rank_plan(setup.layout, _params_key(params), setup.rank)
-    d = k.shape[-1]
-    kv = HaloExchange.apply(torch.cat([k, v], dim=-1), plan, group)
-    k_ext, v_ext = kv[..., :d], kv[..., d:]
+    k_ext, v_ext = HaloExchange.apply(plan, group, k, v)
     pad = []
     for offset, n, ext in reversed(list(zip(plan.offset, q.shape[1:-2], plan.extended))):
         pad += [offset, ext - offset - n]
@@ -107,16 +104,15 @@ def _heads(rank_dims, setup, params, group, q, k, v, rpb, scale, add_k, add_v, r
             f"method='heads' needs heads ({shapes.heads}) and kv_heads ({shapes.kv_heads}) divisible by the "
             f"group's size ({world}); use method='halo'"
         )
-    h, hk, d = shapes.heads // world, shapes.kv_heads // world, k.shape[-1]
-    q_h = ToHeads.apply(q, layout, me, group, "q")
-    kv_h = ToHeads.apply(torch.cat([k, v], dim=-1), layout, me, group, "kv")
+    h, hk = shapes.heads // world, shapes.kv_heads // world
+    q_h, k_h, v_h = ToHeads.apply(layout, me, group, "qkv", q, k, v)
     rpb = replicated(rpb, group)
     add_k, add_v = replicated(add_k, group), replicated(add_v, group)
     mine = slice(me * hk, (me + 1) * hk)
     out, lse = _OPS[rank_dims](
         q_h,
-        kv_h[..., :d],
-        kv_h[..., d:],
+        k_h,
+        v_h,
         params.kernel_size,
         params.dilation,
         params.is_causal,
@@ -127,10 +123,13 @@ def _heads(rank_dims, setup, params, group, q, k, v, rpb, scale, add_k, add_v, r
         stride=params.stride,
         return_lse=True,
     )
-    out = FromHeads.apply(out, layout, me, group, "out")
-    if return_lse:
-        lse = FromHeads.apply(lse.unsqueeze(-1), layout, me, group, "lse").squeeze(-1)
-    return out, lse
+    if not return_lse:
+        return FromHeads.apply(layout, me, group, "out", out)[0], None
+    if lse.dtype == out.dtype:  # one all-to-all for both
+        out, lse = FromHeads.apply(layout, me, group, "out+lse", out, lse.unsqueeze(-1))
+    else:
+        (out,), (lse,) = (FromHeads.apply(layout, me, group, n, t) for n, t in (("out", out), ("lse", lse[..., None])))
+    return out, lse.squeeze(-1)
 
 
 def _na(

@@ -9,6 +9,8 @@ own shard while they are in flight.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 
@@ -34,8 +36,21 @@ def _owned(plan: RankPlan, shape: tuple[int, ...]) -> tuple:
     return (slice(None), *(slice(o, o + n) for o, n in zip(plan.offset, shape)))
 
 
-def _block_shape(x: torch.Tensor, t: Transfer) -> tuple[int, ...]:
-    return (x.shape[0], *(len(ix) for ix in t.index), *x.shape[-2:])
+def _block_shape(shape, t: Transfer) -> tuple[int, ...]:
+    """Block ``t`` of a ``[B, *S, H, C]`` tensor of shape ``shape``."""
+    return (shape[0], *(len(ix) for ix in t.index), *shape[-2:])
+
+
+def _pack(xs, t: Transfer) -> torch.Tensor:
+    """One message: the block ``t`` of every tensor of ``xs``, flattened and concatenated."""
+    return torch.cat([x[selector(t.index, x.device)].reshape(-1) for x in xs])
+
+
+def _unpack(buf: torch.Tensor, shapes, t: Transfer):
+    """The blocks of a message packed like :func:`_pack` from tensors of ``shapes``."""
+    shapes = [_block_shape(s, t) for s in shapes]
+    parts = buf.split([math.prod(s) for s in shapes])
+    return [part.view(s) for part, s in zip(parts, shapes)]
 
 
 def _post(sends, recvs, group) -> list:
@@ -51,36 +66,46 @@ def _account(direction: str, plan: RankPlan, sends, recvs) -> None:
     record(Exchange("halo", direction, plan.rank, sent, received, tuple(p for p, _ in recvs)))
 
 
+def _message_numel(shapes, t: Transfer) -> int:
+    return sum(math.prod(_block_shape(s, t)) for s in shapes)
+
+
 class HaloExchange(torch.autograd.Function):
-    """``[B, *S_local, H, C]`` -> ``[B, *S_extended, H, C]`` (see :mod:`natten.distributed.plan`)."""
+    """Shards ``[B, *S_local, H, C_i]`` (k and v: one message per peer carries both) -> their extended
+    grids ``[B, *S_extended, H, C_i]``, each contiguous (see :mod:`natten.distributed.plan`)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, plan: RankPlan, group):
-        sends = [(t.peer, x[selector(t.index, x.device)].contiguous()) for t in plan.send]
-        recvs = [(t.peer, x.new_empty(_block_shape(x, t))) for t in plan.recv]
+    def forward(ctx, plan: RankPlan, group, *xs: torch.Tensor):
+        ref = xs[0]
+        sends = [(t.peer, _pack(xs, t)) for t in plan.send]
+        shapes = [x.shape for x in xs]
+        recvs = [(t.peer, ref.new_empty(_message_numel(shapes, t))) for t in plan.recv]
         pending = _post(sends, recvs, group)
-        ext = x.new_zeros((x.shape[0], *plan.extended, *x.shape[-2:]))
-        ext[_owned(plan, x.shape[1:-2])] = x
+        exts = [x.new_zeros((x.shape[0], *plan.extended, *x.shape[-2:])) for x in xs]
+        for x, ext in zip(xs, exts):
+            ext[_owned(plan, x.shape[1:-2])] = x
         for req in pending:
             req.wait()
         for t, (_, buf) in zip(plan.recv, recvs):
-            ext[selector(t.index, x.device)] = buf
+            for ext, block in zip(exts, _unpack(buf, shapes, t)):
+                ext[selector(t.index, ext.device)] = block
         _account("forward", plan, sends, recvs)
-        ctx.plan, ctx.group, ctx.local = plan, group, tuple(x.shape)
-        return ext
+        ctx.plan, ctx.group, ctx.local = plan, group, [tuple(x.shape) for x in xs]
+        return tuple(exts)
 
     @staticmethod
-    def backward(ctx, grad_ext: torch.Tensor):
+    def backward(ctx, *grad_exts: torch.Tensor):
         plan, group = ctx.plan, ctx.group
-        grad_ext = grad_ext.contiguous()
-        device = grad_ext.device
-        sends = [(t.peer, grad_ext[selector(t.index, device)].contiguous()) for t in plan.recv]
-        recvs = [(t.peer, grad_ext.new_empty(_block_shape(grad_ext, t))) for t in plan.send]
+        grad_exts = [g.contiguous() for g in grad_exts]
+        ref = grad_exts[0]
+        sends = [(t.peer, _pack(grad_exts, t)) for t in plan.recv]
+        recvs = [(t.peer, ref.new_empty(_message_numel(ctx.local, t))) for t in plan.send]
         pending = _post(sends, recvs, group)
-        grad = grad_ext[_owned(plan, ctx.local[1:-2])].clone()
+        grads = [g[_owned(plan, shape[1:-2])].clone() for g, shape in zip(grad_exts, ctx.local)]
         for req in pending:
             req.wait()
         for t, (_, buf) in zip(plan.send, recvs):
-            grad[selector(t.index, device)] += buf  # positions are distinct within one block
+            for grad, block in zip(grads, _unpack(buf, ctx.local, t)):
+                grad[selector(t.index, grad.device)] += block  # positions are distinct within one block
         _account("backward", plan, sends, recvs)
-        return grad, None, None
+        return (None, None, *grads)

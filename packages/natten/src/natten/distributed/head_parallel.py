@@ -1,7 +1,8 @@
 """Head parallelism: an all-to-all turns token shards of every head into the whole grid of ``H / P``
 heads (rank ``r`` takes heads ``[r * H / P, (r + 1) * H / P)``), the ordinary op runs on the whole
 grid, and the reverse all-to-all brings the output back to the token shards. Each direction's backward
-is the other direction. Shards may be uneven: split sizes follow every rank's box.
+is the other direction. Shards may be uneven: split sizes follow every rank's box. Tensors of one
+dtype travel in one all-to-all (q, k and v together).
 """
 
 from __future__ import annotations
@@ -19,39 +20,6 @@ def _box(layout: Layout, rank: int) -> tuple:
     return (slice(None), *(slice(a, b) for a, b in layout.bounds[rank]))
 
 
-def _to_heads(x: torch.Tensor, layout: Layout, rank: int, group, what: str, direction: str) -> torch.Tensor:
-    """``[B, *S_local, H, C]`` -> ``[B, *S_global, H / P, C]``."""
-    world = layout.world
-    b, heads, c = x.shape[0], x.shape[-2], x.shape[-1]
-    h = heads // world
-    # rank-major chunks: chunk r holds this shard's heads of rank r
-    send = x.reshape(*x.shape[:-2], world, h, c).movedim(-3, 0).contiguous()
-    sizes_in = [send[0].numel()] * world
-    sizes_out = [b * _tokens(layout, r) * h * c for r in range(world)]
-    recv = x.new_empty(sum(sizes_out))
-    dist.all_to_all_single(recv, send.reshape(-1), sizes_out, sizes_in, group=group)
-    out = x.new_empty((b, *layout.spatial, h, c))
-    for r, part in enumerate(recv.split(sizes_out)):
-        out[_box(layout, r)] = part.view(b, *layout.local_shape(r), h, c)
-    _account(what, direction, rank, sizes_in, sizes_out, x.element_size())
-    return out
-
-
-def _from_heads(x: torch.Tensor, layout: Layout, rank: int, group, what: str, direction: str) -> torch.Tensor:
-    """``[B, *S_global, H / P, C]`` -> ``[B, *S_local, H, C]``."""
-    world = layout.world
-    b, h, c = x.shape[0], x.shape[-2], x.shape[-1]
-    send = torch.cat([x[_box(layout, r)].reshape(-1) for r in range(world)])
-    sizes_in = [b * _tokens(layout, r) * h * c for r in range(world)]
-    local = layout.local_shape(rank)
-    sizes_out = [b * _tokens(layout, rank) * h * c] * world
-    recv = x.new_empty(sum(sizes_out))
-    dist.all_to_all_single(recv, send, sizes_out, sizes_in, group=group)
-    out = recv.view(world, b, *local, h, c).movedim(0, -3).reshape(b, *local, world * h, c)
-    _account(what, direction, rank, sizes_in, sizes_out, x.element_size())
-    return out
-
-
 def _tokens(layout: Layout, rank: int) -> int:
     return math.prod(layout.local_shape(rank))
 
@@ -63,27 +31,70 @@ def _account(what: str, direction: str, rank: int, sizes_in, sizes_out, itemsize
     record(Exchange(f"heads:{what}", direction, rank, sent, received, peers))
 
 
+def _all_to_all(send: list[torch.Tensor], sizes_out: list[int], group) -> list[torch.Tensor]:
+    """Chunk ``r`` of ``send`` (flat) goes to rank ``r``; returns the flat chunk from each rank."""
+    recv = send[0].new_empty(sum(sizes_out))
+    dist.all_to_all_single(recv, torch.cat(send), sizes_out, [c.numel() for c in send], group=group)
+    return list(recv.split(sizes_out))
+
+
+def to_heads(xs, layout: Layout, rank: int, group, what: str, direction: str) -> list[torch.Tensor]:
+    """``[B, *S_local, H_i, C_i]`` -> ``[B, *S_global, H_i / P, C_i]`` for each tensor of ``xs``."""
+    world, b = layout.world, xs[0].shape[0]
+    heads = [(x.shape[-2] // world, x.shape[-1]) for x in xs]
+    # chunk r: this shard's heads of rank r, for every tensor
+    split = [x.reshape(*x.shape[:-2], world, h, c) for x, (h, c) in zip(xs, heads)]
+    send = [torch.cat([s.select(-3, r).reshape(-1) for s in split]) for r in range(world)]
+    per_token = sum(h * c for h, c in heads)
+    sizes_out = [b * _tokens(layout, r) * per_token for r in range(world)]
+    chunks = _all_to_all(send, sizes_out, group)
+    outs = [x.new_empty((b, *layout.spatial, h, c)) for x, (h, c) in zip(xs, heads)]
+    for r, chunk in enumerate(chunks):
+        local = layout.local_shape(r)
+        parts = chunk.split([b * math.prod(local) * h * c for h, c in heads])
+        for out, part, (h, c) in zip(outs, parts, heads):
+            out[_box(layout, r)] = part.view(b, *local, h, c)
+    _account(what, direction, rank, [c.numel() for c in send], sizes_out, xs[0].element_size())
+    return outs
+
+
+def from_heads(xs, layout: Layout, rank: int, group, what: str, direction: str) -> list[torch.Tensor]:
+    """``[B, *S_global, H_i / P, C_i]`` -> ``[B, *S_local, H_i, C_i]`` for each tensor of ``xs``."""
+    world, b = layout.world, xs[0].shape[0]
+    heads = [(x.shape[-2], x.shape[-1]) for x in xs]
+    send = [torch.cat([x[_box(layout, r)].reshape(-1) for x in xs]) for r in range(world)]
+    local = layout.local_shape(rank)
+    numel = [b * math.prod(local) * h * c for h, c in heads]
+    chunks = _all_to_all(send, [sum(numel)] * world, group)
+    outs = []
+    for i, (h, c) in enumerate(heads):
+        parts = [chunk.split(numel)[i].view(b, *local, h, c) for chunk in chunks]
+        outs.append(torch.stack(parts, dim=-3).reshape(b, *local, world * h, c))
+    _account(what, direction, rank, [c.numel() for c in send], [sum(numel)] * world, xs[0].element_size())
+    return outs
+
+
 class ToHeads(torch.autograd.Function):
-    """Token shard of all heads -> whole grid of this rank's heads; backward: the reverse all-to-all."""
+    """Token shards of all heads -> whole grids of this rank's heads; backward: the reverse all-to-all."""
 
     @staticmethod
-    def forward(ctx, x, layout: Layout, rank: int, group, what: str):
+    def forward(ctx, layout: Layout, rank: int, group, what: str, *xs):
         ctx.args = (layout, rank, group, what)
-        return _to_heads(x, layout, rank, group, what, "forward")
+        return tuple(to_heads([x.contiguous() for x in xs], layout, rank, group, what, "forward"))
 
     @staticmethod
-    def backward(ctx, grad):
-        return _from_heads(grad.contiguous(), *ctx.args, "backward"), None, None, None, None
+    def backward(ctx, *grads):
+        return (None,) * 4 + tuple(from_heads([g.contiguous() for g in grads], *ctx.args, "backward"))
 
 
 class FromHeads(torch.autograd.Function):
-    """Whole grid of this rank's heads -> token shard of all heads; backward: the reverse all-to-all."""
+    """Whole grids of this rank's heads -> token shards of all heads; backward: the reverse all-to-all."""
 
     @staticmethod
-    def forward(ctx, x, layout: Layout, rank: int, group, what: str):
+    def forward(ctx, layout: Layout, rank: int, group, what: str, *xs):
         ctx.args = (layout, rank, group, what)
-        return _from_heads(x.contiguous(), layout, rank, group, what, "forward")
+        return tuple(from_heads([x.contiguous() for x in xs], layout, rank, group, what, "forward"))
 
     @staticmethod
-    def backward(ctx, grad):
-        return _to_heads(grad.contiguous(), *ctx.args, "backward"), None, None, None, None
+    def backward(ctx, *grads):
+        return (None,) * 4 + tuple(to_heads([g.contiguous() for g in grads], *ctx.args, "backward"))
