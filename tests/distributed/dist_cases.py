@@ -108,9 +108,9 @@ class DCase:
         return tuple(out)
 
 
-def needed_halo_sites(case: DCase, rank: int) -> int:
-    """Brute force, from the oracle's slot tables: key sites any owned query attends that the rank does
-    not own (the test's own count, independent of natten.distributed.plan)."""
+def _needed_sites(case: DCase, rank: int) -> set[tuple[int, ...]]:
+    """Brute force, from the oracle's slot tables: every key site any owned query attends (the test's
+    own enumeration, independent of natten.distributed.plan)."""
     box = case.box(rank)
     slots = []
     for axis, n in enumerate(case.spatial):
@@ -121,7 +121,24 @@ def needed_halo_sites(case: DCase, rank: int) -> int:
     seen = set()
     for query in itertools.product(*(range(a, b) for a, b in box)):
         seen.update(itertools.product(*(slots[axis][i] for axis, i in enumerate(query))))
-    return sum(1 for key in seen if not all(a <= j < b for j, (a, b) in zip(key, box)))
+    return seen
+
+
+def _inside(site, box) -> bool:
+    return all(a <= j < b for j, (a, b) in zip(site, box))
+
+
+def needed_halo_sites(case: DCase, rank: int) -> int:
+    """Key sites the rank's queries attend and it does not own."""
+    box = case.box(rank)
+    return sum(1 for site in _needed_sites(case, rank) if not _inside(site, box))
+
+
+def owners_of_needed_keys(case: DCase, rank: int) -> tuple[int, ...]:
+    """The other ranks that own a key this rank's queries attend."""
+    sites = _needed_sites(case, rank)
+    others = [r for r in range(case.world) if r != rank]
+    return tuple(r for r in others if any(_inside(site, case.box(r)) for site in sites))
 
 
 def heads_received(case: DCase, rank: int, itemsize: int, lse_itemsize: int) -> int:
@@ -205,7 +222,7 @@ def _one_case(case: DCase, rank: int, device, dtype) -> dict:
             errors[f"{name} vs {ref_name}"] = (got.double() - want.double()).abs().max().item()
     return {
         "errors": errors,
-        "exchanges": [(e.what, e.direction, e.sent_bytes, e.received_bytes) for e in log],
+        "exchanges": [(e.what, e.direction, e.sent_bytes, e.received_bytes, e.peers) for e in log],
         "itemsize": torch.empty((), dtype=dtype).element_size(),
         "lse_itemsize": out.new_empty((), dtype=lse.dtype).element_size(),
     }

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dist_cases import BAD_CALLS, cases_for, check_cases, heads_received, needed_halo_sites
+from dist_cases import (
+    BAD_CALLS,
+    cases_for,
+    check_cases,
+    heads_received,
+    needed_halo_sites,
+    owners_of_needed_keys,
+)
 
 from natten.distributed.launch import spawn
 
@@ -65,9 +72,11 @@ def test_halo_receives_exactly_the_needed_keys(outcome, world, case):
     results = _results(outcome, world, case)
     site = case.batch * case.kv_heads * (case.head_dim + case.head_dim_v)
     for rank, r in enumerate(results):
-        ((_, _, sent, received),) = _exchanges(r, "forward", "halo")
+        ((_, _, sent, received, peers),) = _exchanges(r, "forward", "halo")
         assert received == needed_halo_sites(case, rank) * site * r["itemsize"], f"rank {rank}"
-        ((_, _, back_sent, back_received),) = _exchanges(r, "backward", "halo")
+        # windows reaching past the neighbouring shards: every owner of a needed key sends, no one else
+        assert peers == owners_of_needed_keys(case, rank), f"rank {rank}"
+        ((_, _, back_sent, back_received, _),) = _exchanges(r, "backward", "halo")
         assert (back_sent, back_received) == (received, sent), f"rank {rank}"
     total_sent = sum(_exchanges(r, "forward", "halo")[0][2] for r in results)
     total_received = sum(_exchanges(r, "forward", "halo")[0][3] for r in results)

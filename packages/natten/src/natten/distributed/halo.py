@@ -9,6 +9,7 @@ own shard while they are in flight.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -20,16 +21,21 @@ from natten.distributed.plan import RankPlan, Transfer
 
 def selector(index: tuple[tuple[int, ...], ...], device) -> tuple:
     """Indexes the spatial axes of a ``[B, *S, H, C]`` tensor at the product of ``index``'s positions:
-    slices where a position list is a contiguous run, an open mesh of index tensors otherwise."""
+    slices where every position list is a contiguous run, an open mesh of index tensors otherwise."""
     if all(ix[-1] - ix[0] + 1 == len(ix) for ix in index):
         return (slice(None), *(slice(ix[0], ix[-1] + 1) for ix in index))
+    return (slice(None), *_mesh(index, torch.device(device)))
+
+
+@functools.lru_cache(maxsize=512)
+def _mesh(index: tuple[tuple[int, ...], ...], device: torch.device) -> tuple[torch.Tensor, ...]:
     rank = len(index)
     mesh = []
     for x, ix in enumerate(index):
         shape = [1] * rank
         shape[x] = len(ix)
         mesh.append(torch.tensor(ix, dtype=torch.long, device=device).view(shape))
-    return (slice(None), *mesh)
+    return tuple(mesh)
 
 
 def _owned(plan: RankPlan, shape: tuple[int, ...]) -> tuple:
