@@ -20,6 +20,7 @@ from natten_legacy.reference import na_reference, neighborhood_slots
 
 import natten
 import natten.distributed as nd
+from cases import Case
 
 
 @dataclass(frozen=True)
@@ -65,26 +66,17 @@ class DCase:
         return math.prod(self.grid)
 
     @property
-    def id(self) -> str:
-        def axes(v):
-            return "x".join(str(int(x)) for x in v)
+    def problem(self) -> Case:
+        """The global problem, as the single-process tests describe it."""
+        return Case(
+            self.spatial, self.kernel_size, self.dilation, self.stride, self.is_causal, self.rpb, self.additional,
+            self.heads, self.kv_heads, self.head_dim, self.head_dim_v, self.batch,
+        )  # fmt: skip
 
-        parts = [f"{self.rank}d", f"s{axes(self.spatial)}", f"k{axes(self.kernel_size)}"]
-        if any(d > 1 for d in self.dilation):
-            parts.append(f"d{axes(self.dilation)}")
-        if any(s > 1 for s in self.stride):
-            parts.append(f"st{axes(self.stride)}")
-        if any(self.is_causal):
-            parts.append("causal(" + ",".join("T" if c else "F" for c in self.is_causal) + ")")
+    @property
+    def id(self) -> str:
+        parts = [self.problem.id.removesuffix("-f64")]
         parts += [f"ax{a}[{','.join(map(str, s))}]" for a, s in zip(self.sharded_axes, self.shards)]
-        if self.rpb:
-            parts.append("rpb")
-        if self.additional:
-            parts.append(f"addkv{self.additional}")
-        if self.kv_heads != self.heads:
-            parts.append(f"gqa{self.heads}:{self.kv_heads}")
-        if self.head_dim_v != self.head_dim:
-            parts.append(f"dv{self.head_dim_v}")
         if self.scale is not None:
             parts.append(f"scale{self.scale}")
         parts.append(self.method)

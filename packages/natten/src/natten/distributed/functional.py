@@ -13,45 +13,12 @@ from natten import functional as natten_functional
 from natten.distributed.accounting import predicted
 from natten.distributed.checks import Setup, check_local, check_sharding, gather_setup, resolve_group
 from natten.distributed.halo import HaloExchange
-from natten.distributed.head_parallel import FromHeads, ToHeads
+from natten.distributed.head_parallel import HeadAllToAll
 from natten.distributed.plan import rank_plan
 from natten.distributed.replicated import replicated
 from natten.functional.validation import causal_alias, check_bool, normalize_params
 
 _OPS = {1: natten_functional.na1d, 2: natten_functional.na2d, 3: natten_functional.na3d}
-
-
-def _setup(
-    rank_dims,
-    group,
-    query,
-    key,
-    value,
-    kernel_size,
-    dilation,
-    is_causal,
-    rpb,
-    scale,
-    add_k,
-    add_v,
-    stride,
-    return_lse,
-    sharded_axes,
-    grid,
-    method,
-):
-    world = dist.get_world_size(group)
-    error, params, axes = None, None, None
-    try:
-        params = normalize_params(rank_dims, kernel_size, dilation, stride, is_causal)
-        return_lse = check_bool(return_lse, "return_lse")
-        axes, grid = check_sharding(sharded_axes, grid, method, rank_dims, world)
-        check_local(params, query, key, value, rpb, scale, add_k, add_v, axes)
-    except (TypeError, ValueError) as exc:
-        error = exc
-    tensors = dict(query=query, key=key, value=value, rpb=rpb, additional_keys=add_k, additional_values=add_v)
-    setup = gather_setup(error, group, params, tensors, scale, axes, grid, method, return_lse)
-    return params, setup
 
 
 def _params_key(params) -> tuple:
@@ -105,7 +72,7 @@ def _heads(rank_dims, setup, params, group, q, k, v, rpb, scale, add_k, add_v, r
             f"group's size ({world}); use method='halo'"
         )
     h, hk = shapes.heads // world, shapes.kv_heads // world
-    q_h, k_h, v_h = ToHeads.apply(layout, me, group, "qkv", q, k, v)
+    q_h, k_h, v_h = HeadAllToAll.apply(True, layout, me, group, "qkv", q, k, v)
     rpb = replicated(rpb, group)
     add_k, add_v = replicated(add_k, group), replicated(add_v, group)
     mine = slice(me * hk, (me + 1) * hk)
@@ -124,11 +91,12 @@ def _heads(rank_dims, setup, params, group, q, k, v, rpb, scale, add_k, add_v, r
         return_lse=True,
     )
     if not return_lse:
-        return FromHeads.apply(layout, me, group, "out", out)[0], None
+        return HeadAllToAll.apply(False, layout, me, group, "out", out)[0], None
     if lse.dtype == out.dtype:  # one all-to-all for both
-        out, lse = FromHeads.apply(layout, me, group, "out+lse", out, lse.unsqueeze(-1))
+        out, lse = HeadAllToAll.apply(False, layout, me, group, "out+lse", out, lse.unsqueeze(-1))
     else:
-        (out,), (lse,) = (FromHeads.apply(layout, me, group, n, t) for n, t in (("out", out), ("lse", lse[..., None])))
+        (out,) = HeadAllToAll.apply(False, layout, me, group, "out", out)
+        (lse,) = HeadAllToAll.apply(False, layout, me, group, "lse", lse.unsqueeze(-1))
     return out, lse.squeeze(-1)
 
 
@@ -152,25 +120,18 @@ def _na(
     method,
 ):
     group = resolve_group(group)
-    params, setup = _setup(
-        rank_dims,
-        group,
-        query,
-        key,
-        value,
-        kernel_size,
-        dilation,
-        is_causal,
-        rpb,
-        scale,
-        additional_keys,
-        additional_values,
-        stride,
-        return_lse,
-        sharded_axes,
-        grid,
-        method,
-    )
+    # Local checks first; their error travels in the metadata all-gather so that no rank is left waiting.
+    error, params, axes = None, None, None
+    try:
+        params = normalize_params(rank_dims, kernel_size, dilation, stride, is_causal)
+        return_lse = check_bool(return_lse, "return_lse")
+        axes, grid = check_sharding(sharded_axes, grid, method, rank_dims, dist.get_world_size(group))
+        check_local(params, query, key, value, rpb, scale, additional_keys, additional_values, axes)
+    except (TypeError, ValueError) as exc:
+        error = exc
+    tensors = dict(query=query, key=key, value=value, rpb=rpb)
+    tensors.update(additional_keys=additional_keys, additional_values=additional_values)
+    setup = gather_setup(error, group, params, tensors, scale, axes, grid, method, return_lse)
     if method == "auto":
         method = choose_method(setup, params, query.shape[0], query.element_size())
     args = (rank_dims, setup, params, group, query, key, value, rpb, scale, additional_keys, additional_values)
@@ -214,132 +175,53 @@ _DOC = """{n}-D fused neighborhood attention over a token grid sharded across a 
     """
 
 
-def na1d(
-    query,
-    key,
-    value,
-    kernel_size,
-    dilation=1,
-    is_causal=False,
-    rpb=None,
-    scale=None,
-    additional_keys=None,
-    additional_values=None,
-    *,
-    stride=1,
-    return_lse=False,
-    group=None,
-    sharded_axes=0,
-    grid=None,
-    method="halo",
-    is_casual=None,
-):
-    is_causal = causal_alias(is_causal, is_casual, "natten.distributed.na1d")
-    return _na(
-        1,
+def _public(rank_dims: int, axes: str, rpb: str):
+    def op(
         query,
         key,
         value,
         kernel_size,
-        dilation,
-        is_causal,
-        rpb,
-        scale,
-        additional_keys,
-        additional_values,
-        stride,
-        return_lse,
-        group,
-        sharded_axes,
-        grid,
-        method,
-    )
+        dilation=1,
+        is_causal=False,
+        rpb=None,
+        scale=None,
+        additional_keys=None,
+        additional_values=None,
+        *,
+        stride=1,
+        return_lse=False,
+        group=None,
+        sharded_axes=0,
+        grid=None,
+        method="halo",
+        is_casual=None,
+    ):
+        is_causal = causal_alias(is_causal, is_casual, f"natten.distributed.{op.__name__}")
+        return _na(
+            rank_dims,
+            query,
+            key,
+            value,
+            kernel_size,
+            dilation,
+            is_causal,
+            rpb,
+            scale,
+            additional_keys,
+            additional_values,
+            stride,
+            return_lse,
+            group,
+            sharded_axes,
+            grid,
+            method,
+        )
+
+    op.__name__ = op.__qualname__ = f"na{rank_dims}d"
+    op.__doc__ = _DOC.format(n=rank_dims, axes=axes, rpb=rpb)
+    return op
 
 
-def na2d(
-    query,
-    key,
-    value,
-    kernel_size,
-    dilation=1,
-    is_causal=False,
-    rpb=None,
-    scale=None,
-    additional_keys=None,
-    additional_values=None,
-    *,
-    stride=1,
-    return_lse=False,
-    group=None,
-    sharded_axes=0,
-    grid=None,
-    method="halo",
-    is_casual=None,
-):
-    is_causal = causal_alias(is_causal, is_casual, "natten.distributed.na2d")
-    return _na(
-        2,
-        query,
-        key,
-        value,
-        kernel_size,
-        dilation,
-        is_causal,
-        rpb,
-        scale,
-        additional_keys,
-        additional_values,
-        stride,
-        return_lse,
-        group,
-        sharded_axes,
-        grid,
-        method,
-    )
-
-
-def na3d(
-    query,
-    key,
-    value,
-    kernel_size,
-    dilation=1,
-    is_causal=False,
-    rpb=None,
-    scale=None,
-    additional_keys=None,
-    additional_values=None,
-    *,
-    stride=1,
-    return_lse=False,
-    group=None,
-    sharded_axes=0,
-    grid=None,
-    method="halo",
-    is_casual=None,
-):
-    is_causal = causal_alias(is_causal, is_casual, "natten.distributed.na3d")
-    return _na(
-        3,
-        query,
-        key,
-        value,
-        kernel_size,
-        dilation,
-        is_causal,
-        rpb,
-        scale,
-        additional_keys,
-        additional_values,
-        stride,
-        return_lse,
-        group,
-        sharded_axes,
-        grid,
-        method,
-    )
-
-
-na1d.__doc__ = _DOC.format(n=1, axes="length", rpb="2 * kernel_size - 1")
-na2d.__doc__ = _DOC.format(n=2, axes="height, width", rpb="2 * kh - 1, 2 * kw - 1")
-na3d.__doc__ = _DOC.format(n=3, axes="depth, height, width", rpb="2 * kd - 1, 2 * kh - 1, 2 * kw - 1")
+na1d = _public(1, "length", "2 * kernel_size - 1")
+na2d = _public(2, "height, width", "2 * kh - 1, 2 * kw - 1")
+na3d = _public(3, "depth, height, width", "2 * kd - 1, 2 * kh - 1, 2 * kw - 1")

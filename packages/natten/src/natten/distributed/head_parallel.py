@@ -74,27 +74,17 @@ def from_heads(xs, layout: Layout, rank: int, group, what: str, direction: str) 
     return outs
 
 
-class ToHeads(torch.autograd.Function):
-    """Token shards of all heads -> whole grids of this rank's heads; backward: the reverse all-to-all."""
+class HeadAllToAll(torch.autograd.Function):
+    """``to_heads=True``: token shards of all heads -> whole grids of this rank's heads (:func:`to_heads`);
+    ``False``: the reverse (:func:`from_heads`). The backward is the other direction."""
 
     @staticmethod
-    def forward(ctx, layout: Layout, rank: int, group, what: str, *xs):
-        ctx.args = (layout, rank, group, what)
-        return tuple(to_heads([x.contiguous() for x in xs], layout, rank, group, what, "forward"))
-
-    @staticmethod
-    def backward(ctx, *grads):
-        return (None,) * 4 + tuple(from_heads([g.contiguous() for g in grads], *ctx.args, "backward"))
-
-
-class FromHeads(torch.autograd.Function):
-    """Whole grids of this rank's heads -> token shards of all heads; backward: the reverse all-to-all."""
-
-    @staticmethod
-    def forward(ctx, layout: Layout, rank: int, group, what: str, *xs):
-        ctx.args = (layout, rank, group, what)
-        return tuple(from_heads([x.contiguous() for x in xs], layout, rank, group, what, "forward"))
+    def forward(ctx, to_heads_: bool, layout: Layout, rank: int, group, what: str, *xs):
+        ctx.direction, ctx.args = to_heads_, (layout, rank, group, what)
+        move = to_heads if to_heads_ else from_heads
+        return tuple(move([x.contiguous() for x in xs], *ctx.args, "forward"))
 
     @staticmethod
     def backward(ctx, *grads):
-        return (None,) * 4 + tuple(to_heads([g.contiguous() for g in grads], *ctx.args, "backward"))
+        move = from_heads if ctx.direction else to_heads
+        return (None,) * 5 + tuple(move([g.contiguous() for g in grads], *ctx.args, "backward"))
