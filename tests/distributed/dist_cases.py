@@ -185,7 +185,8 @@ def _run(fn, inputs: dict, upstream, **kwargs):
     return out.detach(), lse.detach(), dict(zip(leaves, grads))
 
 
-def _one_case(case: DCase, rank: int, device, dtype) -> dict:
+def _one_case(case: DCase, rank: int, device, dtype, group=None) -> dict:
+    """``rank``: this process's rank in ``group`` (None: the default group)."""
     inputs, upstream = _inputs(case, device, dtype)
     params = dict(kernel_size=case.kernel_size, dilation=case.dilation, stride=case.stride, is_causal=case.is_causal)
     single = _run(_SINGLE[case.rank], inputs, upstream, **params, scale=case.scale, return_lse=True)
@@ -205,6 +206,7 @@ def _one_case(case: DCase, rank: int, device, dtype) -> dict:
             sharded_axes=case.sharded_axes,
             grid=case.grid,
             method=case.method,
+            group=group,
         )
     errors = {}
     for ref_name, (r_out, r_lse, r_grads) in (("natten", single), ("oracle", oracle)):
@@ -269,6 +271,15 @@ def check_cases(rank: int, world: int, device, cases: list[DCase], bad: list[str
         module = _module_case(rank, world, device, dtype)
     except Exception:
         module = {"failure": traceback.format_exc()}
+    subgroup = {}
+    if world >= 3:  # a group of global ranks 1 and 2: group ranks differ from global ranks
+        group = dist.new_group(list(SUBGROUP_MEMBERS))
+        for case in SUBGROUP_CASES if rank in SUBGROUP_MEMBERS else ():
+            try:
+                subgroup[case.id] = _one_case(case, SUBGROUP_MEMBERS.index(rank), device, dtype, group)
+            except Exception:
+                subgroup[case.id] = {"failure": traceback.format_exc()}
+        dist.barrier()
     rejected = {}
     for name in bad:
         try:
@@ -277,7 +288,7 @@ def check_cases(rank: int, world: int, device, cases: list[DCase], bad: list[str
         except Exception as exc:
             rejected[name] = (type(exc).__name__, str(exc))
         dist.barrier()
-    return {"cases": results, "module": module, "bad": rejected}
+    return {"cases": results, "module": module, "subgroup": subgroup, "bad": rejected}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -363,6 +374,13 @@ _FIXED = {
         DCase((9, 10), (5, 3), ((4, 5), (3, 7)), sharded_axes=(0, 1), rpb=True, heads=4, kv_heads=4, method="heads"),
     ],
 }
+
+
+SUBGROUP_MEMBERS = (1, 2)
+SUBGROUP_CASES = [
+    DCase((11,), (5,), ((4, 7),), rpb=True),
+    DCase((11, 6), (5, 3), ((4, 7),), is_causal=(True, False), method="heads"),
+]
 
 
 def _split(n: int, parts: int, rng: random.Random) -> tuple[int, ...]:

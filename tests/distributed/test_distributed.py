@@ -8,6 +8,8 @@ import pytest
 import torch
 from dist_cases import (
     BAD_CALLS,
+    SUBGROUP_CASES,
+    SUBGROUP_MEMBERS,
     cases_for,
     check_cases,
     heads_received,
@@ -15,7 +17,10 @@ from dist_cases import (
     owners_of_needed_keys,
 )
 
+import natten.distributed as nd
 from natten.distributed.launch import spawn
+from natten.distributed.plan import make_layout
+from natten.functional.validation import FusedShapes
 
 WORLDS = (2, 3, 4)
 CASES = {w: cases_for(w) for w in WORLDS}
@@ -60,6 +65,15 @@ def test_matches_single_process_and_oracle(outcome, world, case):
         assert {n.split(" ")[0] for n in r["errors"]} == expected
 
 
+def _predicted(case, method: str, itemsize: int, lse_itemsize: int = 0) -> list[tuple[int, int]]:
+    """natten.distributed.predicted for this case (what method="auto" decides by)."""
+    local = [tuple(b - a for a, b in case.box(r)) for r in range(case.world)]
+    layout, _ = make_layout(local, case.sharded_axes, case.grid)
+    shapes = FusedShapes(case.heads, case.kv_heads, case.head_dim, case.head_dim_v, case.additional, 1.0)
+    params = (case.kernel_size, case.dilation, case.stride, case.is_causal)
+    return nd.predicted(method, layout, params, case.batch, shapes, itemsize, lse_itemsize)
+
+
 def _exchanges(r, direction, prefix):
     return [e for e in r["exchanges"] if e[1] == direction and e[0].startswith(prefix)]
 
@@ -76,6 +90,7 @@ def test_halo_receives_exactly_the_needed_keys(outcome, world, case):
         assert received == needed_halo_sites(case, rank) * site * r["itemsize"], f"rank {rank}"
         # windows reaching past the neighbouring shards: every owner of a needed key sends, no one else
         assert peers == owners_of_needed_keys(case, rank), f"rank {rank}"
+        assert (sent, received) == _predicted(case, "halo", r["itemsize"])[rank]
         ((_, _, back_sent, back_received, _),) = _exchanges(r, "backward", "halo")
         assert (back_sent, back_received) == (received, sent), f"rank {rank}"
     total_sent = sum(_exchanges(r, "forward", "halo")[0][2] for r in results)
@@ -88,8 +103,10 @@ def test_heads_bytes(outcome, world, case):
     """The head-parallel forward receives q, k/v of the other ranks' tokens for its heads and its own
     tokens' output (and LSE) of the other heads: nothing more."""
     for rank, r in enumerate(_results(outcome, world, case)):
+        sent = sum(e[2] for e in _exchanges(r, "forward", "heads"))
         received = sum(e[3] for e in _exchanges(r, "forward", "heads"))
         assert received == heads_received(case, rank, r["itemsize"], r["lse_itemsize"]), f"rank {rank}"
+        assert (sent, received) == _predicted(case, "heads", r["itemsize"], r["lse_itemsize"])[rank]
         assert not _exchanges(r, "forward", "halo")
 
 
@@ -120,6 +137,21 @@ def test_module_matches_single_process(outcome, world):
         assert "failure" not in r["module"], f"rank {rank}:\n{r['module']['failure']}"
         errors = r["module"]["errors"]
         assert len(errors) == 7 and max(errors.values()) <= TOL[r["module"]["itemsize"]], f"rank {rank}: {errors}"
+
+
+@pytest.mark.parametrize("world", [w for w in WORLDS if w >= 3])
+def test_subgroup(outcome, world):
+    """A process group of global ranks 1 and 2 (group ranks 0 and 1): both methods, exact, and the
+    exchanges name peers by their rank in the group."""
+    ranks = outcome(world)
+    for member in SUBGROUP_MEMBERS:
+        results = ranks[member]["subgroup"]
+        assert set(results) == {c.id for c in SUBGROUP_CASES}
+        for case_id, r in results.items():
+            assert "failure" not in r, f"rank {member} {case_id}:\n{r['failure']}"
+            assert max(r["errors"].values()) <= TOL[r["itemsize"]], f"rank {member} {case_id}: {r['errors']}"
+            assert r["exchanges"] and all(set(e[4]) <= {0, 1} for e in r["exchanges"])
+    assert all(not ranks[r]["subgroup"] for r in range(world) if r not in SUBGROUP_MEMBERS)
 
 
 BAD = {
