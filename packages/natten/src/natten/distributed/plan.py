@@ -6,8 +6,9 @@ rank runs the ordinary local op on the *extended* range ``[lo, hi)`` and keeps t
 results. That is exact iff the window rule applied to the extended axis (length ``hi - lo``, positions
 shifted by ``lo``) gives every owned query its global window, which holds when
 
-* ``lo`` is a multiple of ``dilation * stride`` (dilation groups and stride blocks keep their
-  alignment) and ``lo <= min(needed)``;
+* ``lo <= min(needed)`` and, with a stride, ``lo`` is a multiple of ``dilation * stride`` (every
+  dilation group's local index is then its global index shifted by a multiple of the stride, so the
+  stride blocks keep their leaders; with stride 1 a shift of any size is harmless);
 * ``hi > max(needed)`` and, on a causal axis, ``hi`` holds the leader of the last owned stride block
   (the leader's clamp to the group's end decides where a causal window starts);
 * ``hi - lo >= kernel_size * dilation`` (what the local op accepts).
@@ -108,7 +109,7 @@ def axis_plan(length: int, k: int, d: int, s: int, causal: bool, start: int, sto
     hi = max(stop, needed[-1] + 1) if needed else stop
     if causal:
         hi = max(hi, leader + 1)
-    align = d * s
+    align = d * s if s > 1 else 1  # dilation groups may start anywhere; stride blocks may not
     lo -= lo % align
     if hi - lo < k * d:
         hi = min(length, lo + k * d)
