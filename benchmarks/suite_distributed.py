@@ -210,7 +210,9 @@ def _allgather_forward(q, k, v, spec, layout, rank):
 def _world_job(rank: int, world: int, device, jobs: list, timing: dict) -> list[dict]:
     """Runs in every rank of a spawned world: each (spec, axes, grid) for each method."""
     results = []
-    for spec, axes, grid in jobs:
+    for n, (spec, axes, grid) in enumerate(jobs):
+        if rank == 0:
+            print(f"  [{n + 1}/{len(jobs)}] {spec['id']} {_split_name(axes, grid)} ...", flush=True)
         layout = _layout(spec["spatial"], axes, grid)
         box = _box(layout, rank)
         g = torch.Generator().manual_seed(0)
