@@ -41,6 +41,7 @@ class DCase:
     head_dim_v: int = 4
     batch: int = 1
     scale: float | None = None
+    lse: bool = True  # return_lse, and the LSE in the loss
     seed: int = 0
 
     def __post_init__(self):
@@ -79,6 +80,8 @@ class DCase:
         parts += [f"ax{a}[{','.join(map(str, s))}]" for a, s in zip(self.sharded_axes, self.shards)]
         if self.scale is not None:
             parts.append(f"scale{self.scale}")
+        if not self.lse:
+            parts.append("no-lse")
         parts.append(self.method)
         return "-".join(parts)
 
@@ -175,23 +178,24 @@ _OPS = {1: nd.na1d, 2: nd.na2d, 3: nd.na3d}
 _SINGLE = {1: natten.functional.na1d, 2: natten.functional.na2d, 3: natten.functional.na3d}
 
 
-def _run(fn, inputs: dict, upstream, **kwargs):
-    """Outputs and the gradients of every input for the loss ``<out, up_out> + <lse, up_lse>``."""
+def _run(fn, inputs: dict, upstream, return_lse: bool, **kwargs):
+    """Outputs and the gradients of every input for the loss ``<out, up_out> (+ <lse, up_lse>)``."""
     leaves = {n: x.detach().clone().requires_grad_() for n, x in inputs.items()}
     rest = {n: x for n, x in leaves.items() if n not in _SHARDED}
-    out, lse = fn(*(leaves[n] for n in _SHARDED), **rest, **kwargs)
-    loss = (out * upstream[0]).sum() + (lse * upstream[1]).sum()
+    result = fn(*(leaves[n] for n in _SHARDED), **rest, **kwargs, return_lse=return_lse)
+    out, lse = result if return_lse else (result, None)
+    loss = (out * upstream[0]).sum() + (0 if lse is None else (lse * upstream[1]).sum())
     grads = torch.autograd.grad(loss, list(leaves.values()))
-    return out.detach(), lse.detach(), dict(zip(leaves, grads))
+    return out.detach(), None if lse is None else lse.detach(), dict(zip(leaves, grads))
 
 
 def _one_case(case: DCase, rank: int, device, dtype, group=None) -> dict:
     """``rank``: this process's rank in ``group`` (None: the default group)."""
     inputs, upstream = _inputs(case, device, dtype)
     params = dict(kernel_size=case.kernel_size, dilation=case.dilation, stride=case.stride, is_causal=case.is_causal)
-    single = _run(_SINGLE[case.rank], inputs, upstream, **params, scale=case.scale, return_lse=True)
+    single = _run(_SINGLE[case.rank], inputs, upstream, case.lse, **params, scale=case.scale)
     f64 = {n: x.double() for n, x in inputs.items()}
-    oracle = _run(na_reference, f64, [u.double() for u in upstream], **params, scale=case.scale, return_lse=True)
+    oracle = _run(na_reference, f64, [u.double() for u in upstream], case.lse, **params, scale=case.scale)
     owned = (slice(None), *(slice(a, b) for a, b in case.box(rank)))
     local = {n: (x[owned] if n in _SHARDED else x) for n, x in inputs.items()}
     local_up = [u[owned] for u in upstream]
@@ -200,9 +204,9 @@ def _one_case(case: DCase, rank: int, device, dtype, group=None) -> dict:
             _OPS[case.rank],
             local,
             local_up,
+            case.lse,
             **params,
             scale=case.scale,
-            return_lse=True,
             sharded_axes=case.sharded_axes,
             grid=case.grid,
             method=case.method,
@@ -210,7 +214,7 @@ def _one_case(case: DCase, rank: int, device, dtype, group=None) -> dict:
         )
     errors = {}
     for ref_name, (r_out, r_lse, r_grads) in (("natten", single), ("oracle", oracle)):
-        pairs = [("out", out, r_out[owned]), ("lse", lse, r_lse[owned])]
+        pairs = [("out", out, r_out[owned])] + ([("lse", lse, r_lse[owned])] if case.lse else [])
         pairs += [(f"d{n}", grads[n], r_grads[n][owned] if n in _SHARDED else r_grads[n]) for n in grads]
         for name, got, want in pairs:
             errors[f"{name} vs {ref_name}"] = (got.double() - want.double()).abs().max().item()
@@ -218,7 +222,7 @@ def _one_case(case: DCase, rank: int, device, dtype, group=None) -> dict:
         "errors": errors,
         "exchanges": [(e.what, e.direction, e.sent_bytes, e.received_bytes, e.peers) for e in log],
         "itemsize": torch.empty((), dtype=dtype).element_size(),
-        "lse_itemsize": out.new_empty((), dtype=lse.dtype).element_size(),
+        "lse_itemsize": 0 if lse is None else lse.element_size(),  # 0: no LSE transfer
     }
 
 
@@ -340,6 +344,8 @@ _FIXED = {
         DCase((8, 12), (4, 3), ((5, 7),), sharded_axes=(1,), is_causal=(True, False), head_dim_v=6),
         DCase((6, 5, 7), (3, 2, 3), ((1, 5),), dilation=(1, 2, 1), stride=(1, 1, 3), is_causal=(True, False, True)),
         DCase((6, 5, 7), (3, 2, 3), ((1, 5),), is_causal=(True, False, True), heads=4, kv_heads=2, method="heads"),
+        DCase((9, 8), (3, 3), ((5, 4),), heads=4, additional=2, lse=False, method="heads"),
+        DCase((9, 8), (3, 3), ((5, 4),), dilation=(2, 1), lse=False),
     ],
     3: [
         DCase((17,), (7,), ((1, 2, 14),), stride=(3,), rpb=True),
