@@ -409,10 +409,9 @@ def random_cases(world: int, count: int, seed: int) -> list[DCase]:
             stride.append(rng.choice([1, 1, 2, k]))
             causal.append(rng.random() < 0.3)
             spatial.append(max(k * d, world) + rng.randint(0, 6 if rank < 3 else 2))
-        axes = (rng.randrange(rank),)
-        grid = (world,)
-        if world == 4 and rank > 1 and rng.random() < 0.5:
-            axes, grid = tuple(sorted(rng.sample(range(rank), 2))), (2, 2)
+        axes, grid = _random_grid(world, rank, rng)
+        for a, g in zip(axes, grid):  # every rank holds at least one token
+            spatial[a] = max(spatial[a], g)
         shards = tuple(_split(spatial[a], g, rng) for a, g in zip(axes, grid))
         heads = rng.choice([world, 2 * world]) if rng.random() < 0.5 else 2
         kv_heads = rng.choice([h for h in (1, heads // 2, heads) if h and heads % h == 0])
@@ -421,10 +420,22 @@ def random_cases(world: int, count: int, seed: int) -> list[DCase]:
             tuple(spatial), tuple(kernel), shards, axes, tuple(dil), tuple(stride), tuple(causal),
             method=rng.choice(methods), heads=heads, kv_heads=kv_heads, seed=len(out) + 1,
             rpb=not any(causal) and all(k % 2 for k in kernel) and rng.random() < 0.5,
-            additional=rng.choice([0, 0, 2]), scale=rng.choice([None, None, 0.7]),
+            additional=rng.choice([0, 0, 2]), scale=rng.choice([None, None, 0.7]), batch=rng.choice([1, 2]),
+            head_dim_v=rng.choice([4, 4, 6]), lse=rng.random() < 0.8,
         )  # fmt: skip
         out.append(case)
     return out
+
+
+def _random_grid(world: int, rank: int, rng: random.Random) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Sharded axes and a grid over them whose product is ``world`` (one axis, or a factorization)."""
+    factorizations = [
+        g for n in range(2, rank + 1) for g in itertools.product(range(2, world + 1), repeat=n) if math.prod(g) == world
+    ]
+    if not factorizations or rng.random() < 0.5:
+        return (rng.randrange(rank),), (world,)
+    grid = rng.choice(factorizations)
+    return tuple(sorted(rng.sample(range(rank), len(grid)))), grid
 
 
 def cases_for(world: int) -> list[DCase]:

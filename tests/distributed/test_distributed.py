@@ -15,6 +15,7 @@ from dist_cases import (
     heads_received,
     needed_halo_sites,
     owners_of_needed_keys,
+    random_cases,
 )
 
 import natten.distributed as nd
@@ -46,7 +47,11 @@ def _params(world_cases):
 
 
 def _results(outcome, world, case) -> list[dict]:
-    results = [rank["cases"][case.id] for rank in outcome(world)]
+    return _case_results(outcome(world), case)
+
+
+def _case_results(ranks: list[dict], case) -> list[dict]:
+    results = [rank["cases"][case.id] for rank in ranks]
     for rank, r in enumerate(results):
         assert "failure" not in r, f"rank {rank}:\n{r.get('failure')}"
     return results
@@ -56,7 +61,11 @@ def _results(outcome, world, case) -> list[dict]:
 def test_matches_single_process_and_oracle(outcome, world, case):
     """Outputs, LSE and every gradient (q, k, v on the shard; rpb, additional KV whole) equal the
     single-process natten op and the float64 oracle, on every rank."""
-    for rank, r in enumerate(_results(outcome, world, case)):
+    _assert_exact(case, _results(outcome, world, case))
+
+
+def _assert_exact(case, results: list[dict]) -> None:
+    for rank, r in enumerate(results):
         tol = TOL[r["itemsize"]]
         bad = {name: err for name, err in r["errors"].items() if not err <= tol}
         assert not bad, f"rank {rank}: errors above {tol}: {bad}"
@@ -84,7 +93,10 @@ def test_halo_receives_exactly_the_needed_keys(outcome, world, case):
     """Each rank receives exactly the k/v sites its queries attend and it does not own (counted here
     by brute force from the oracle's slot tables): no all-gather in disguise; the backward returns the
     same blocks to their owners."""
-    results = _results(outcome, world, case)
+    _assert_halo_bytes(case, _results(outcome, world, case))
+
+
+def _assert_halo_bytes(case, results: list[dict]) -> None:
     site = case.batch * case.kv_heads * (case.head_dim + case.head_dim_v)
     for rank, r in enumerate(results):
         ((_, _, sent, received, peers),) = _exchanges(r, "forward", "halo")
@@ -138,6 +150,20 @@ def test_module_matches_single_process(outcome, world):
         assert "failure" not in r["module"], f"rank {rank}:\n{r['module']['failure']}"
         errors = r["module"]["errors"]
         assert len(errors) == 7 and max(errors.values()) <= TOL[r["module"]["itemsize"]], f"rank {rank}: {errors}"
+
+
+@pytest.mark.extended
+@pytest.mark.parametrize("world", (5, 6, 8))
+def test_random_cases_in_larger_worlds(world):
+    """Worlds the CI tier does not spawn, with random geometry, grids over up to three axes, features
+    and methods: exact on every rank, and the halo bytes are the needed keys."""
+    cases = random_cases(world, 25, seed=1)
+    ranks = spawn(world, check_cases, cases, [])
+    for case in cases:
+        results = _case_results(ranks, case)
+        _assert_exact(case, results)
+        if case.method == "halo":
+            _assert_halo_bytes(case, results)
 
 
 @pytest.mark.parametrize("world", [w for w in WORLDS if w >= 3])
