@@ -261,6 +261,49 @@ def _module_case(rank: int, world: int, device, dtype) -> dict:
     return {"errors": {name: e.abs().max().item() for name, e in errors.items()}, "itemsize": x.element_size()}
 
 
+# world: (global spatial, kernel, placements' spatial dims, mesh shape): torch.chunk shards, uneven
+DTENSORS = {
+    2: ((5, 9), (3, 5), (0,), (2,)),
+    3: ((7, 6), (5, 3), (0,), (3,)),  # chunks 3, 3, 1: a shard thinner than the window
+    4: ((5, 7), (3, 3), (0, 1), (2, 2)),
+}
+
+
+def _dtensor_case(rank: int, world: int, device, dtype) -> dict:
+    """DTensor q/k/v (Shard placements on a DeviceMesh), rpb as a replicated DTensor, additional KV as
+    plain tensors, both methods: results are DTensors equal to the single-process op, and so are the
+    gradients."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    spatial, kernel, dims, mesh_shape = DTENSORS[world]
+    mesh = init_device_mesh(device.type, mesh_shape)
+    placements = [Shard(1 + d) for d in dims]
+    errors = {}
+    for method in ("halo", "heads"):
+        case = DCase(
+            spatial, kernel, tuple((n,) for n in spatial), rpb=True, additional=2, heads=world * 2, kv_heads=world
+        )
+        inputs, upstream = _inputs(case, device, dtype)
+        single = _run(_SINGLE[case.rank], inputs, upstream, True, kernel_size=kernel)
+        leaves = {n: x.detach().clone() for n, x in inputs.items()}
+        for n in _SHARDED:
+            leaves[n] = distribute_tensor(leaves[n], mesh, placements)
+        leaves["rpb"] = distribute_tensor(leaves["rpb"], mesh, [Replicate()] * len(dims))
+        for x in leaves.values():
+            x.requires_grad_()
+        rest = {n: x for n, x in leaves.items() if n not in _SHARDED}
+        out, lse = _OPS[case.rank](*(leaves[n] for n in _SHARDED), kernel, **rest, return_lse=True, method=method)
+        assert tuple(out.placements) == tuple(placements) and tuple(lse.placements) == tuple(placements)
+        loss = (out.full_tensor() * upstream[0]).sum() + (lse.full_tensor() * upstream[1]).sum()
+        grads = torch.autograd.grad(loss, list(leaves.values()))
+        got = {"out": out.full_tensor(), "lse": lse.full_tensor()}
+        got.update({f"d{n}": g.full_tensor() if hasattr(g, "full_tensor") else g for n, g in zip(leaves, grads)})
+        want = {"out": single[0], "lse": single[1], **{f"d{n}": g for n, g in single[2].items()}}
+        errors.update({f"{n} {method}": (got[n].double() - want[n].double()).abs().max().item() for n in want})
+    return {"errors": errors, "itemsize": torch.empty((), dtype=dtype).element_size()}
+
+
 def check_cases(rank: int, world: int, device, cases: list[DCase], bad: list[str]) -> dict:
     """Runs every case, then every bad-input call, on this rank; never raises (a failing case reports
     its traceback, so the other cases still run)."""
@@ -275,6 +318,10 @@ def check_cases(rank: int, world: int, device, cases: list[DCase], bad: list[str
         module = _module_case(rank, world, device, dtype)
     except Exception:
         module = {"failure": traceback.format_exc()}
+    try:
+        dtensors = _dtensor_case(rank, world, device, dtype) if world in DTENSORS else None
+    except Exception:
+        dtensors = {"failure": traceback.format_exc()}
     subgroup = {}
     if world >= 3:  # a group of global ranks 1 and 2: group ranks differ from global ranks
         group = dist.new_group(list(SUBGROUP_MEMBERS))
@@ -292,7 +339,7 @@ def check_cases(rank: int, world: int, device, cases: list[DCase], bad: list[str
         except Exception as exc:
             rejected[name] = (type(exc).__name__, str(exc))
         dist.barrier()
-    return {"cases": results, "module": module, "subgroup": subgroup, "bad": rejected}
+    return {"cases": results, "module": module, "dtensor": dtensors, "subgroup": subgroup, "bad": rejected}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -302,6 +349,15 @@ def check_cases(rank: int, world: int, device, cases: list[DCase], bad: list[str
 
 def _qkv(shape, device, heads=2, dtype=torch.float64):
     return [torch.randn(*shape, heads, 4, dtype=dtype, device=device) for _ in range(3)]
+
+
+def _dtensors(device, placement: str, count: int = 3):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    place = Shard(1) if placement == "shard" else Replicate()
+    return [distribute_tensor(t, mesh, [place]) for t in _qkv((1, 6), device)[:count]]
 
 
 def _module_with_dropout(rank, world, device):
@@ -328,6 +384,9 @@ BAD_CALLS = {
     ),
     "query and key shards differ": lambda r, w, dev: nd.na1d(_qkv((1, 6), dev)[0], *_qkv((1, 5), dev)[:2], 3),
     "module attn_drop": _module_with_dropout,
+    "dtensor with sharded_axes": lambda r, w, dev: nd.na1d(*_dtensors(dev, "shard"), 3, sharded_axes=0),
+    "dtensor replicated": lambda r, w, dev: nd.na1d(*_dtensors(dev, "replicate"), 3),
+    "dtensor key plain": lambda r, w, dev: nd.na1d(*_dtensors(dev, "shard", 1), *_qkv((1, 6), dev)[:2], 3),
 }
 
 

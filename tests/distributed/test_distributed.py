@@ -152,6 +152,16 @@ def test_module_matches_single_process(outcome, world):
         assert len(errors) == 7 and max(errors.values()) <= TOL[r["module"]["itemsize"]], f"rank {rank}: {errors}"
 
 
+@pytest.mark.parametrize("world", WORLDS)
+def test_dtensor_inputs(outcome, world):
+    """DTensor q/k/v on a DeviceMesh (1-D with uneven and thin chunks; 2 x 2 over two axes): DTensor
+    results with the inputs' placements, equal to the single-process op, gradients included."""
+    for rank, r in enumerate(outcome(world)):
+        assert "failure" not in r["dtensor"], f"rank {rank}:\n{r['dtensor']['failure']}"
+        errors = r["dtensor"]["errors"]
+        assert len(errors) == 2 * 8 and max(errors.values()) <= TOL[r["dtensor"]["itemsize"]], f"rank {rank}: {errors}"
+
+
 @pytest.mark.extended
 @pytest.mark.parametrize("world", (5, 6, 8))
 def test_random_cases_in_larger_worlds(world):
@@ -196,6 +206,9 @@ BAD = {
     "rpb on one rank": ("ValueError", "rpb must be the same on every rank of the group"),
     "query and key shards differ": ("ValueError", "query, key and value shards must share batch and spatial axes"),
     "module attn_drop": ("ValueError", "attn_drop must be 0 in DistributedNeighborhoodAttention1D"),
+    "dtensor with sharded_axes": ("ValueError", "group, sharded_axes and grid come from the DTensors' mesh"),
+    "dtensor replicated": ("ValueError", "must be sharded with one Shard(spatial dim) per mesh dimension"),
+    "dtensor key plain": ("TypeError", "key must be a DTensor on query's mesh"),
 }
 
 

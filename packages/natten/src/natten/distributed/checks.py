@@ -46,6 +46,7 @@ def check_sharding(sharded_axes, grid, method, rank_dims: int, world: int) -> tu
     along each of them (row-major over the group's ranks)."""
     if isinstance(method, bool) or method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(repr(m) for m in METHODS)}; got {method!r}")
+    sharded_axes = 0 if sharded_axes is None else sharded_axes
     axes = (sharded_axes,) if isinstance(sharded_axes, int) and not isinstance(sharded_axes, bool) else sharded_axes
     if not isinstance(axes, (tuple, list)) or not axes:
         raise TypeError(f"sharded_axes must be an int or a non-empty tuple of ints; got {sharded_axes!r}")

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from natten import functional as natten_functional
 from natten.distributed.accounting import predicted
 from natten.distributed.checks import Setup, check_local, check_sharding, gather_setup, resolve_group
+from natten.distributed.dtensor import is_dtensor, unwrap
 from natten.distributed.halo import HaloExchange
 from natten.distributed.head_parallel import HeadAllToAll
 from natten.distributed.plan import rank_plan
@@ -100,45 +101,30 @@ def _heads(rank_dims, setup, params, group, q, k, v, rpb, scale, add_k, add_v, r
     return out, lse.squeeze(-1)
 
 
-def _na(
-    rank_dims,
-    query,
-    key,
-    value,
-    kernel_size,
-    dilation,
-    is_causal,
-    rpb,
-    scale,
-    additional_keys,
-    additional_values,
-    stride,
-    return_lse,
-    group,
-    sharded_axes,
-    grid,
-    method,
-):
+def _na(rank_dims, tensors: dict, kernel_size, dilation, is_causal, scale, stride, return_lse, group, sharded_axes,
+        grid, method):  # fmt: skip
+    """``tensors``: query, key, value, rpb, additional_keys, additional_values (shards or DTensors)."""
+    wrap = None
+    if is_dtensor(tensors["query"]):
+        tensors, group, sharded_axes, grid, wrap = unwrap(rank_dims, tensors, group, sharded_axes, grid)
     group = resolve_group(group)
+    query, key, value, rpb, add_k, add_v = tensors.values()
     # Local checks first; their error travels in the metadata all-gather so that no rank is left waiting.
     error, params, axes = None, None, None
     try:
         params = normalize_params(rank_dims, kernel_size, dilation, stride, is_causal)
         return_lse = check_bool(return_lse, "return_lse")
         axes, grid = check_sharding(sharded_axes, grid, method, rank_dims, dist.get_world_size(group))
-        check_local(params, query, key, value, rpb, scale, additional_keys, additional_values, axes)
+        check_local(params, query, key, value, rpb, scale, add_k, add_v, axes)
     except (TypeError, ValueError) as exc:
         error = exc
-    tensors = dict(query=query, key=key, value=value, rpb=rpb)
-    tensors.update(additional_keys=additional_keys, additional_values=additional_values)
     setup = gather_setup(error, group, params, tensors, scale, axes, grid, method, return_lse)
     if method == "auto":
         method = choose_method(setup, params, query.shape[0], query.element_size())
-    args = (rank_dims, setup, params, group, query, key, value, rpb, scale, additional_keys, additional_values)
-    if method == "halo":
-        out, lse = _halo(*args)
-    else:
-        out, lse = _heads(*args, return_lse)
+    args = (rank_dims, setup, params, group, query, key, value, rpb, scale, add_k, add_v)
+    out, lse = _halo(*args) if method == "halo" else _heads(*args, return_lse)
+    if wrap is not None:
+        out, lse = wrap(out, lse if return_lse else None)
     return (out, lse) if return_lse else out
 
 
@@ -161,13 +147,17 @@ _DOC = """{n}-D fused neighborhood attention over a token grid sharded across a 
             replicated like ``rpb`` (gradients summed over ranks).
         group: (keyword) the ``torch.distributed`` process group; ``None`` is the default group.
         sharded_axes: (keyword) spatial axes cut across ranks, ``0`` = the first spatial axis; an int
-            or a tuple.
+            or a tuple; ``None`` means ``0``.
         grid: (keyword) ranks along each sharded axis, row-major over the group's ranks (rank ``r``
             sits at ``unravel(r, grid)``); default ``(group size,)`` for one sharded axis, required for
             several.
         method: (keyword) ``"halo"`` (each rank receives exactly the keys/values its windows reach),
             ``"heads"`` (all-to-all over heads; heads and kv_heads divisible by the group's size), or
             ``"auto"`` (the one moving fewer bytes per rank, from the plan).
+
+    DTensors: ``query``, ``key`` and ``value`` may be DTensors with one ``Shard(spatial dim)`` per mesh
+    dimension (``group``, ``sharded_axes`` and ``grid`` then come from the mesh and stay None); the
+    results are DTensors with the same placements (see natten.distributed.dtensor).
 
     Every rank must run the forward, and the backward when gradients are taken (the exchanges are
     collective). Returns this rank's ``[batch, {axes}, heads, head_dim_v]``, or ``(out, lse)`` with
@@ -191,31 +181,16 @@ def _public(rank_dims: int, axes: str, rpb: str):
         stride=1,
         return_lse=False,
         group=None,
-        sharded_axes=0,
+        sharded_axes=None,
         grid=None,
         method="halo",
         is_casual=None,
     ):
         is_causal = causal_alias(is_causal, is_casual, f"natten.distributed.{op.__name__}")
-        return _na(
-            rank_dims,
-            query,
-            key,
-            value,
-            kernel_size,
-            dilation,
-            is_causal,
-            rpb,
-            scale,
-            additional_keys,
-            additional_values,
-            stride,
-            return_lse,
-            group,
-            sharded_axes,
-            grid,
-            method,
-        )
+        tensors = dict(query=query, key=key, value=value, rpb=rpb)
+        tensors.update(additional_keys=additional_keys, additional_values=additional_values)
+        options = (kernel_size, dilation, is_causal, scale, stride, return_lse, group, sharded_axes, grid, method)
+        return _na(rank_dims, tensors, *options)
 
     op.__name__ = op.__qualname__ = f"na{rank_dims}d"
     op.__doc__ = _DOC.format(n=rank_dims, axes=axes, rpb=rpb)

@@ -44,10 +44,9 @@ class _Distributed:
             )
         b, *local, _ = x.shape
         q, k, v = self.qkv(x).reshape(b, *local, 3, self.num_heads, self.head_dim).unbind(-3)
-        out = _na(
-            self.rank, q, k, v, self.kernel_size, self.dilation, self.is_causal, self.rpb, self.scale, None, None,
-            self.stride, False, self.group, self.sharded_axes, self.grid, self.method,
-        )  # fmt: skip
+        tensors = dict(query=q, key=k, value=v, rpb=self.rpb, additional_keys=None, additional_values=None)
+        options = (self.kernel_size, self.dilation, self.is_causal, self.scale, self.stride, False)
+        out = _na(self.rank, tensors, *options, self.group, self.sharded_axes, self.grid, self.method)
         return self.proj_drop(self.proj(out.reshape(b, *local, self.dim)))
 
 
