@@ -319,9 +319,10 @@ def _simulate(rec: Recorder, args) -> bool:
         scaled = () if real else (args.dist_scale, args.dist_heads, args.dist_head_dim)
         spec = _spec(_problem(pid), *scaled)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[spec["dtype"]] if real else torch.float32
-        g = torch.Generator().manual_seed(0)
+        g = torch.Generator(device).manual_seed(0)
         b, h, d = spec["batch"], spec["heads"], spec["head_dim"]
-        q, k, v = (torch.randn(b, *spec["spatial"], h, d, generator=g).to(device, dtype) for _ in range(3))
+        shape = (b, *spec["spatial"], h, d)
+        q, k, v = (torch.randn(shape, generator=g, device=device, dtype=dtype) for _ in range(3))
         op, kw = _op(spec), _kwargs(spec)
         with torch.no_grad():
             unsharded = _timed(lambda: op(q, k, v, **kw), device, **timing)
