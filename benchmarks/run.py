@@ -12,7 +12,7 @@ import importlib
 import sys
 from pathlib import Path
 
-SUITES = ("cpu", "gpu", "gpu_unfused")
+SUITES = ("cpu", "gpu", "gpu_unfused", "distributed")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,117 @@
+"""The differentiable halo exchange: a rank's shard -> its extended grid, holding every key/value its
+queries attend (received point to point from their owners) and zeros where no owned query looks.
+
+Backward returns the halo part of the gradient to the owners, who add it to their own (the reverse
+transfers of the forward's). Transfers are posted together with ``torch.distributed.batch_isend_irecv``
+(NCCL groups them; gloo runs them on its own threads), and the rank fills its extended grid with its
+own shard while they are in flight.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.distributed as dist
+
+from natten.distributed.accounting import Exchange, record
+from natten.distributed.plan import RankPlan, Transfer
+
+
+def selector(index: tuple[tuple[int, ...], ...], device) -> tuple:
+    """Indexes the spatial axes of a ``[B, *S, H, C]`` tensor at the product of ``index``'s positions:
+    slices where every position list is a contiguous run, an open mesh of index tensors otherwise."""
+    if all(ix[-1] - ix[0] + 1 == len(ix) for ix in index):
+        return (slice(None), *(slice(ix[0], ix[-1] + 1) for ix in index))
+    return (slice(None), *_mesh(index, torch.device(device)))
+
+
+@functools.lru_cache(maxsize=512)
+def _mesh(index: tuple[tuple[int, ...], ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+    rank = len(index)
+    mesh = []
+    for x, ix in enumerate(index):
+        shape = [1] * rank
+        shape[x] = len(ix)
+        mesh.append(torch.tensor(ix, dtype=torch.long, device=device).view(shape))
+    return tuple(mesh)
+
+
+def _owned(plan: RankPlan, shape: tuple[int, ...]) -> tuple:
+    return (slice(None), *(slice(o, o + n) for o, n in zip(plan.offset, shape)))
+
+
+def _block_shape(shape, t: Transfer) -> tuple[int, ...]:
+    """Block ``t`` of a ``[B, *S, H, C]`` tensor of shape ``shape``."""
+    return (shape[0], *(len(ix) for ix in t.index), *shape[-2:])
+
+
+def _pack(xs, t: Transfer) -> torch.Tensor:
+    """One message: the block ``t`` of every tensor of ``xs``, flattened and concatenated."""
+    return torch.cat([x[selector(t.index, x.device)].reshape(-1) for x in xs])
+
+
+def _unpack(buf: torch.Tensor, shapes, t: Transfer):
+    """The blocks of a message packed like :func:`_pack` from tensors of ``shapes``."""
+    shapes = [_block_shape(s, t) for s in shapes]
+    parts = buf.split([math.prod(s) for s in shapes])
+    return [part.view(s) for part, s in zip(parts, shapes)]
+
+
+def _post(sends, recvs, group) -> list:
+    """Post every send and receive at once; ``(peer, tensor)`` pairs, peers as ranks of ``group``."""
+    ops = [dist.P2POp(dist.isend, t, dist.get_global_rank(group, p), group) for p, t in sends]
+    ops += [dist.P2POp(dist.irecv, t, dist.get_global_rank(group, p), group) for p, t in recvs]
+    return dist.batch_isend_irecv(ops) if ops else []
+
+
+def _account(direction: str, plan: RankPlan, sends, recvs) -> None:
+    sent = sum(t.nbytes for _, t in sends)
+    received = sum(t.nbytes for _, t in recvs)
+    record(Exchange("halo", direction, plan.rank, sent, received, tuple(p for p, _ in recvs)))
+
+
+def _message_numel(shapes, t: Transfer) -> int:
+    return sum(math.prod(_block_shape(s, t)) for s in shapes)
+
+
+class HaloExchange(torch.autograd.Function):
+    """Shards ``[B, *S_local, H, C_i]`` (k and v: one message per peer carries both) -> their extended
+    grids ``[B, *S_extended, H, C_i]``, each contiguous (see :mod:`natten.distributed.plan`)."""
+
+    @staticmethod
+    def forward(ctx, plan: RankPlan, group, *xs: torch.Tensor):
+        ref = xs[0]
+        sends = [(t.peer, _pack(xs, t)) for t in plan.send]
+        shapes = [x.shape for x in xs]
+        recvs = [(t.peer, ref.new_empty(_message_numel(shapes, t))) for t in plan.recv]
+        pending = _post(sends, recvs, group)
+        exts = [x.new_zeros((x.shape[0], *plan.extended, *x.shape[-2:])) for x in xs]
+        for x, ext in zip(xs, exts):
+            ext[_owned(plan, x.shape[1:-2])] = x
+        for req in pending:
+            req.wait()
+        for t, (_, buf) in zip(plan.recv, recvs):
+            for ext, block in zip(exts, _unpack(buf, shapes, t)):
+                ext[selector(t.index, ext.device)] = block
+        _account("forward", plan, sends, recvs)
+        ctx.plan, ctx.group, ctx.local = plan, group, [tuple(x.shape) for x in xs]
+        return tuple(exts)
+
+    @staticmethod
+    def backward(ctx, *grad_exts: torch.Tensor):
+        plan, group = ctx.plan, ctx.group
+        grad_exts = [g.contiguous() for g in grad_exts]
+        ref = grad_exts[0]
+        sends = [(t.peer, _pack(grad_exts, t)) for t in plan.recv]
+        recvs = [(t.peer, ref.new_empty(_message_numel(ctx.local, t))) for t in plan.send]
+        pending = _post(sends, recvs, group)
+        grads = [g[_owned(plan, shape[1:-2])].clone() for g, shape in zip(grad_exts, ctx.local)]
+        for req in pending:
+            req.wait()
+        for t, (_, buf) in zip(plan.send, recvs):
+            for grad, block in zip(grads, _unpack(buf, ctx.local, t)):
+                grad[selector(t.index, grad.device)] += block  # positions are distinct within one block
+        _account("backward", plan, sends, recvs)
+        return (None, None, *grads)
