@@ -243,10 +243,10 @@ def _compiled(kernel: int):
     return torch.compile(flex_attention, dynamic=False)
 
 
-def _kernel_options(kernel: int) -> dict | None:
-    if kernel == TRITON:
-        return None  # Flex's default choice (Triton, or its decoding kernel for short queries)
-    return {"BACKEND": "FLASH"}
+def _kernel_options(kernel: int) -> dict:
+    # Flex's main Triton kernel, never its decoding kernel (chosen for fewer than 128 queries by default),
+    # which found no valid config for GQA with a block mask (H200, torch 2.11)
+    return {"BACKEND": "TRITON" if kernel == TRITON else "FLASH"}
 
 
 def _attend_cuda(q, k, v, geo, rpb, scale, kernel):
@@ -267,18 +267,27 @@ def _attend_cuda(q, k, v, geo, rpb, scale, kernel):
         def score_mod(score, b, h, q_idx, kv_idx):
             return mod(score, b, h, q_idx, kv_idx, bias)
 
-    with torch._dynamo.config.patch(recompile_limit=max(_RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)):
-        out, aux = _compiled(kernel)(
-            q,
-            k,
-            v,
-            score_mod=score_mod,
-            block_mask=geo.block_mask,
-            scale=scale,
-            enable_gqa=q.shape[1] != k.shape[1],
-            kernel_options=_kernel_options(kernel),
-            return_aux=AuxRequest(lse=True),
-        )
+    def attend(options):
+        with torch._dynamo.config.patch(recompile_limit=max(_RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)):
+            return _compiled(kernel)(
+                q,
+                k,
+                v,
+                score_mod=score_mod,
+                block_mask=geo.block_mask,
+                scale=scale,
+                enable_gqa=q.shape[1] != k.shape[1],
+                kernel_options=options,
+                return_aux=AuxRequest(lse=True),
+            )
+
+    options = _kernel_options(kernel)
+    try:
+        out, aux = attend(options)
+    except Exception as e:  # Flex's default Triton configs can exceed shared memory (H200: 249 KB > 227 KB)
+        if kernel != TRITON or "out of resource" not in str(e):
+            raise
+        out, aux = attend({**options, "num_stages": 1})
     return out[..., :dv], aux.lse
 
 
