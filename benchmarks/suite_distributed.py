@@ -16,7 +16,9 @@ parallelism, on the S3- and S6-shaped problems of the GPU suite split 2, 4 and 8
   owners' tensors, the device copy that stands in for the transfer) and its kernel on the extended
   grid - and compares the sum with the unsharded kernel plus the same copies (target: within 10%).
   The plan's extended grids predict the gap: a rank also computes the rows of its halo (discarded),
-  because natten's op computes every query of the grid it is given.
+  because natten's op computes every query of the grid it is given. ``simulate-heads`` rows do the
+  same for head parallelism: each rank's heads made contiguous (the all-to-all's copies) and its
+  kernel on the whole grid.
 """
 
 # ruff: noqa: B023  (closures are timed within the loop iteration that defines them)
@@ -327,6 +329,22 @@ def _simulate(rec: Recorder, args) -> bool:
         with torch.no_grad():
             unsharded = _timed(lambda: op(q, k, v, **kw), device, **timing)
             for world in _worlds(args):
+                if h % world == 0:
+                    row = _simulate_heads(spec, (q, k, v), world, timing, device)
+                    row["ratio"] = (row["ms_kernels"] + row["ms_copies"]) / (unsharded + row["ms_copies"])
+                    rec.add(
+                        "simulate-heads",
+                        problem=pid,
+                        device=device,
+                        dtype=str(dtype),
+                        scaled=scaled or None,
+                        ms_unsharded=unsharded,
+                        **row,
+                    )
+                    print(
+                        f"{pid:7s} {'heads':16s} P={world}: ranks in turn: kernels {row['ms_kernels']:8.2f} + head "
+                        f"copies {row['ms_copies']:6.2f} ms = {row['ratio']:.2f}x unsharded + copies"
+                    )
                 for axes, grid in _splits(pid, world):
                     row = _simulate_split(spec, q, (k, v), axes, grid, timing, device)
                     row["ratio"] = (row["ms_kernels"] + row["ms_assemble"]) / (unsharded + row["ms_halo_copies"])
@@ -365,6 +383,21 @@ def _simulate_split(spec, q, kv, axes, grid, timing, device) -> dict:
         ms_kernels=_timed(lambda: [op(qq, *e, **kw) for qq, e in zip(qs, exts)], device, **timing),
         extended_over_tokens=sum(math.prod(p.extended) for p in plans) / math.prod(layout.spatial),
     )
+
+
+def _simulate_heads(spec, qkv, world: int, timing, device) -> dict:
+    """Head parallelism, every rank in turn: the copies an all-to-all makes (each rank's heads of q, k
+    and v made contiguous, the outputs put back together) and each rank's kernel on the whole grid."""
+    op, kw, h = _op(spec), _kwargs(spec), spec["heads"] // world
+
+    def split():
+        return [[x[..., r * h : (r + 1) * h, :].contiguous() for x in qkv] for r in range(world)]
+
+    parts = split()
+    outs = [op(*p, **kw) for p in parts]
+    copies = _timed(lambda: (split(), torch.cat(outs, dim=-2)), device, **timing)
+    kernels = _timed(lambda: [op(*p, **kw) for p in parts], device, **timing)
+    return dict(world=world, ms_kernels=kernels, ms_copies=copies)
 
 
 def _assemble(x, layout, plan):
