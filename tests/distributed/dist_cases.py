@@ -437,6 +437,7 @@ _FIXED = {
         DCase((24,), (7,), ((1, 2, 1, 20),), dilation=(2,), additional=1, heads=4, kv_heads=4, method="auto"),
         DCase((5, 6, 7), (3, 3, 3), ((5,), (2, 4), (4, 3)), sharded_axes=(0, 1, 2), rpb=True, heads=4, kv_heads=1),
         DCase((9, 10), (5, 3), ((4, 5), (3, 7)), sharded_axes=(0, 1), rpb=True, heads=4, kv_heads=4, method="heads"),
+        DCase((8, 9), (7, 3), ((2, 2, 2, 2),), heads=4, kv_heads=4, rpb=True, method="auto"),  # auto: heads
     ],
 }
 
