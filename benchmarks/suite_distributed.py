@@ -6,17 +6,20 @@ parallelism, on the S3- and S6-shaped problems of the GPU suite split 2, 4 and 8
 
 * ``bytes``: every rank's sent/received bytes per forward at the real size (bf16), from the plan
   alone (no run), for each method; the backward moves the same bytes the other way.
-* ``time`` (unless ``--simulate``): spawned gloo worlds of 2/4/8 processes on this machine run the
-  problems scaled by ``--dist-scale`` (spatial sizes, kernel and stride; ``--dist-heads`` heads of
-  ``--dist-head-dim``, float32) - the real sizes are far too slow for CPUs - and report the forward
-  and forward+backward time (the slowest rank's, median over iterations) beside the bytes measured
-  by ``natten.distributed.collect()`` and those the plan predicts for that size.
+* ``time`` (unless ``--simulate``): spawned worlds of 2/4/8 processes on this machine report the
+  forward and forward+backward time (the slowest rank's, median over iterations) beside the bytes
+  measured by ``natten.distributed.collect()`` and those the plan predicts for that size. With a GPU
+  per rank (NCCL) they run the real sizes in bf16; on CPUs (gloo) the problems scaled by
+  ``--dist-scale`` (spatial sizes, kernel and stride; ``--dist-heads`` heads of ``--dist-head-dim``,
+  float32), since the real sizes are far too slow there.
 * ``simulate`` (``--simulate``; ``--device cuda`` for the real sizes on one GPU, bf16): one process
   runs every rank's shard in turn - the halo copies (each rank's extended k/v assembled from the
   owners' tensors, the device copy that stands in for the transfer) and its kernel on the extended
   grid - and compares the sum with the unsharded kernel plus the same copies (target: within 10%).
   The plan's extended grids predict the gap: a rank also computes the rows of its halo (discarded),
-  because natten's op computes every query of the grid it is given.
+  because natten's op computes every query of the grid it is given. ``simulate-heads`` rows do the
+  same for head parallelism: each rank's heads made contiguous (the all-to-all's copies) and its
+  kernel on the whole grid.
 """
 
 # ruff: noqa: B023  (closures are timed within the loop iteration that defines them)
@@ -36,7 +39,7 @@ import natten
 import natten.distributed as nd
 from common import Recorder
 from natten.distributed.halo import selector
-from natten.distributed.launch import spawn
+from natten.distributed.launch import backend_for, spawn
 from natten.distributed.plan import grid_coords, make_layout, rank_plan
 from natten.functional.validation import FusedShapes
 from natten.profiler import synchronize
@@ -45,7 +48,7 @@ from suite_gpu import PROBLEMS
 PROBLEM_IDS = ("S3", "S3-s16", "S6", "S6-s")
 WORLDS = (2, 4, 8)
 SIM_TARGET = 1.10  # sharded (all ranks in turn) / (unsharded + halo copies)
-ITEMSIZE = {"bf16": 2, "fp16": 2}
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def _splits(pid: str, world: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
@@ -71,8 +74,11 @@ def _layout(spatial, axes, grid):
 
 
 def _spec(problem, scale: float = 1.0, heads: int | None = None, head_dim: int | None = None) -> dict:
+    """A problem of the GPU suite; scaled (CPU runs): spatial sizes, kernel and stride times ``scale``,
+    ``heads`` of ``head_dim``, float32."""
     pid, spatial, b, h, d, dts, kernel, dil, stride, causal = problem
     if scale != 1.0:
+        dts = "fp32"
         kernel = tuple(max(2, round(k * scale)) for k in kernel)
         spatial = tuple(max(round(n * scale), k * dd) for n, k, dd in zip(spatial, kernel, dil))
         stride = tuple(min(max(1, round(s * scale)), k) for s, k in zip(stride, kernel))
@@ -174,7 +180,7 @@ def _timed_world(fn, device, warmup: int, iters: int, max_seconds: float) -> flo
         t0 = time.perf_counter()
         fn()
         synchronize(str(device))
-        elapsed = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
+        elapsed = torch.tensor([time.perf_counter() - t0], dtype=torch.float64, device=device)
         dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
         if i >= warmup:
             times.append(elapsed.item() * 1e3)
@@ -214,11 +220,9 @@ def _world_job(rank: int, world: int, device, jobs: list, timing: dict) -> list[
         if rank == 0:
             print(f"  [{n + 1}/{len(jobs)}] {spec['id']} {_split_name(axes, grid)} ...", flush=True)
         layout = _layout(spec["spatial"], axes, grid)
-        box = _box(layout, rank)
-        g = torch.Generator().manual_seed(0)
         b, h, d = spec["batch"], spec["heads"], spec["head_dim"]
-        full = [torch.randn(b, *spec["spatial"], h, d, generator=g) for _ in range(3)]
-        q, k, v = (x[box].contiguous().to(device).requires_grad_() for x in full)
+        shape, dtype = (b, *layout.local_shape(rank), h, d), _DTYPES[spec["dtype"]]
+        q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
         kw = _kwargs(spec)
         op = getattr(nd, f"na{len(spec['spatial'])}d")
         row = {"problem": spec["id"], "split": _split_name(axes, grid), "world": world, "ms": {}, "measured": {}}
@@ -251,22 +255,30 @@ def _split_name(axes, grid) -> str:
 
 
 def _run_worlds(rec: Recorder, args) -> bool:
+    """CPU (gloo): the problems scaled down, float32; a GPU per rank (NCCL): the real sizes, bf16."""
     met = True
-    scaled = dict(scale=args.dist_scale, heads=args.dist_heads, head_dim=args.dist_head_dim, dtype="float32")
     timing = dict(warmup=args.warmup, iters=args.iters, max_seconds=args.max_time)
     for world in _worlds(args):
+        backend, kind = backend_for(world)
+        real = kind == "cuda"
+        scaled = None if real else dict(scale=args.dist_scale, heads=args.dist_heads, head_dim=args.dist_head_dim)
         jobs = []
         for pid in _problem_ids(args):
-            spec = _spec(_problem(pid), args.dist_scale, args.dist_heads, args.dist_head_dim)
+            spec = (
+                _spec(_problem(pid))
+                if real
+                else _spec(_problem(pid), args.dist_scale, args.dist_heads, args.dist_head_dim)
+            )
             for axes, grid in _splits(pid, world):
                 jobs.append((spec, axes, grid))
-        print(f"\ngloo world of {world} processes on this machine's {os.cpu_count()} cores: {len(jobs)} problems")
+        where = "one GPU each" if real else f"this machine's {os.cpu_count()} cores"
+        print(f"\n{backend} world of {world} processes on {where}: {len(jobs)} problems")
         t0 = time.perf_counter()
         ranks = spawn(world, _world_job, jobs, timing, timeout=3600)
         print(f"  done in {time.perf_counter() - t0:.0f} s")
         for j, ((spec, axes, grid), row) in enumerate(zip(jobs, ranks[0])):
             layout = _layout(spec["spatial"], axes, grid)
-            table = _predicted(spec, layout, 4)
+            table = _predicted(spec, layout, _DTYPES[spec["dtype"]].itemsize)
             predicted = {m: max(r for _, r in table[m]) for m in row["measured"]}
             measured = {m: max(rows[j]["measured"][m] for rows in ranks) for m in row["measured"]}
             ok = all(abs(measured[m] - predicted[m]) <= 0.05 * max(predicted[m], 1) for m in measured)
@@ -318,7 +330,7 @@ def _simulate(rec: Recorder, args) -> bool:
     for pid in _problem_ids(args):
         scaled = () if real else (args.dist_scale, args.dist_heads, args.dist_head_dim)
         spec = _spec(_problem(pid), *scaled)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[spec["dtype"]] if real else torch.float32
+        dtype = _DTYPES[spec["dtype"]]
         g = torch.Generator(device).manual_seed(0)
         b, h, d = spec["batch"], spec["heads"], spec["head_dim"]
         shape = (b, *spec["spatial"], h, d)
@@ -327,6 +339,22 @@ def _simulate(rec: Recorder, args) -> bool:
         with torch.no_grad():
             unsharded = _timed(lambda: op(q, k, v, **kw), device, **timing)
             for world in _worlds(args):
+                if h % world == 0:
+                    row = _simulate_heads(spec, (q, k, v), world, timing, device)
+                    row["ratio"] = (row["ms_kernels"] + row["ms_copies"]) / (unsharded + row["ms_copies"])
+                    rec.add(
+                        "simulate-heads",
+                        problem=pid,
+                        device=device,
+                        dtype=str(dtype),
+                        scaled=scaled or None,
+                        ms_unsharded=unsharded,
+                        **row,
+                    )
+                    print(
+                        f"{pid:7s} {'heads':16s} P={world}: ranks in turn: kernels {row['ms_kernels']:8.2f} + head "
+                        f"copies {row['ms_copies']:6.2f} ms = {row['ratio']:.2f}x unsharded + copies"
+                    )
                 for axes, grid in _splits(pid, world):
                     row = _simulate_split(spec, q, (k, v), axes, grid, timing, device)
                     row["ratio"] = (row["ms_kernels"] + row["ms_assemble"]) / (unsharded + row["ms_halo_copies"])
@@ -365,6 +393,21 @@ def _simulate_split(spec, q, kv, axes, grid, timing, device) -> dict:
         ms_kernels=_timed(lambda: [op(qq, *e, **kw) for qq, e in zip(qs, exts)], device, **timing),
         extended_over_tokens=sum(math.prod(p.extended) for p in plans) / math.prod(layout.spatial),
     )
+
+
+def _simulate_heads(spec, qkv, world: int, timing, device) -> dict:
+    """Head parallelism, every rank in turn: the copies an all-to-all makes (each rank's heads of q, k
+    and v made contiguous, the outputs put back together) and each rank's kernel on the whole grid."""
+    op, kw, h = _op(spec), _kwargs(spec), spec["heads"] // world
+
+    def split():
+        return [[x[..., r * h : (r + 1) * h, :].contiguous() for x in qkv] for r in range(world)]
+
+    parts = split()
+    outs = [op(*p, **kw) for p in parts]
+    copies = _timed(lambda: (split(), torch.cat(outs, dim=-2)), device, **timing)
+    kernels = _timed(lambda: [op(*p, **kw) for p in parts], device, **timing)
+    return dict(world=world, ms_kernels=kernels, ms_copies=copies)
 
 
 def _assemble(x, layout, plan):
@@ -435,6 +478,6 @@ def run(args: argparse.Namespace) -> tuple[Recorder, bool]:
             for axes, grid in _splits(pid, world):
                 layout = _layout(spec["spatial"], axes, grid)
                 split = _split_name(axes, grid)
-                _print_bytes(spec, split, world, _bytes_rows(rec, spec, layout, split, ITEMSIZE[spec["dtype"]]))
+                _print_bytes(spec, split, world, _bytes_rows(rec, spec, layout, split, _DTYPES[spec["dtype"]].itemsize))
     met = _simulate(rec, args) if args.simulate else _run_worlds(rec, args)
     return rec, met

@@ -6,6 +6,7 @@ the single-process ``natten.functional.na*d`` on the whole grid, exactly, forwar
 
 from __future__ import annotations
 
+import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 
@@ -26,15 +27,17 @@ def _params_key(params) -> tuple:
     return (params.kernel_size, params.dilation, params.stride, params.is_causal)
 
 
-def choose_method(setup: Setup, params, batch: int, itemsize: int) -> str:
+def choose_method(setup: Setup, params, batch: int, itemsize: int, lse_itemsize: int = 0) -> str:
     """``halo`` or ``heads`` for ``method="auto"``: the one moving fewer bytes (sent + received) on its
-    busiest rank; heads only when the group's size divides heads and kv_heads; ties go to halo."""
+    busiest rank (``lse_itemsize`` > 0: the head-parallel LSE transfer counts too); heads only when
+    the group's size divides heads and kv_heads; ties go to halo."""
     world, shapes = setup.layout.world, setup.shapes
     if shapes.heads % world or shapes.kv_heads % world:
         return "halo"
     key = _params_key(params)
     cost = {
-        m: max(s + r for s, r in predicted(m, setup.layout, key, batch, shapes, itemsize)) for m in ("halo", "heads")
+        m: max(s + r for s, r in predicted(m, setup.layout, key, batch, shapes, itemsize, lse_itemsize))
+        for m in ("halo", "heads")
     }
     return "heads" if cost["heads"] < cost["halo"] else "halo"
 
@@ -120,7 +123,8 @@ def _na(rank_dims, tensors: dict, kernel_size, dilation, is_causal, scale, strid
         error = exc
     setup = gather_setup(error, group, params, tensors, scale, axes, grid, method, return_lse)
     if method == "auto":
-        method = choose_method(setup, params, query.shape[0], query.element_size())
+        lse_itemsize = (8 if query.dtype == torch.float64 else 4) if return_lse else 0
+        method = choose_method(setup, params, query.shape[0], query.element_size(), lse_itemsize)
     args = (rank_dims, setup, params, group, query, key, value, rpb, scale, add_k, add_v)
     out, lse = _halo(*args) if method == "halo" else _heads(*args, return_lse)
     if wrap is not None:
