@@ -78,7 +78,7 @@ def test_thorough_mode_times_every_candidate(monkeypatch):
     for thorough, expected in ((False, context.THOROUGH_CANDIDATES), (True, 10)):
         natten.use_autotuner(True, True, thorough, thorough)
         info = fused._tuning_info(q, shapes)
-        _fwd, bwd = fused._configs(Many(), info, (q, q, q, None, None, None), ([3], [1], [1], [False], 1.0))
+        _, _fwd, bwd = fused._choose([Many()], info, (q, q, q, None, None, None), ([3], [1], [1], [False], 1.0))
         assert seen[-1] == expected and len(bwd) == expected
 
 

@@ -11,7 +11,7 @@ from natten_legacy.reference import na_reference
 import natten
 import natten.functional as F
 from natten import autotuner
-from natten.functional.fused import _configs, _tuning_info
+from natten.functional.fused import _choose, _tuning_info
 from natten.functional.validation import check_fused, normalize_params
 
 
@@ -30,7 +30,7 @@ def _configs_for(q, k, v, kernel_size=3):
     params = normalize_params(2, kernel_size)
     shapes = check_fused(q, k, v, params, None, None, None, None)
     tensors = (q, k, v, None, None, None)
-    return _configs(CPU, _tuning_info(q, shapes), tensors, (*params.as_op_args(), 0.5))
+    return _choose([CPU], _tuning_info(q, shapes), tensors, (*params.as_op_args(), 0.5))[1:]
 
 
 def test_default_configs_let_the_kernel_choose():
@@ -111,7 +111,8 @@ def test_autotuner_tunes_once_per_problem_and_stays_correct(monkeypatch):
     kinds = sorted(key[0] for key in cache)
     assert kinds == ["backward", "forward"]
     fwd_key = next(key for key in cache if key[0] == "forward")
-    assert cache[fwd_key] in CPU.forward_configs(None)
+    backend, config = cache[fwd_key]  # forward entries: the (backend, config) pair
+    assert backend is CPU and config in CPU.forward_configs(None)
     n_candidates = len(CPU.forward_configs(None)) + len(CPU.backward_configs(TuningInfo(1, 2, 2, 143, 8)))
     assert len(timed) == n_candidates  # the second call was served from the cache
 

@@ -52,8 +52,9 @@ def _na(
     tensors = (query, key, value, rpb, additional_keys, additional_values)
     op_args = (*params.as_op_args(), shapes.scale)
     info = _tuning_info(query, shapes)
-    backend = _backend(backends_for(problem, first=not _tuning()), info, tensors, op_args)
-    forward_config, backward_configs = _configs(backend, info, tensors, op_args)
+    backend, forward_config, backward_configs = _choose(
+        backends_for(problem, first=not _tuning()), info, tensors, op_args
+    )
     if wants_forward_ad(problem):
         fn = FusedNeighborhoodAttentionForwardAD
         out, lse = fn.apply(*tensors, *op_args, forward_config, backward_configs, backend)
@@ -89,46 +90,35 @@ def _tuning() -> bool:
     return context.is_autotuner_enabled_for_forward() and not torch.compiler.is_compiling()
 
 
-def _backend(backends, info, tensors, op_args):
-    """The first backend that fits, or with the forward autotuner on, the fastest of the first and the
-    others that fit and allow it (``Backend.autotune``), each timed with its default config once per
-    problem (cached like the configs)."""
-    backends = [backends[0], *(b for b in backends[1:] if b.autotune)]
-    if len(backends) == 1 or not _tuning():
-        return backends[0]
-    steps = context.get_autotuner_steps()
-    first = {b.name: b.forward_configs(info)[0] for b in backends}
-    return autotuner.tune(
-        ("backend", *problem_key(tensors, op_args, [[b.name] for b in backends])),
-        backends,
-        lambda b: b.op("na_fused_forward")(*tensors, *op_args, first[b.name]),
-        tensors[0].device,
-        steps["warmup"][0],
-        steps["steps"][0],
-    )
-
-
-def _configs(backend, info, tensors, op_args) -> tuple[list[int], tuple[tuple[int, ...], ...]]:
-    """The forward config (autotuned when asked) and the backward's candidates (one unless autotuned)."""
-    forward, backward = backend.forward_configs(info), backend.backward_configs(info)
-    if not context.is_autotuner_thorough_for_forward():
-        forward = forward[: context.THOROUGH_CANDIDATES]
-    if not context.is_autotuner_thorough_for_backward():
-        backward = backward[: context.THOROUGH_CANDIDATES]
-    steps = context.get_autotuner_steps()
-    config = forward[0]
-    if _tuning() and len(forward) > 1:
-        config = autotuner.tune(
-            ("forward", backend.name, *problem_key(tensors, op_args, forward)),
-            forward,
-            lambda c: backend.op("na_fused_forward")(*tensors, *op_args, c),
+def _choose(backends, info, tensors, op_args):
+    """``(backend, forward config, backward configs)``: the first backend that fits with its default
+    forward config; with the forward autotuner on, the fastest (backend, config) pair among the first
+    backend and the others that fit and allow it (``Backend.autotune``), each with its candidate
+    configs (the default and the best-rated few, or all in thorough mode), timed once per problem.
+    The backward's candidates are the chosen backend's (one unless the backward is autotuned)."""
+    if _tuning():
+        backends = [backends[0], *(b for b in backends[1:] if b.autotune)]
+    else:
+        backends = backends[:1]
+    limit = None if context.is_autotuner_thorough_for_forward() else context.THOROUGH_CANDIDATES
+    pairs = [(b, list(c)) for b in backends for c in b.forward_configs(info)[:limit]]
+    backend, config = pairs[0]
+    if _tuning() and len(pairs) > 1:
+        steps = context.get_autotuner_steps()
+        backend, config = autotuner.tune(
+            ("forward", *problem_key(tensors, op_args, [[b.name, *c] for b, c in pairs])),
+            pairs,
+            lambda pair: pair[0].op("na_fused_forward")(*tensors, *op_args, pair[1]),
             tensors[0].device,
             steps["warmup"][0],
             steps["steps"][0],
         )
+    backward = backend.backward_configs(info)
+    if not context.is_autotuner_thorough_for_backward():
+        backward = backward[: context.THOROUGH_CANDIDATES]
     if torch.compiler.is_compiling() or not context.is_autotuner_enabled_for_backward():
         backward = backward[:1]
-    return config, tuple(tuple(c) for c in backward)
+    return backend, config, tuple(tuple(c) for c in backward)
 
 
 _DOC = """{n}-D fused neighborhood attention.
