@@ -185,3 +185,16 @@ def test_autotuner_cache_is_a_bounded_lru(monkeypatch):
 
 def test_autotuner_default_bound():
     assert 100 <= autotuner.MAX_ENTRIES <= 1000
+
+
+def test_autotuner_skips_candidates_that_fail():
+    """A candidate that cannot run the problem (a kernel that fails to compile, say) is skipped; when
+    every candidate fails, the first error surfaces."""
+
+    def run(config):
+        if config == [1]:
+            raise RuntimeError("out of resource")
+
+    assert autotuner.tune("k1", [[1], [2]], run, torch.device("cpu"), 0, 1) == [2]
+    with pytest.raises(RuntimeError, match="out of resource"):
+        autotuner.tune("k2", [[1], [1]], run, torch.device("cpu"), 0, 1)

@@ -58,8 +58,9 @@ def tune(
     warmup: int,
     steps: int,
 ):
-    """The fastest of ``candidates`` (configurations, or backends) for ``key``; times them on first use,
-    then answers from the cache."""
+    """The fastest of ``candidates`` (configurations, or (backend, configuration) pairs) for ``key``;
+    times them on first use, then answers from the cache. A candidate that raises (one that cannot
+    compile or run this problem) is skipped; if all raise, the first error is raised."""
     with _lock:
         if key in _cache:
             _cache.move_to_end(key)
@@ -67,8 +68,16 @@ def tune(
         if len(candidates) == 1:
             best = candidates[0]
         else:
+            timings, errors = [], []
             with torch.no_grad():
-                timings = [(_time(lambda c=c: run(c), device, warmup, steps), i) for i, c in enumerate(candidates)]
+                for i, c in enumerate(candidates):
+                    try:
+                        timings.append((_time(lambda c=c: run(c), device, warmup, steps), i))
+                    except Exception as exc:  # a candidate this problem cannot compile or run is skipped
+                        errors.append(exc)
+                        logger.debug("natten autotuner: %s: candidate %s failed: %s", key, c, exc)
+            if not timings:
+                raise errors[0]
             best = candidates[min(timings)[1]]
             logger.debug("natten autotuner: %s -> %s (%s)", key, best, timings)
         _cache[key] = best
