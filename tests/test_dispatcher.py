@@ -3,7 +3,7 @@
 import pytest
 import torch
 from natten_kernels import dispatcher, env
-from natten_kernels.backends import BACKENDS, Backend, Problem
+from natten_kernels.backends import BACKENDS, FEATURES, Backend, Problem
 
 import natten
 from natten import context
@@ -28,19 +28,7 @@ FAKE_GEMM = Backend(
 
 
 def test_cpu_backend_is_chosen_for_every_feature():
-    feats = frozenset(
-        {
-            "causal",
-            "dilation",
-            "stride",
-            "rpb",
-            "additional_kv",
-            "gqa",
-            "backward",
-            "forward_ad",
-            "deterministic_backward",
-        }
-    )
+    feats = frozenset(FEATURES)
     for family in ("fused", "unfused"):
         for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
             assert dispatcher.select(_problem(family=family, dtype=dtype, features=feats)).name == "cpu"
