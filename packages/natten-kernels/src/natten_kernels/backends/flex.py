@@ -65,7 +65,7 @@ MIN_CUDA_HEAD_DIM = 16  # Flex's Triton kernels (tl.dot) need head dims >= 16: s
 MAX_CUDA_HEAD_DIM = 256
 TRITON, FLASH = 0, 1  # config[0]: Flex's kernel on CUDA
 _MASK_CHUNK = 1 << 24  # (query, key) pairs evaluated at once while building a BlockMask
-_RECOMPILE_LIMIT = 64  # every (rank, dtype, head dims, GQA, bias, grad) variant is one compile of Flex
+_RECOMPILE_LIMIT = 1024  # static shapes: every problem shape (and variant) is one compile of Flex
 
 
 # ---- geometry: tiles, tables, mask -------------------------------------------------------------------
@@ -243,6 +243,18 @@ def _compiled(kernel: int):
     return torch.compile(flex_attention, dynamic=False)
 
 
+def _dynamo_limits() -> dict:
+    """Room for one compile per problem shape, and an error instead of dynamo's silent fallback to
+    eager Flex (dense: memory grows with tokens^2) should that room run out."""
+    cfg = torch._dynamo.config
+    limits = {
+        "recompile_limit": max(_RECOMPILE_LIMIT, cfg.recompile_limit),
+        "accumulated_recompile_limit": max(_RECOMPILE_LIMIT, getattr(cfg, "accumulated_recompile_limit", 0)),
+        "fail_on_recompile_limit_hit": not cfg.suppress_errors,  # the two flags exclude each other
+    }
+    return {k: v for k, v in limits.items() if hasattr(cfg, k)}
+
+
 def _kernel_options(kernel: int) -> dict:
     # Flex's main Triton kernel, never its decoding kernel (chosen for fewer than 128 queries by default),
     # which found no valid config for GQA with a block mask (H200, torch 2.11)
@@ -268,7 +280,7 @@ def _attend_cuda(q, k, v, geo, rpb, scale, kernel):
             return mod(score, b, h, q_idx, kv_idx, bias)
 
     def attend(options):
-        with torch._dynamo.config.patch(recompile_limit=max(_RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)):
+        with torch._dynamo.config.patch(**_dynamo_limits()):
             return _compiled(kernel)(
                 q,
                 k,
