@@ -115,6 +115,7 @@ def test_flex_requests_select_the_flex_backend(monkeypatch):
     """0.17's use_flex_attention / force_flex_attention prefer / force the FlexAttention backend."""
     from natten_kernels.backends import flex
 
+    assert flex.FLEX_CPU.unavailable_reason() is None  # its one-time self-check runs flex.forward too
     calls = []
     real = flex.forward
     monkeypatch.setattr(flex, "forward", lambda *a: calls.append(1) or real(*a))
