@@ -22,6 +22,7 @@ from natten_legacy.reference import na_av_reference, na_qk_reference, na_referen
 from natten_legacy.testing import assert_close, assert_close_to_reference, default_tolerances
 
 from cases import DTYPE_NAMES, Case
+from helpers import NAMES, case_tensors, reference
 
 pytestmark = pytest.mark.skipif(not _library.load(), reason=f"natten-kernels library: {_library.load_error()}")
 
@@ -134,36 +135,15 @@ def _grads(outputs, cotangents, inputs):
 
 
 def _fused_inputs(case, gen):
-    B, S, dt = case.batch, case.spatial, case.dtype
-    q = _randn(B, *S, case.heads, case.head_dim, dtype=dt, gen=gen)
-    k = _randn(B, *S, case.kv_heads, case.head_dim, dtype=dt, gen=gen)
-    v = _randn(B, *S, case.kv_heads, case.head_dim_v, dtype=dt, gen=gen)
-    rpb = _randn(case.heads, *(2 * x - 1 for x in case.kernel_size), dtype=dt, gen=gen) if case.rpb else None
-    ka = va = None
-    if case.additional:
-        ka = _randn(B, case.additional, case.kv_heads, case.head_dim, dtype=dt, gen=gen)
-        va = _randn(B, case.additional, case.kv_heads, case.head_dim_v, dtype=dt, gen=gen)
-    return q, k, v, rpb, ka, va
+    """(q, k, v, rpb, additional_keys, additional_values), None where the case has no such input."""
+    t = case_tensors(case, lambda *shape: _randn(*shape, dtype=case.dtype, gen=gen))
+    return tuple(t.get(n) for n in NAMES)
 
 
 def _fused_reference(case, inputs, scale, cotangents, dtype):
     """(out, lse) and the gradients of <out, grad_out> + <lse, grad_lse>, computed in `dtype`."""
     leaves = [None if x is None else x.detach().to(dtype).requires_grad_() for x in inputs]
-    q, k, v, rpb, ka, va = leaves
-    out, lse = na_reference(
-        q,
-        k,
-        v,
-        case.kernel_size,
-        case.dilation,
-        case.stride,
-        case.is_causal,
-        rpb=rpb,
-        scale=scale,
-        additional_keys=ka,
-        additional_values=va,
-        return_lse=True,
-    )
+    out, lse = reference(case, dict(zip(NAMES, leaves)), scale=scale, return_lse=True)
     cots = [c.to(dtype) for c in cotangents]
     return out.detach(), lse.detach(), _grads((out, lse), cots, leaves)
 
