@@ -94,6 +94,12 @@ class Case:
         return Problem(family, device, self.dtype, self.rank, self.head_dim, self.head_dim_v, self.features())
 
 
+def large_case(spatial, kernel_size, *geometry, head_dim: int, dtype: torch.dtype, **kw) -> Case:
+    """A problem at scale: one batch, the value head dim that of the keys unless given."""
+    kw.setdefault("head_dim_v", head_dim)
+    return Case(spatial, kernel_size, *geometry, head_dim=head_dim, batch=kw.pop("batch", 1), dtype=dtype, **kw)
+
+
 def _random_case(rng: random.Random, rank: int) -> Case:
     spatial, kernel, dil, stride, causal = [], [], [], [], []
     for _ in range(rank):
