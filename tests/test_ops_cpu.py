@@ -50,8 +50,11 @@ class OpCase(Case):
         return "-".join(parts)
 
 
-def _params(cases):
-    return [pytest.param(c, id=c.id) for c in cases]
+def _params(cases, extended):
+    """The default-tier cases, then the extended ones (marked: run with NATTEN_EXTENDED_TESTS=1)."""
+    return [pytest.param(c, id=c.id) for c in cases] + [
+        pytest.param(c, id=c.id, marks=pytest.mark.extended) for c in extended
+    ]
 
 
 # Sizes are deliberately not multiples of anything; head dims 8 and 12 take the packed-copy paths of the
@@ -203,14 +206,8 @@ def _num_slots(case):
 # fused ops
 
 
-@pytest.mark.parametrize("case", _params(FUSED_CASES))
+@pytest.mark.parametrize("case", _params(FUSED_CASES, FUSED_EXTENDED))
 def test_fused_forward_backward(case):
-    _run_fused_case(case)
-
-
-@pytest.mark.extended
-@pytest.mark.parametrize("case", _params(FUSED_EXTENDED))
-def test_fused_forward_backward_extended(case):
     _run_fused_case(case)
 
 
@@ -371,14 +368,8 @@ def _run_unfused_case(case):
     _check(dv, ref_dv, "dv", eager_dv)
 
 
-@pytest.mark.parametrize("case", _params(UNFUSED_CASES))
+@pytest.mark.parametrize("case", _params(UNFUSED_CASES, UNFUSED_EXTENDED))
 def test_unfused_forward_backward(case):
-    _run_unfused_case(case)
-
-
-@pytest.mark.extended
-@pytest.mark.parametrize("case", _params(UNFUSED_EXTENDED))
-def test_unfused_forward_backward_extended(case):
     _run_unfused_case(case)
 
 
