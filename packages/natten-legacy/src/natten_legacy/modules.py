@@ -218,26 +218,18 @@ class LegacyNeighborhoodAttention3D(_LegacyNeighborhoodAttention):
 
     rank = 3
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        kernel_size,
-        dilation=1,
-        *args,
-        kernel_size_d: int | None = None,
-        dilation_d: int | None = None,
-        **kwargs,
-    ) -> None:
-        if kernel_size_d is not None:
-            if isinstance(kernel_size, (list, tuple)):
-                raise ValueError("kernel_size_d is only allowed when kernel_size is an int")
-            kernel_size = (kernel_size_d, kernel_size, kernel_size)
-        if dilation_d is not None:
-            if isinstance(dilation, (list, tuple)):
-                raise ValueError("dilation_d is only allowed when dilation is an int")
-            dilation = (dilation_d, dilation, dilation)
-        super().__init__(dim, num_heads, kernel_size, dilation, *args, **kwargs)
+    def __init__(self, dim, num_heads, kernel_size, dilation=1, *args, kernel_size_d=None, dilation_d=None, **kw):
+        kernel_size = _with_depth(kernel_size, kernel_size_d, "kernel_size")
+        super().__init__(dim, num_heads, kernel_size, _with_depth(dilation, dilation_d, "dilation"), *args, **kw)
+
+
+def _with_depth(value, depth: int | None, name: str):
+    """``value`` with ``depth`` (3D's ``kernel_size_d`` / ``dilation_d``) on the depth axis, if given."""
+    if depth is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        raise ValueError(f"{name}_d is only allowed when {name} is an int")
+    return (depth, value, value)
 
 
 LegacyNeighborhoodAttention = LegacyNeighborhoodAttention2D
