@@ -1,6 +1,5 @@
 // Host side of the unfused CPU ops (heads-first layouts, attention tensor [B, H, *S, K]).
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include "cpu/ops_cpu.h"
 #include "cpu/packing.h"
@@ -33,6 +32,16 @@ UnfusedProblem check_unfused(const at::Tensor& x, const char* name, at::IntArray
 
 Shape unfused_shape(const UnfusedProblem& p, int64_t dim, int64_t dim_v) {
   return Shape{p.geometry, p.batch, p.heads, p.heads, dim, dim_v};
+}
+
+// q fixes the problem; k must match it.
+UnfusedProblem check_qk(const at::Tensor& q, const at::Tensor& k, at::IntArrayRef kernel_size,
+                        at::IntArrayRef dilation, at::IntArrayRef stride, const c10::List<bool>& is_causal) {
+  auto p = check_unfused(q, "q", kernel_size, dilation, stride, is_causal);
+  check_tensor(k, "k", p.rank + 3);
+  check_same_dtype(k, "k", q);
+  check_shape(k, "k", q.sizes());
+  return p;
 }
 
 at::Tensor check_attn(const at::Tensor& attn, const char* name, const UnfusedProblem& p) {
@@ -71,9 +80,7 @@ at::Tensor qk_forward_impl(const UnfusedProblem& p, const at::Tensor& q_in, cons
   a.rpb = bias_of<const T>(bias, g);
   a.attn = attn.second.data_ptr<T>();
   a.query_block = chunk_length(g, 1);
-  const auto& kern = kernels<T>();
-  at::parallel_for(0, p.batch * p.heads * chunk_count(g, a.query_block), 1,
-                   [&](int64_t b, int64_t e) { kern.qk_forward(a, b, e); });
+  run_tasks(kernels<T>().qk_forward, a, p.batch * p.heads * chunk_count(g, a.query_block));
   finish(attn);
   return attn.first;
 }
@@ -107,8 +114,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> qk_backward_impl(const UnfusedPro
     drpb_acc = bias_zeros({splits, p.batch, p.heads}, g, acc);
     a.drpb = bias_of<T>(drpb_acc, g);
   }
-  const auto& kern = kernels<T>();
-  at::parallel_for(0, splits * p.batch * p.heads, 1, [&](int64_t b, int64_t e) { kern.qk_backward(a, b, e); });
+  run_tasks(kernels<T>().qk_backward, a, splits * p.batch * p.heads);
 
   finish(dq);
   const auto drpb = bias.defined() ? reduce_bias_grad(drpb_acc, *rpb, g) : at::empty({0}, q_in.options());
@@ -129,9 +135,7 @@ at::Tensor av_forward_impl(const UnfusedProblem& p, const at::Tensor& attn_in, c
   a.v_rows = packed_of<const T>(v_rows);
   a.out = tokens_of<T>(token_view(out.second, g, false));
   a.query_block = chunk_length(g, 1);
-  const auto& kern = kernels<T>();
-  at::parallel_for(0, p.batch * p.heads * chunk_count(g, a.query_block), 1,
-                   [&](int64_t b, int64_t e) { kern.av_forward(a, b, e); });
+  run_tasks(kernels<T>().av_forward, a, p.batch * p.heads * chunk_count(g, a.query_block));
   finish(out);
   return out.first;
 }
@@ -158,8 +162,7 @@ std::tuple<at::Tensor, at::Tensor> av_backward_impl(const UnfusedProblem& p, con
   a.query_block = chunk_length(g, 1);
   a.splits = splits;
   a.dv = packed_of<T>(dv.packed());
-  const auto& kern = kernels<T>();
-  at::parallel_for(0, splits * p.batch * p.heads, 1, [&](int64_t b, int64_t e) { kern.av_backward(a, b, e); });
+  run_tasks(kernels<T>().av_backward, a, splits * p.batch * p.heads);
 
   finish(dattn);
   return {dattn.first, dv.finish()};
@@ -171,10 +174,7 @@ at::Tensor na_qk_forward(const at::Tensor& q, const at::Tensor& k, const std::op
                          at::IntArrayRef kernel_size, at::IntArrayRef dilation, at::IntArrayRef stride,
                          const c10::List<bool>& is_causal,
     at::IntArrayRef /*config*/) {
-  const auto p = check_unfused(q, "q", kernel_size, dilation, stride, is_causal);
-  check_tensor(k, "k", p.rank + 3);
-  check_same_dtype(k, "k", q);
-  check_shape(k, "k", q.sizes());
+  const auto p = check_qk(q, k, kernel_size, dilation, stride, is_causal);
   if (q.scalar_type() == at::kDouble) return qk_forward_impl<double>(p, q, k, rpb);
   return qk_forward_impl<float>(p, q, k, rpb);
 }
@@ -186,10 +186,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> na_qk_backward(const at::Tensor& 
                                                               at::IntArrayRef stride,
                                                               const c10::List<bool>& is_causal,
     at::IntArrayRef /*config*/) {
-  const auto p = check_unfused(q, "q", kernel_size, dilation, stride, is_causal);
-  check_tensor(k, "k", p.rank + 3);
-  check_same_dtype(k, "k", q);
-  check_shape(k, "k", q.sizes());
+  const auto p = check_qk(q, k, kernel_size, dilation, stride, is_causal);
   check_attn(grad_attn, "grad_attn", p);
   if (q.scalar_type() == at::kDouble) return qk_backward_impl<double>(p, grad_attn, q, k, rpb);
   return qk_backward_impl<float>(p, grad_attn, q, k, rpb);
