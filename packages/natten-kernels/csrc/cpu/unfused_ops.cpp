@@ -50,6 +50,17 @@ at::Tensor check_attn(const at::Tensor& attn, const char* name, const UnfusedPro
   return attn;
 }
 
+// Backward tasks are (split, b, h); the splits of the queries' chunks keep every thread busy.
+int64_t unfused_splits(const UnfusedProblem& p) {
+  return backward_splits(p.batch * p.heads, chunk_count(p.geometry, chunk_length(p.geometry, 1)));
+}
+
+// The gradient of heads-first keys or values `x`, accumulated per split (`g` must outlive it).
+RowsGradient token_gradient(const at::Tensor& x, const Geometry& g, int64_t splits, at::ScalarType acc) {
+  return RowsGradient(
+      x, [&g](const at::Tensor& t) { return token_view(t, g, false); }, g.axis[2].dilation, splits, acc);
+}
+
 // Result tensor in `like`'s dtype plus the accumulation-typed buffer the kernels write (the same tensor
 // when the dtypes agree).
 std::pair<at::Tensor, at::Tensor> output_pair(at::IntArrayRef sizes, const at::TensorOptions& options,
@@ -91,13 +102,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> qk_backward_impl(const UnfusedPro
                                                                 const std::optional<at::Tensor>& rpb) {
   const at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
   const Geometry& g = p.geometry;
-  const int64_t d2 = g.axis[2].dilation;
   const auto dattn = as_accumulation(dattn_in, acc);
   const auto q = as_accumulation(q_in, acc);
-  const auto k_rows = rows_operand(token_view(k_in.contiguous(), g, false), d2, acc);
+  const auto k_rows = rows_operand(token_view(k_in.contiguous(), g, false), g.axis[2].dilation, acc);
   const auto bias = bias_table(rpb, g, p.heads, p.rank, acc);
-  const int64_t splits = backward_splits(p.batch * p.heads, chunk_count(g, chunk_length(g, 1)));
-  RowsGradient dk(k_in, [&g](const at::Tensor& x) { return token_view(x, g, false); }, d2, splits, acc);
+  const int64_t splits = unfused_splits(p);
+  RowsGradient dk = token_gradient(k_in, g, splits, acc);
   const auto dq = output_pair(q_in.sizes(), q_in.options(), acc);
 
   QKBackwardArgs<T> a;
@@ -145,12 +155,11 @@ std::tuple<at::Tensor, at::Tensor> av_backward_impl(const UnfusedProblem& p, con
                                                     const at::Tensor& attn_in, const at::Tensor& v_in) {
   const at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
   const Geometry& g = p.geometry;
-  const int64_t d2 = g.axis[2].dilation;
   const auto dout = as_accumulation(dout_in, acc);
   const auto attn = as_accumulation(attn_in, acc);
-  const auto v_cols = pack_columns(token_view(v_in.contiguous(), g, false), d2, acc);
-  const int64_t splits = backward_splits(p.batch * p.heads, chunk_count(g, chunk_length(g, 1)));
-  RowsGradient dv(v_in, [&g](const at::Tensor& x) { return token_view(x, g, false); }, d2, splits, acc);
+  const auto v_cols = pack_columns(token_view(v_in.contiguous(), g, false), g.axis[2].dilation, acc);
+  const int64_t splits = unfused_splits(p);
+  RowsGradient dv = token_gradient(v_in, g, splits, acc);
   const auto dattn = output_pair(attn_in.sizes(), attn_in.options(), acc);
 
   AVBackwardArgs<T> a;
