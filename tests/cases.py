@@ -97,7 +97,8 @@ class Case:
 def large_case(spatial, kernel_size, *geometry, head_dim: int, dtype: torch.dtype, **kw) -> Case:
     """A problem at scale: one batch, the value head dim that of the keys unless given."""
     kw.setdefault("head_dim_v", head_dim)
-    return Case(spatial, kernel_size, *geometry, head_dim=head_dim, batch=kw.pop("batch", 1), dtype=dtype, **kw)
+    kw.setdefault("batch", 1)
+    return Case(spatial, kernel_size, *geometry, head_dim=head_dim, dtype=dtype, **kw)
 
 
 def _random_case(rng: random.Random, rank: int) -> Case:
