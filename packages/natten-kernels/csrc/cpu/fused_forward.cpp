@@ -68,16 +68,7 @@ void fused_forward(const FusedForwardArgs<T>& a, int64_t begin, int64_t end) {
       for (int64_t ch = 0; ch < dvp; ++ch) O[i * dvp + ch] = T(0);
     }
 
-    const T* values = slice_of(a.v_rows, 0, b, kvh);
-    const int64_t ks = a.v_rows.key;
-    for (int64_t r = 0; r < c.rows; ++r) {
-      const T* vrow = values + rows[r].row * a.v_rows.row;
-      for (int64_t bl = 0; bl < nblocks; ++bl) {
-        const Block& blk = blocks[bl];
-        block_gather(S + blk.first * sstride + r * lanes, sstride, it + blk.first, blk.hi, vrow + blk.base * ks, ks, dvp, blk.size,
-                     O + blk.first * dvp, dvp);
-      }
-    }
+    gather_rows(S, sstride, lanes, rows, c.rows, it, blocks, nblocks, slice_of(a.v_rows, 0, b, kvh), a.v_rows, dvp, O);
     if (a.n_add > 0) {
       block_gather(S + add_at, sstride, nullptr, a.n_add, slice_of(a.v_add_rows, 0, b, kvh), a.v_add_rows.key, dvp,
                    n, O, dvp);

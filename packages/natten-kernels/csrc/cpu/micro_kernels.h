@@ -336,6 +336,23 @@ void block_gather(const T* w, int64_t ws, const Item* items, int64_t lanes, cons
   }
 }
 
+// O[i][0:dvp) += the weights of item i (S + i * sstride, row r at lanes r * lanes) times the chunk's rows of
+// `values` (a slice of the rows-packed `v`), row by row so that each stays in L1 while all blocks use it.
+template <typename T>
+inline void gather_rows(const T* S, int64_t sstride, int64_t lanes, const KeyRow* rows, int64_t nrows, const Item* it,
+                        const Block* blocks, int64_t nblocks, const T* values, const Packed<const T>& v, int64_t dvp,
+                        T* O) {
+  const int64_t ks = v.key;
+  for (int64_t r = 0; r < nrows; ++r) {
+    const T* vrow = values + rows[r].row * v.row;
+    for (int64_t bl = 0; bl < nblocks; ++bl) {
+      const Block& blk = blocks[bl];
+      block_gather(S + blk.first * sstride + r * lanes, sstride, it + blk.first, blk.hi, vrow + blk.base * ks, ks, dvp,
+                   blk.size, O + blk.first * dvp, dvp);
+    }
+  }
+}
+
 // ---- key(base + u)[0:cp) += sum over the items having lane u of w_item[u] * x_item[0:cp), accumulators in rows packing ----
 
 template <typename T, int NB, int NV>
