@@ -9,16 +9,18 @@ from dataclasses import dataclass, replace
 import torch
 from natten_kernels.backends import BACKENDS, Problem
 
-_DTYPE_NAMES = {torch.float64: "f64", torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
+DTYPE_NAMES = {torch.float64: "f64", torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
 
 
 @dataclass(frozen=True)
 class Case:
+    """One problem; dilation, stride and is_causal default to 1, 1 and False on every axis."""
+
     spatial: tuple[int, ...]
     kernel_size: tuple[int, ...]
-    dilation: tuple[int, ...]
-    stride: tuple[int, ...]
-    is_causal: tuple[bool, ...]
+    dilation: tuple[int, ...] | None = None
+    stride: tuple[int, ...] | None = None
+    is_causal: tuple[bool, ...] | None = None
     rpb: bool = False
     additional: int = 0  # number of additional KV tokens
     heads: int = 2
@@ -28,12 +30,31 @@ class Case:
     batch: int = 2
     dtype: torch.dtype = torch.float64
 
+    def __post_init__(self):
+        for name, fill in (("dilation", 1), ("stride", 1), ("is_causal", False)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, (fill,) * self.rank)
+
     @property
     def rank(self) -> int:
         return len(self.spatial)
 
     @property
+    def geometry(self) -> tuple:
+        """(kernel_size, dilation, stride, is_causal): the reference's positional order."""
+        return self.kernel_size, self.dilation, self.stride, self.is_causal
+
+    @property
     def id(self) -> str:
+        parts = self.geometry_id_parts()
+        if self.head_dim_v != self.head_dim:
+            parts.append(f"dv{self.head_dim_v}")
+        parts.append(DTYPE_NAMES[self.dtype])
+        return "-".join(parts)
+
+    def geometry_id_parts(self) -> list[str]:
+        """The id's parts for the geometry, the optional inputs and GQA."""
+
         def axes(v):
             return "x".join(str(int(x)) for x in v)
 
@@ -50,10 +71,7 @@ class Case:
             parts.append(f"addkv{self.additional}")
         if self.kv_heads != self.heads:
             parts.append(f"gqa{self.heads}:{self.kv_heads}")
-        if self.head_dim_v != self.head_dim:
-            parts.append(f"dv{self.head_dim_v}")
-        parts.append(_DTYPE_NAMES[self.dtype])
-        return "-".join(parts)
+        return parts
 
     def features(self) -> frozenset[str]:
         f = set()
@@ -74,6 +92,13 @@ class Case:
 
     def problem(self, family: str, device: str) -> Problem:
         return Problem(family, device, self.dtype, self.rank, self.head_dim, self.head_dim_v, self.features())
+
+
+def large_case(spatial, kernel_size, *geometry, head_dim: int, dtype: torch.dtype, **kw) -> Case:
+    """A problem at scale: one batch, the value head dim that of the keys unless given."""
+    kw.setdefault("head_dim_v", head_dim)
+    kw.setdefault("batch", 1)
+    return Case(spatial, kernel_size, *geometry, head_dim=head_dim, dtype=dtype, **kw)
 
 
 def _random_case(rng: random.Random, rank: int) -> Case:

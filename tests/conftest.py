@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -39,6 +40,14 @@ def poisoned():
     torch.utils.deterministic.fill_uninitialized_memory = True
     yield
     torch.utils.deterministic.fill_uninitialized_memory = old
+
+
+@pytest.fixture(scope="module")
+def interpreted(request):
+    """The test module's ``run_all()`` results, run in an interpreter process (tests/interpret.py)."""
+    from interpret import run_interpreted
+
+    return run_interpreted(Path(request.module.__file__).stem)
 
 
 __all__ = ["natten"]

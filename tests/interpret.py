@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 
@@ -26,3 +27,21 @@ def run_interpreted(module: str, timeout: float = 1200) -> dict:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@")]
     assert proc.returncode == 0 and lines, f"interpreter run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return json.loads(lines[-1][2:])
+
+
+def run_checks(checks) -> dict:
+    """Call each ``(name, check)`` with outputs poisoned (deterministic mode fills ``torch.empty`` with
+    NaN: an element a kernel does not write fails); {name: None if it passed, else the failure text}."""
+    import torch
+    import torch.utils.deterministic
+
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    results = {}
+    for name, check in checks:
+        try:
+            check()
+            results[name] = None
+        except Exception:
+            results[name] = traceback.format_exc()
+    return results

@@ -15,24 +15,7 @@ import torch
 from natten_legacy.sampled import sample_queries, summary, verify
 
 from cases import Case
-
-NAMES = ("q", "k", "v", "rpb", "additional_keys", "additional_values")
-
-
-def case_tensors(case: Case, rnd) -> dict:
-    """A fused case's inputs by name, each drawn by ``rnd(*shape)``."""
-    b, s = case.batch, case.spatial
-    t = {
-        "q": rnd(b, *s, case.heads, case.head_dim),
-        "k": rnd(b, *s, case.kv_heads, case.head_dim),
-        "v": rnd(b, *s, case.kv_heads, case.head_dim_v),
-    }
-    if case.rpb:
-        t["rpb"] = rnd(case.heads, *(2 * k - 1 for k in case.kernel_size))
-    if case.additional:
-        t["additional_keys"] = rnd(b, case.additional, case.kv_heads, case.head_dim)
-        t["additional_values"] = rnd(b, case.additional, case.kv_heads, case.head_dim_v)
-    return t
+from helpers import NAMES, call_api, case_tensors
 
 
 def inputs(case: Case, device: str, seed: int = 0) -> dict:
@@ -50,19 +33,7 @@ def run_api(case: Case, t: dict, grad_out, grad_lse):
     fn = {1: F.na1d, 2: F.na2d, 3: F.na3d}[case.rank]
     backward = grad_out is not None
     x = {n: v.detach().clone().requires_grad_(backward) for n, v in t.items()}
-    out, lse = fn(
-        x["q"],
-        x["k"],
-        x["v"],
-        case.kernel_size,
-        case.dilation,
-        case.is_causal,
-        rpb=x.get("rpb"),
-        additional_keys=x.get("additional_keys"),
-        additional_values=x.get("additional_values"),
-        stride=case.stride,
-        return_lse=True,
-    )
+    out, lse = call_api(fn, case, x, return_lse=True)
     grads = {}
     if backward:
         torch.autograd.backward((out, lse), (grad_out, grad_lse))
@@ -99,17 +70,7 @@ def check_case(
     queries (corners, edges, interior, random); raises ``AssertionError`` naming every failing result."""
     t = inputs(case, device, seed)
     qs = sample_queries(case.spatial, case.kernel_size, case.dilation, per_case=per_case, extra=extra, seed=seed)
-    reports = verify(
-        lambda go, gl: runner(case, t, go, gl),
-        t,
-        qs,
-        case.kernel_size,
-        case.dilation,
-        case.stride,
-        case.is_causal,
-        backward=backward,
-        seed=seed,
-    )
+    reports = verify(lambda go, gl: runner(case, t, go, gl), t, qs, *case.geometry, backward=backward, seed=seed)
     bad = [r for r in reports if not r.ok]
     assert not bad, f"{case.id}: error / tolerance {summary(reports)}\n" + "\n".join(str(r) for r in bad)
     return reports

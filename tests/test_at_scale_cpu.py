@@ -6,61 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cases import Case
+from cases import large_case
 from sampled_checks import check_case
 
+F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 CASES = [
-    Case(
-        (4096,),
-        (1023,),
-        (1,),
-        (1,),
-        (False,),
-        heads=2,
-        kv_heads=1,
-        head_dim=32,
-        head_dim_v=32,
-        batch=1,
-        dtype=torch.float32,
-    ),
-    Case((3000,), (257,), (3,), (16,), (True,), head_dim=64, head_dim_v=64, batch=1, dtype=torch.bfloat16),
-    Case(
-        (64, 72),
-        (31, 33),
-        (1, 1),
-        (1, 1),
-        (False, False),
-        rpb=True,
-        head_dim=32,
-        head_dim_v=32,
-        batch=1,
-        dtype=torch.float32,
-    ),
-    Case(
-        (60, 64),
-        (17, 24),
-        (2, 1),
-        (4, 8),
-        (False, True),
-        additional=5,
-        head_dim=16,
-        head_dim_v=24,
-        batch=1,
-        dtype=torch.float16,
-    ),
-    Case(
-        (12, 18, 20),
-        (5, 9, 11),
-        (1, 2, 1),
-        (1, 1, 2),
-        (True, False, False),
-        heads=4,
-        kv_heads=2,
-        head_dim=16,
-        head_dim_v=16,
-        batch=1,
-        dtype=torch.float32,
-    ),
+    large_case((4096,), (1023,), kv_heads=1, head_dim=32, dtype=F32),
+    large_case((3000,), (257,), (3,), (16,), (True,), head_dim=64, dtype=BF16),
+    large_case((64, 72), (31, 33), rpb=True, head_dim=32, dtype=F32),
+    large_case((60, 64), (17, 24), (2, 1), (4, 8), (False, True), additional=5, head_dim=16, head_dim_v=24, dtype=F16),
+    large_case((12, 18, 20), (5, 9, 11), (1, 2, 1), (1, 1, 2), (True, False, False), heads=4, head_dim=16, dtype=F32),
 ]
 
 

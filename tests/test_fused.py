@@ -9,7 +9,7 @@ from natten_legacy.testing import assert_close_to_reference
 import natten
 import natten.functional as F
 from cases import Case, fused_cases, usable_backends
-from helpers import cast, fused_inputs, grads
+from helpers import call_api, cast, fused_inputs, grads, reference
 
 NA = {1: F.na1d, 2: F.na2d, 3: F.na3d}
 CASES = fused_cases("cpu")
@@ -20,49 +20,17 @@ BACKEND_CASES = [
 ]
 
 
-def _run(fn, case, t, **kw):
-    return fn(
-        t["q"],
-        t["k"],
-        t["v"],
-        case.kernel_size,
-        case.dilation,
-        case.is_causal,
-        rpb=t.get("rpb"),
-        additional_keys=t.get("additional_keys"),
-        additional_values=t.get("additional_values"),
-        stride=case.stride,
-        **kw,
-    )
-
-
-def _reference(case, t, **kw):
-    return na_reference(
-        t["q"],
-        t["k"],
-        t["v"],
-        case.kernel_size,
-        case.dilation,
-        case.stride,
-        case.is_causal,
-        rpb=t.get("rpb"),
-        additional_keys=t.get("additional_keys"),
-        additional_values=t.get("additional_values"),
-        **kw,
-    )
-
-
 @pytest.mark.parametrize("backend,case", BACKEND_CASES)
 def test_forward_backward_match_reference(backend, case):
     natten.use_backend(backend, force=True)
     low = cast(fused_inputs(case), case.dtype)
     upcast = cast(low, torch.float64)  # the reference sees exactly the values the kernel sees
-    ref_out, ref_lse = _reference(case, upcast, return_lse=True)
+    ref_out, ref_lse = reference(case, upcast, return_lse=True)
     upstream = torch.randn_like(ref_out).to(case.dtype)
     upstream_lse = torch.randn_like(ref_lse)
     ref_grads = grads((ref_out, ref_lse), upcast, (upstream.double(), upstream_lse))
 
-    out, lse = _run(NA[case.rank], case, low, return_lse=True)
+    out, lse = call_api(NA[case.rank], case, low, return_lse=True)
     assert out.dtype == case.dtype and out.shape == ref_out.shape
     assert lse.dtype == (torch.float64 if case.dtype == torch.float64 else torch.float32)
     got_grads = grads((out, lse), low, (upstream, upstream_lse.to(lse.dtype)))
@@ -70,7 +38,7 @@ def test_forward_backward_match_reference(backend, case):
     eager, eager_lse, eager_grads = None, None, {}
     if case.dtype != torch.float64:  # the same math in the same dtype, by plain torch
         e = cast(low, case.dtype)
-        eager, eager_lse = _reference(case, e, return_lse=True)
+        eager, eager_lse = reference(case, e, return_lse=True)
         eager_grads = grads((eager, eager_lse), e, (upstream, upstream_lse.to(eager_lse.dtype)))
     assert_close_to_reference(out, ref_out, eager=eager, name="out")
     assert_close_to_reference(lse, ref_lse, eager=eager_lse, name="lse")
@@ -97,7 +65,7 @@ def test_outputs_fully_written(poisoned):
     """Outputs start as NaN (deterministic mode's fill); any element the kernel skips stays NaN."""
     case = CASES[3]
     t = fused_inputs(case)
-    out, lse = _run(NA[case.rank], case, t, return_lse=True)
+    out, lse = call_api(NA[case.rank], case, t, return_lse=True)
     (out.sum() + lse.sum()).backward()
     for x in (out, lse, *(v.grad for v in t.values())):
         assert not torch.isnan(x).any()
@@ -112,7 +80,7 @@ def test_backward_is_deterministic():
         torch.manual_seed(1)
         for x in t.values():
             x.data = torch.randn_like(x)
-        out = _run(NA[case.rank], case, t)
+        out = call_api(NA[case.rank], case, t)
         out.backward(torch.ones_like(out))
         runs.append([x.grad.clone() for x in t.values()])
     for a, b in zip(*runs):
@@ -179,7 +147,7 @@ FUNC_IDS = [c.id for c in FUNC_CASES]
 
 
 def _functional(fn, case, t, names):
-    """fn (_natten or _reference) on the inputs ``t`` as a function of the tensors ``names``
+    """fn (_natten or reference) on the inputs ``t`` as a function of the tensors ``names``
     (positional), returning (out, lse)."""
 
     def f(*xs):
@@ -189,7 +157,7 @@ def _functional(fn, case, t, names):
 
 
 def _natten(case, t, **kw):
-    return _run(NA[case.rank], case, t, **kw)
+    return call_api(NA[case.rank], case, t, **kw)
 
 
 def _tangents(t: dict) -> dict:
@@ -214,7 +182,7 @@ def test_forward_mode_ad_matches_reference_jvp(case, which):
     names = tuple(n for n in t if which in ("all", n))
     tangents = _tangents({n: t[n] for n in names})
     primals = tuple(t[n] for n in names)
-    ref = torch.func.jvp(_functional(_reference, case, t, names), primals, tuple(tangents.values()))[1]
+    ref = torch.func.jvp(_functional(reference, case, t, names), primals, tuple(tangents.values()))[1]
     with fwAD.dual_level():
         dual = {**t, **{n: fwAD.make_dual(t[n], tangents[n]) for n in names}}
         out, lse = _natten(case, dual, return_lse=True)
@@ -235,7 +203,7 @@ def test_forward_mode_ad_low_precision(dtype):
     tangents = _tangents(t)
     low = {n: x.to(dtype) for n, x in t.items()}
     ref = torch.func.jvp(
-        _functional(_reference, case, t, tuple(t)),
+        _functional(reference, case, t, tuple(t)),
         tuple(low[n].double() for n in t),
         tuple(tangents[n].to(dtype).double() for n in t),
     )[1]
@@ -266,12 +234,12 @@ def test_torch_func_grad_vjp_jacrev(case):
 
     argnums = tuple(range(len(names)))
     for name, a, e in zip(
-        names, torch.func.grad(loss(_natten), argnums)(*primals), torch.func.grad(loss(_reference), argnums)(*primals)
+        names, torch.func.grad(loss(_natten), argnums)(*primals), torch.func.grad(loss(reference), argnums)(*primals)
     ):
         torch.testing.assert_close(a, e, msg=f"grad d{name}")
 
     out, vjp_fn = torch.func.vjp(_functional(_natten, case, t, names), *primals)
-    ref_out, ref_vjp_fn = torch.func.vjp(_functional(_reference, case, t, names), *primals)
+    ref_out, ref_vjp_fn = torch.func.vjp(_functional(reference, case, t, names), *primals)
     torch.testing.assert_close(out, ref_out)
     for name, a, e in zip(names, vjp_fn((weight, weight_lse)), ref_vjp_fn((weight, weight_lse))):
         torch.testing.assert_close(a, e, msg=f"vjp d{name}")
@@ -280,7 +248,7 @@ def test_torch_func_grad_vjp_jacrev(case):
     def out_of(fn):
         return lambda q, v: _functional(fn, case, t, ("q", "v"))(q, v)[0]
 
-    ref_jac = torch.func.jacrev(out_of(_reference), argnums=(0, 1))(t["q"], t["v"])
+    ref_jac = torch.func.jacrev(out_of(reference), argnums=(0, 1))(t["q"], t["v"])
     for transform in (torch.func.jacrev, torch.func.jacfwd):
         for name, a, e in zip(("q", "v"), transform(out_of(_natten), argnums=(0, 1))(t["q"], t["v"]), ref_jac):
             torch.testing.assert_close(a, e, msg=f"{transform.__name__} d out / d {name}")

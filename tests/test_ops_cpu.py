@@ -21,134 +21,90 @@ import torch
 from natten_legacy.reference import na_av_reference, na_qk_reference, na_reference
 from natten_legacy.testing import assert_close, assert_close_to_reference, default_tolerances
 
+from cases import DTYPE_NAMES, Case
+from helpers import NAMES, case_tensors, reference
+
 pytestmark = pytest.mark.skipif(not _library.load(), reason=f"natten-kernels library: {_library.load_error()}")
 
 ops = torch.ops.natten
 HALF = (torch.float16, torch.bfloat16)
-_DTYPE_NAMES = {torch.float64: "f64", torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
 
 
 @dataclass(frozen=True)
-class OpCase:
-    spatial: tuple[int, ...]
-    kernel_size: tuple[int, ...]
-    dilation: tuple[int, ...] | None = None
-    stride: tuple[int, ...] | None = None
-    is_causal: tuple[bool, ...] | None = None
-    rpb: bool = False
-    additional: int = 0
-    heads: int = 2
-    kv_heads: int = 2
-    dim: int = 8
-    dim_v: int = 8
-    batch: int = 2
-    dtype: torch.dtype = torch.float32
+class OpCase(Case):
+    """A Case (float32 by default) whose id also names the head dims and a batch other than 2."""
 
-    def __post_init__(self):
-        rank = len(self.spatial)
-        for name, fill in (("dilation", 1), ("stride", 1), ("is_causal", False)):
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, (fill,) * rank)
+    dtype: torch.dtype = torch.float32
 
     @property
     def params(self) -> tuple[list[int], list[int], list[int], list[bool]]:
-        return list(self.kernel_size), list(self.dilation), list(self.stride), list(self.is_causal)
+        return tuple(list(x) for x in self.geometry)
 
     @property
     def id(self) -> str:
-        def axes(v):
-            return "x".join(str(int(x)) for x in v)
-
-        parts = [f"{len(self.spatial)}d", f"s{axes(self.spatial)}", f"k{axes(self.kernel_size)}"]
-        if any(d > 1 for d in self.dilation):
-            parts.append(f"d{axes(self.dilation)}")
-        if any(s > 1 for s in self.stride):
-            parts.append(f"st{axes(self.stride)}")
-        if any(self.is_causal):
-            parts.append("causal(" + ",".join("T" if c else "F" for c in self.is_causal) + ")")
-        if self.rpb:
-            parts.append("rpb")
-        if self.additional:
-            parts.append(f"addkv{self.additional}")
-        if self.kv_heads != self.heads:
-            parts.append(f"gqa{self.heads}:{self.kv_heads}")
-        parts.append(f"hd{self.dim}" + (f":{self.dim_v}" if self.dim_v != self.dim else ""))
+        parts = self.geometry_id_parts()
+        parts.append(f"hd{self.head_dim}" + (f":{self.head_dim_v}" if self.head_dim_v != self.head_dim else ""))
         if self.batch != 2:
             parts.append(f"b{self.batch}")
-        parts.append(_DTYPE_NAMES[self.dtype])
+        parts.append(DTYPE_NAMES[self.dtype])
         return "-".join(parts)
 
 
-def _params(cases):
-    return [pytest.param(c, id=c.id) for c in cases]
+def _params(cases, extended):
+    """The default-tier cases, then the extended ones (marked: run with NATTEN_EXTENDED_TESTS=1)."""
+    return [pytest.param(c, id=c.id) for c in cases] + [
+        pytest.param(c, id=c.id, marks=pytest.mark.extended) for c in extended
+    ]
 
 
 # Sizes are deliberately not multiples of anything; head dims 8 and 12 take the packed-copy paths of the
 # kernels, multiples of 16 the zero-copy ones.
 FUSED_CASES = [
     OpCase((37,), (7,)),
-    OpCase((40,), (8,), is_causal=(True,), dim=16, dim_v=32),
-    OpCase((41,), (5,), dilation=(3,), stride=(2,), dim_v=12),
+    OpCase((40,), (8,), is_causal=(True,), head_dim=16, head_dim_v=32),
+    OpCase((41,), (5,), dilation=(3,), stride=(2,), head_dim_v=12),
     OpCase((64,), (16,), stride=(16,), batch=1),
     OpCase((9, 11), (3, 5), dilation=(2, 1), stride=(1, 2), is_causal=(False, True)),
-    OpCase((13, 10), (7, 5), dilation=(1, 2), rpb=True, dim=16),
-    OpCase((8, 12), (4, 6), stride=(2, 3), additional=3, dim_v=12),
-    OpCase((7, 9), (3, 3), heads=4, kv_heads=2, dim=16, dim_v=32),
-    OpCase(
-        (5, 6, 7),
-        (3, 2, 3),
-        dilation=(1, 2, 2),
-        stride=(1, 2, 3),
-        is_causal=(True, False, False),
-        additional=2,
-        heads=4,
-        kv_heads=2,
-    ),
-    OpCase((4, 6, 8), (3, 3, 3), rpb=True, dim=32, dim_v=16),
+    OpCase((13, 10), (7, 5), dilation=(1, 2), rpb=True, head_dim=16),
+    OpCase((8, 12), (4, 6), stride=(2, 3), additional=3, head_dim_v=12),
+    OpCase((7, 9), (3, 3), heads=4, kv_heads=2, head_dim=16, head_dim_v=32),
+    OpCase((5, 6, 7), (3, 2, 3), (1, 2, 2), (1, 2, 3), (True, False, False), additional=2, heads=4, kv_heads=2),
+    OpCase((4, 6, 8), (3, 3, 3), rpb=True, head_dim=32, head_dim_v=16),
     OpCase((9, 11), (3, 5), dilation=(2, 1), stride=(1, 2), is_causal=(False, True), dtype=torch.float64),
     OpCase((13, 10), (7, 5), dilation=(1, 2), rpb=True, additional=2, dtype=torch.float64),
     OpCase((8, 12), (4, 6), stride=(2, 3), additional=3, dtype=torch.float16),
-    OpCase((7, 9), (3, 3), heads=4, kv_heads=2, rpb=True, dim=16, dtype=torch.bfloat16),
+    OpCase((7, 9), (3, 3), heads=4, kv_heads=2, rpb=True, head_dim=16, dtype=torch.bfloat16),
     OpCase((5, 6, 7), (3, 2, 3), dilation=(1, 2, 2), is_causal=(True, False, True), dtype=torch.bfloat16),
 ]
 
 FUSED_EXTENDED = [
-    OpCase((32, 32), (9, 9), dilation=(2, 3), rpb=True, additional=5, heads=4, kv_heads=2, dim=64, dim_v=32),
-    OpCase((512,), (33,), is_causal=(True,), stride=(4,), dim=32, batch=1),
-    OpCase((300,), (64,), dilation=(3,), heads=1, kv_heads=1, dim=128, dim_v=64, batch=1),
-    OpCase(
-        (8, 10, 12),
-        (5, 3, 7),
-        dilation=(1, 3, 1),
-        stride=(2, 1, 3),
-        is_causal=(True, False, True),
-        heads=6,
-        kv_heads=3,
-        dim=24,
-    ),
-    OpCase((24, 20), (7, 6), rpb=False, is_causal=(True, True), dim=48, dtype=torch.float16),
-    OpCase((16, 18), (5, 7), rpb=True, additional=4, dim=32, dtype=torch.bfloat16),
-    OpCase((10, 9, 11), (3, 3, 3), dilation=(3, 2, 3), rpb=True, dim=16, dtype=torch.float64),
+    OpCase((32, 32), (9, 9), dilation=(2, 3), rpb=True, additional=5, heads=4, kv_heads=2, head_dim=64, head_dim_v=32),
+    OpCase((512,), (33,), is_causal=(True,), stride=(4,), head_dim=32, batch=1),
+    OpCase((300,), (64,), dilation=(3,), heads=1, kv_heads=1, head_dim=128, head_dim_v=64, batch=1),
+    OpCase((8, 10, 12), (5, 3, 7), (1, 3, 1), (2, 1, 3), (True, False, True), heads=6, kv_heads=3, head_dim=24),
+    OpCase((24, 20), (7, 6), rpb=False, is_causal=(True, True), head_dim=48, dtype=torch.float16),
+    OpCase((16, 18), (5, 7), rpb=True, additional=4, head_dim=32, dtype=torch.bfloat16),
+    OpCase((10, 9, 11), (3, 3, 3), dilation=(3, 2, 3), rpb=True, head_dim=16, dtype=torch.float64),
 ]
 
 UNFUSED_CASES = [
     OpCase((37,), (7,), rpb=True),
-    OpCase((40,), (8,), is_causal=(True,), dim=16),
-    OpCase((41,), (5,), dilation=(3,), stride=(2,), dim=12, dim_v=16),
+    OpCase((40,), (8,), is_causal=(True,), head_dim=16),
+    OpCase((41,), (5,), dilation=(3,), stride=(2,), head_dim=12, head_dim_v=16),
     OpCase((9, 11), (3, 5), dilation=(2, 1), stride=(1, 2), is_causal=(False, True)),
-    OpCase((13, 10), (7, 5), dilation=(1, 2), rpb=True, dim=16, dim_v=32),
+    OpCase((13, 10), (7, 5), dilation=(1, 2), rpb=True, head_dim=16, head_dim_v=32),
     OpCase((5, 6, 7), (3, 2, 3), dilation=(1, 2, 2), stride=(1, 2, 3), is_causal=(True, False, True)),
-    OpCase((4, 6, 8), (3, 3, 3), rpb=True, dim=32, dim_v=16),
+    OpCase((4, 6, 8), (3, 3, 3), rpb=True, head_dim=32, head_dim_v=16),
     OpCase((13, 10), (7, 5), dilation=(1, 2), rpb=True, dtype=torch.float64),
     OpCase((9, 11), (3, 5), stride=(1, 2), is_causal=(False, True), dtype=torch.float16),
-    OpCase((7, 9), (3, 3), rpb=True, dim=16, dtype=torch.bfloat16),
+    OpCase((7, 9), (3, 3), rpb=True, head_dim=16, dtype=torch.bfloat16),
 ]
 
 UNFUSED_EXTENDED = [
-    OpCase((32, 32), (9, 9), dilation=(2, 3), rpb=True, dim=64, dim_v=32),
-    OpCase((512,), (33,), is_causal=(True,), stride=(4,), dim=32, batch=1),
-    OpCase((8, 10, 12), (5, 3, 7), dilation=(1, 3, 1), stride=(2, 1, 3), is_causal=(True, False, True), dim=24),
-    OpCase((16, 18), (5, 7), rpb=True, dim=32, dtype=torch.bfloat16),
+    OpCase((32, 32), (9, 9), dilation=(2, 3), rpb=True, head_dim=64, head_dim_v=32),
+    OpCase((512,), (33,), is_causal=(True,), stride=(4,), head_dim=32, batch=1),
+    OpCase((8, 10, 12), (5, 3, 7), dilation=(1, 3, 1), stride=(2, 1, 3), is_causal=(True, False, True), head_dim=24),
+    OpCase((16, 18), (5, 7), rpb=True, head_dim=32, dtype=torch.bfloat16),
 ]
 
 
@@ -182,36 +138,15 @@ def _grads(outputs, cotangents, inputs):
 
 
 def _fused_inputs(case, gen):
-    B, S, dt = case.batch, case.spatial, case.dtype
-    q = _randn(B, *S, case.heads, case.dim, dtype=dt, gen=gen)
-    k = _randn(B, *S, case.kv_heads, case.dim, dtype=dt, gen=gen)
-    v = _randn(B, *S, case.kv_heads, case.dim_v, dtype=dt, gen=gen)
-    rpb = _randn(case.heads, *(2 * x - 1 for x in case.kernel_size), dtype=dt, gen=gen) if case.rpb else None
-    ka = va = None
-    if case.additional:
-        ka = _randn(B, case.additional, case.kv_heads, case.dim, dtype=dt, gen=gen)
-        va = _randn(B, case.additional, case.kv_heads, case.dim_v, dtype=dt, gen=gen)
-    return q, k, v, rpb, ka, va
+    """(q, k, v, rpb, additional_keys, additional_values), None where the case has no such input."""
+    t = case_tensors(case, lambda *shape: _randn(*shape, dtype=case.dtype, gen=gen))
+    return tuple(t.get(n) for n in NAMES)
 
 
 def _fused_reference(case, inputs, scale, cotangents, dtype):
     """(out, lse) and the gradients of <out, grad_out> + <lse, grad_lse>, computed in `dtype`."""
     leaves = [None if x is None else x.detach().to(dtype).requires_grad_() for x in inputs]
-    q, k, v, rpb, ka, va = leaves
-    out, lse = na_reference(
-        q,
-        k,
-        v,
-        case.kernel_size,
-        case.dilation,
-        case.stride,
-        case.is_causal,
-        rpb=rpb,
-        scale=scale,
-        additional_keys=ka,
-        additional_values=va,
-        return_lse=True,
-    )
+    out, lse = reference(case, dict(zip(NAMES, leaves)), scale=scale, return_lse=True)
     cots = [c.to(dtype) for c in cotangents]
     return out.detach(), lse.detach(), _grads((out, lse), cots, leaves)
 
@@ -220,12 +155,12 @@ def _run_fused_case(case, config_forward=(), config_backward=()):
     gen = torch.Generator().manual_seed(0)
     inputs = _fused_inputs(case, gen)
     q, k, v, rpb, ka, va = inputs
-    scale = 0.7 * case.dim**-0.5
+    scale = 0.7 * case.head_dim**-0.5
     B, S, Hq = case.batch, case.spatial, case.heads
     lse_dtype = torch.float64 if case.dtype == torch.float64 else torch.float32
 
     out, lse = ops.na_fused_forward(q, k, v, rpb, ka, va, *case.params, scale, list(config_forward))
-    _check_new_tensor(out, (B, *S, Hq, case.dim_v), case.dtype, "out")
+    _check_new_tensor(out, (B, *S, Hq, case.head_dim_v), case.dtype, "out")
     _check_new_tensor(lse, (B, *S, Hq), lse_dtype, "lse")
 
     grad_out = _randn(*out.shape, dtype=case.dtype, gen=gen)
@@ -253,9 +188,9 @@ def _run_fused_case(case, config_forward=(), config_backward=()):
 
 def _unfused_inputs(case, gen):
     B, H, S, dt = case.batch, case.heads, case.spatial, case.dtype
-    q = _randn(B, H, *S, case.dim, dtype=dt, gen=gen)
-    k = _randn(B, H, *S, case.dim, dtype=dt, gen=gen)
-    v = _randn(B, H, *S, case.dim_v, dtype=dt, gen=gen)
+    q = _randn(B, H, *S, case.head_dim, dtype=dt, gen=gen)
+    k = _randn(B, H, *S, case.head_dim, dtype=dt, gen=gen)
+    v = _randn(B, H, *S, case.head_dim_v, dtype=dt, gen=gen)
     rpb = _randn(H, *(2 * x - 1 for x in case.kernel_size), dtype=dt, gen=gen) if case.rpb else None
     return q, k, v, rpb
 
@@ -271,14 +206,8 @@ def _num_slots(case):
 # fused ops
 
 
-@pytest.mark.parametrize("case", _params(FUSED_CASES))
+@pytest.mark.parametrize("case", _params(FUSED_CASES, FUSED_EXTENDED))
 def test_fused_forward_backward(case):
-    _run_fused_case(case)
-
-
-@pytest.mark.extended
-@pytest.mark.parametrize("case", _params(FUSED_EXTENDED))
-def test_fused_forward_backward_extended(case):
     _run_fused_case(case)
 
 
@@ -294,7 +223,7 @@ def test_fused_configs(config_forward, config_backward):
 
 
 def test_fused_backward_is_deterministic():
-    case = OpCase((12, 13), (5, 5), rpb=True, additional=3, heads=4, kv_heads=2, batch=1, dim=16)
+    case = OpCase((12, 13), (5, 5), rpb=True, additional=3, heads=4, kv_heads=2, batch=1, head_dim=16)
     gen = torch.Generator().manual_seed(1)
     q, k, v, rpb, ka, va = _fused_inputs(case, gen)
     out, lse = ops.na_fused_forward(q, k, v, rpb, ka, va, *case.params, 0.25)
@@ -308,7 +237,7 @@ def test_fused_backward_is_deterministic():
 
 
 def test_fused_non_contiguous_inputs():
-    case = OpCase((9, 10), (3, 5), rpb=True, additional=2, heads=2, kv_heads=2, dim=16)
+    case = OpCase((9, 10), (3, 5), rpb=True, additional=2, heads=2, kv_heads=2, head_dim=16)
     gen = torch.Generator().manual_seed(2)
     inputs = _fused_inputs(case, gen)
 
@@ -346,7 +275,7 @@ def test_fused_non_contiguous_inputs():
 
 def test_fused_mixed_precision_rpb():
     """rpb may have its own dtype; drpb comes back in it."""
-    case = OpCase((7, 8), (3, 5), heads=2, kv_heads=1, dim=16, dtype=torch.bfloat16)
+    case = OpCase((7, 8), (3, 5), heads=2, kv_heads=1, head_dim=16, dtype=torch.bfloat16)
     gen = torch.Generator().manual_seed(3)
     q, k, v, _, _, _ = _fused_inputs(case, gen)
     rpb = torch.randn(2, 5, 9, generator=gen)
@@ -439,19 +368,13 @@ def _run_unfused_case(case):
     _check(dv, ref_dv, "dv", eager_dv)
 
 
-@pytest.mark.parametrize("case", _params(UNFUSED_CASES))
+@pytest.mark.parametrize("case", _params(UNFUSED_CASES, UNFUSED_EXTENDED))
 def test_unfused_forward_backward(case):
     _run_unfused_case(case)
 
 
-@pytest.mark.extended
-@pytest.mark.parametrize("case", _params(UNFUSED_EXTENDED))
-def test_unfused_forward_backward_extended(case):
-    _run_unfused_case(case)
-
-
 def test_unfused_backward_is_deterministic():
-    case = OpCase((11, 12), (5, 3), rpb=True, heads=1, batch=1, dim=16)
+    case = OpCase((11, 12), (5, 3), rpb=True, heads=1, batch=1, head_dim=16)
     gen = torch.Generator().manual_seed(4)
     q, k, v, rpb = _unfused_inputs(case, gen)
     attn = ops.na_qk_forward(q, k, rpb, *case.params)

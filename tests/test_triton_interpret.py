@@ -8,8 +8,8 @@ tests/gpu, covers those; interpreting there would also switch the real kernels o
 
 from __future__ import annotations
 
-import traceback
 from dataclasses import replace
+from functools import partial
 
 import pytest
 import torch
@@ -20,7 +20,7 @@ pytest.importorskip("triton")
 
 from cases import Case
 from gpu.naref import check, run_launchers
-from interpret import run_interpreted
+from interpret import run_checks
 
 F32, F16 = torch.float32, torch.float16
 
@@ -31,19 +31,7 @@ CASES = [
     Case((21,), (5,), (1,), (5,), (False,), batch=1, rpb=True, dtype=F32),  # blocked (window) attention
     Case((20,), (6,), (1,), (3,), (True,), batch=1, additional=3, heads=4, kv_heads=1, dtype=F16),
     Case((8, 10), (3, 5), (2, 1), (1, 1), (False, False), batch=1, rpb=True, dtype=F32),
-    Case(
-        (7, 9),
-        (4, 3),
-        (1, 2),
-        (2, 3),
-        (True, False),
-        batch=1,
-        additional=2,
-        heads=4,
-        kv_heads=2,
-        head_dim_v=16,
-        dtype=F32,
-    ),
+    Case((7, 9), (4, 3), (1, 2), (2, 3), (True, False), batch=1, additional=2, heads=4, head_dim_v=16, dtype=F32),
     Case((9, 11), (5, 4), (1, 1), (1, 2), (False, True), batch=2, head_dim=16, head_dim_v=16, dtype=F16),
     Case((4, 5, 6), (3, 2, 3), (1, 2, 1), (1, 1, 3), (True, False, True), batch=1, heads=2, kv_heads=1, dtype=F32),
 ]
@@ -90,25 +78,11 @@ RUNS += [
 
 
 def run_all() -> dict:
-    """Check every run; {name: None if it passed, else the failure text}. Outputs are poisoned (NaN
-    where torch.empty allocates): an element a kernel does not write fails."""
-    import torch.utils.deterministic
-
-    torch.use_deterministic_algorithms(True)
-    torch.utils.deterministic.fill_uninitialized_memory = True
-    results = {}
-    for name, case, fwd, bwd in RUNS:
-        try:
-            check(case, "cpu", run_launchers, fwd_config=fwd, bwd_config=bwd)
-            results[name] = None
-        except Exception:
-            results[name] = traceback.format_exc()
-    return results
-
-
-@pytest.fixture(scope="module")
-def interpreted():
-    return run_interpreted("test_triton_interpret")
+    """Every run, outputs poisoned (tests/interpret.run_checks)."""
+    return run_checks(
+        (name, partial(check, case, "cpu", run_launchers, fwd_config=fwd, bwd_config=bwd))
+        for name, case, fwd, bwd in RUNS
+    )
 
 
 @pytest.mark.parametrize("name", [r[0] for r in RUNS])

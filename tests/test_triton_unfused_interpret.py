@@ -10,7 +10,7 @@ rows on tensor cores, one or several key spans), and the halo kernels moving wei
 
 from __future__ import annotations
 
-import traceback
+from functools import partial
 
 import pytest
 import torch
@@ -20,7 +20,7 @@ if torch.cuda.is_available():
 pytest.importorskip("triton")
 
 from cases import Case
-from interpret import run_interpreted
+from interpret import run_checks
 from unfused_checks import check_ops
 
 F32, F16 = torch.float32, torch.float16
@@ -93,24 +93,9 @@ RUNS = [
 
 
 def run_all() -> dict:
-    import torch.utils.deterministic
     from natten_kernels.triton import unfused_ops
 
-    torch.use_deterministic_algorithms(True)
-    torch.utils.deterministic.fill_uninitialized_memory = True
-    results = {}
-    for name, case, config in RUNS:
-        try:
-            check_ops(case, unfused_ops, config)
-            results[name] = None
-        except Exception:
-            results[name] = traceback.format_exc()
-    return results
-
-
-@pytest.fixture(scope="module")
-def interpreted():
-    return run_interpreted("test_triton_unfused_interpret")
+    return run_checks((name, partial(check_ops, case, unfused_ops, config)) for name, case, config in RUNS)
 
 
 @pytest.mark.parametrize("name", [r[0] for r in RUNS])

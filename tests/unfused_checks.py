@@ -32,25 +32,8 @@ def pipeline(case, t, qk=None, av=None):
     qk = qk or (lambda *a, **kw: QK[case.rank](*a, **kw))
     av = av or (lambda *a, **kw: AV[case.rank](*a, **kw))
     if qk is na_qk_reference:
-        attn = qk(
-            t["q"],
-            t["k"],
-            case.kernel_size,
-            case.dilation,
-            case.stride,
-            case.is_causal,
-            rpb=t.get("rpb"),
-            additional_keys=t.get("ak"),
-        )
-        out = av(
-            attn.softmax(-1),
-            t["v"],
-            case.kernel_size,
-            case.dilation,
-            case.stride,
-            case.is_causal,
-            additional_values=t.get("av"),
-        )
+        attn = qk(t["q"], t["k"], *case.geometry, rpb=t.get("rpb"), additional_keys=t.get("ak"))
+        out = av(attn.softmax(-1), t["v"], *case.geometry, additional_values=t.get("av"))
     else:
         attn = qk(
             t["q"],
@@ -100,7 +83,8 @@ def tiny(case):
     return replace(case, batch=1, heads=1, head_dim=3, head_dim_v=3, additional=min(case.additional, 2))
 
 
-def check_gradcheck_and_gradgradcheck(case, device="cpu"):
+def _tiny_output(case, device):
+    """(f, inputs): the output of ``tiny(case)`` as a function of its inputs, and fresh inputs."""
     case = tiny(case)
     t = inputs(case, device=device)
     names = list(t)
@@ -108,25 +92,19 @@ def check_gradcheck_and_gradgradcheck(case, device="cpu"):
     def f(*xs):
         return pipeline(case, dict(zip(names, xs)))[1]
 
-    assert torch.autograd.gradcheck(f, tuple(t.values()))
-    assert torch.autograd.gradgradcheck(f, tuple(t.values()))
+    return f, tuple(t.values())
+
+
+def check_gradcheck_and_gradgradcheck(case, device="cpu"):
+    f, xs = _tiny_output(case, device)
+    assert torch.autograd.gradcheck(f, xs)
+    assert torch.autograd.gradgradcheck(f, xs)
 
 
 def check_forward_mode_ad(case, device="cpu"):
-    case = tiny(case)
-    t = inputs(case, device=device)
-    names = list(t)
-
-    def f(*xs):
-        return pipeline(case, dict(zip(names, xs)))[1]
-
+    f, xs = _tiny_output(case, device)
     assert torch.autograd.gradcheck(
-        f,
-        tuple(t.values()),
-        check_forward_ad=True,
-        check_backward_ad=False,
-        check_undefined_grad=False,
-        check_batched_grad=False,
+        f, xs, check_forward_ad=True, check_backward_ad=False, check_undefined_grad=False, check_batched_grad=False
     )
 
 

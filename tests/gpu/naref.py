@@ -5,11 +5,12 @@ on upcast inputs (docs/gpu.md, "Correctness at scale")."""
 from __future__ import annotations
 
 import torch
-from natten_legacy.reference import na_reference
 from natten_legacy.testing import assert_close_to_reference
 
 from cases import Case
-from sampled_checks import NAMES, case_tensors, launchers, run_api  # noqa: F401  (run_api: the API runner)
+from helpers import case_tensors
+from helpers import reference as na_reference_of
+from sampled_checks import launchers, run_api  # noqa: F401  (run_api: the API runner)
 
 
 def make_inputs(case: Case, device: str, dtype: torch.dtype, seed: int = 0) -> dict:
@@ -24,19 +25,7 @@ def reference(case: Case, t: dict, upstream, upstream_lse, dtype=torch.float64):
     """(out, lse, grads) of the reference on ``t`` cast to ``dtype`` (float64: the oracle; the low
     dtype: the same math in plain torch, the 'eager' error scale)."""
     x = {n: v.detach().to(dtype).requires_grad_(True) for n, v in t.items()}
-    out, lse = na_reference(
-        x["q"],
-        x["k"],
-        x["v"],
-        case.kernel_size,
-        case.dilation,
-        case.stride,
-        case.is_causal,
-        rpb=x.get("rpb"),
-        additional_keys=x.get("additional_keys"),
-        additional_values=x.get("additional_values"),
-        return_lse=True,
-    )
+    out, lse = na_reference_of(case, x, return_lse=True)
     g = torch.autograd.grad((out, lse), list(x.values()), (upstream.to(out.dtype), upstream_lse.to(lse.dtype)))
     return out.detach(), lse.detach(), dict(zip(x, g))
 

@@ -23,7 +23,7 @@ if flex.FLEX.unavailable_reason() is not None:
 
 from cases import Case, fused_cases
 from gpu.naref import check
-from sampled_checks import NAMES
+from helpers import NAMES
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 DTYPES = tuple(sorted(flex.FLEX.dtypes, key=str))

@@ -19,7 +19,7 @@ from natten_kernels.backends.triton import TRITON
 if TRITON.unavailable_reason() is not None:
     pytest.skip(f"triton backend unusable here: {TRITON.unavailable_reason()}", allow_module_level=True)
 
-from cases import Case, fused_cases
+from cases import Case, fused_cases, large_case
 from gpu.naref import check, make_inputs, run_api, run_launchers
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
@@ -108,21 +108,9 @@ def test_kv_parallel_and_autotuner_through_the_api():
 
 
 TMA_CASES = [  # (case, the loads the launcher must pick for TMA configs)
+    # rpb excludes causal axes (API)
     (
-        Case(
-            (3, 37, 29),
-            (3, 7, 9),
-            (1, 1, 1),
-            (1, 1, 1),
-            (False, False, False),
-            rpb=True,  # rpb excludes causal axes (API)
-            head_dim=64,
-            head_dim_v=64,
-            heads=4,
-            kv_heads=2,
-            batch=3,
-            additional=3,
-        ),
+        Case((3, 37, 29), (3, 7, 9), rpb=True, head_dim=64, head_dim_v=64, heads=4, kv_heads=2, batch=3, additional=3),
         "host",
     ),
     (Case((19, 37), (5, 7), (1, 1), (2, 1), (True, False), head_dim=32, head_dim_v=32, heads=3, kv_heads=1), "host"),
@@ -243,36 +231,12 @@ def test_default_configs_follow_the_window():
 
 def test_large_problem_bf16():
     """A realistic 2D problem (many full and partial tiles) in bf16."""
-    case = Case(
-        (45, 61),
-        (13, 17),
-        (1, 1),
-        (1, 1),
-        (False, False),
-        heads=4,
-        kv_heads=4,
-        head_dim=64,
-        head_dim_v=64,
-        batch=1,
-        dtype=torch.bfloat16,
-    )
+    case = large_case((45, 61), (13, 17), heads=4, kv_heads=4, head_dim=64, dtype=BF16)
     check(case, "cuda", run_api)
 
 
 def test_block_sparse_stride():
-    case = Case(
-        (64, 64),
-        (16, 16),
-        (1, 1),
-        (16, 16),
-        (False, False),
-        heads=2,
-        kv_heads=2,
-        head_dim=64,
-        head_dim_v=64,
-        batch=1,
-        dtype=torch.bfloat16,
-    )
+    case = large_case((64, 64), (16, 16), stride=(16, 16), head_dim=64, dtype=BF16)
     check(case, "cuda", run_api)
 
 

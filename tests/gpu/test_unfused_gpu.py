@@ -35,26 +35,16 @@ from unfused_checks import (
 )
 
 EXACT, GEMM = 0, 1
-ALL = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+F32 = torch.float32
+ALL = (torch.float64, F32, torch.float16, torch.bfloat16)
 CASES = unfused_cases("cuda", dtypes=ALL)
 assert CASES, "no unfused case generated for cuda"
 # head dims and sizes where tiles are partial at every border; small and large kernels (gather / scatter)
 EXTRA = [
     Case((67,), (13,), (1,), (1,), (False,), rpb=True, head_dim=64, head_dim_v=64, dtype=torch.float16),
     Case((37, 29), (7, 9), (2, 1), (1, 3), (False, True), head_dim=32, head_dim_v=32, dtype=torch.bfloat16),
-    Case(
-        (33, 35), (15, 13), (1, 1), (1, 1), (False, False), rpb=True, head_dim=128, head_dim_v=128, dtype=torch.float16
-    ),
-    Case(
-        (9, 13, 18),
-        (3, 5, 7),
-        (1, 2, 1),
-        (2, 1, 1),
-        (True, False, False),
-        head_dim=24,
-        head_dim_v=24,
-        dtype=torch.float32,
-    ),
+    Case((33, 35), (15, 13), rpb=True, head_dim=128, head_dim_v=128, dtype=torch.float16),
+    Case((9, 13, 18), (3, 5, 7), (1, 2, 1), (2, 1, 1), (True, False, False), head_dim=24, head_dim_v=24, dtype=F32),
     Case((30, 31), (7, 7), (1, 1), (1, 1), (False, False), head_dim=256, head_dim_v=256, dtype=torch.float16),
 ]
 

@@ -452,6 +452,16 @@ def _nonfinite_grads(fn, tensors, seed):
     return [o.detach() for o in outs], grads
 
 
+def _compare_nonfinite(names, ref, loop, tensors, seed):
+    """``ref`` and ``loop`` on the same poisoned inputs: outputs, then gradients, agree (non-finite
+    pattern included) under ``names``; returns the reference's outputs."""
+    outs, grads = _nonfinite_grads(ref, tensors, seed)
+    outs_l, grads_l = _nonfinite_grads(loop, tensors, seed)
+    for name, a, b in zip(names, [*outs, *grads], [*outs_l, *grads_l]):
+        assert_close(a, b, name=name, **TOL)
+    return outs
+
+
 @pytest.mark.parametrize("value", list(POISON))
 @pytest.mark.parametrize("target", range(5), ids=["q", "k", "v", "add_k", "add_v"])
 @pytest.mark.parametrize("case", NONFINITE_CASES)
@@ -468,15 +478,10 @@ def test_fused_nonfinite_pattern_matches_loop(case, target, value):
     def loop(q, k, v, ak, av):
         return loop_na(q, k, v, kernel, dil, stride, causal, add_k=ak, add_v=av)
 
-    (out, lse), grads = _nonfinite_grads(ref, tensors, seed=75)
-    (out_l, lse_l), grads_l = _nonfinite_grads(loop, tensors, seed=75)
+    out, _ = _compare_nonfinite(["out", "lse", "dq", "dk", "dv", "dadd_k", "dadd_v"], ref, loop, tensors, 75)
     assert not out.isfinite().all(), "the poisoned element reaches no output"
     assert not out.isfinite().all(-1).all(), "a poisoned output row"
     assert out.isfinite().any(), "the poisoned element reaches every output"
-    for name, a, b in zip(
-        ["out", "lse", "dq", "dk", "dv", "dadd_k", "dadd_v"], [out, lse, *grads], [out_l, lse_l, *grads_l]
-    ):
-        assert_close(a, b, name=name, **TOL)
 
 
 @pytest.mark.parametrize("value", list(POISON))
@@ -487,15 +492,14 @@ def test_qk_nonfinite_pattern_matches_loop(case, target, value):
     q, k, _ = (heads_first(t) for t in qkv(S, seed=81))
     tensors = [q, k, rand(2, *(2 * kk - 1 for kk in kernel), seed=82)]
     tensors[target] = _poison(tensors[target], POISON[value], seed=83)
-    (attn,), grads = _nonfinite_grads(
-        lambda q, k, r: na_qk_reference(q, k, kernel, dil, stride, causal, rpb=r), tensors, 84
-    )
-    (attn_l,), grads_l = _nonfinite_grads(
-        lambda q, k, r: loop_qk(q, k, kernel, dil, stride, causal, rpb=r), tensors, 84
+    (attn,) = _compare_nonfinite(
+        ["attn", "dq", "dk", "drpb"],
+        lambda q, k, r: na_qk_reference(q, k, kernel, dil, stride, causal, rpb=r),
+        lambda q, k, r: loop_qk(q, k, kernel, dil, stride, causal, rpb=r),
+        tensors,
+        84,
     )
     assert out_has_finite_and_not(attn)
-    for name, a, b in zip(["attn", "dq", "dk", "drpb"], [attn, *grads], [attn_l, *grads_l]):
-        assert_close(a, b, name=name, **TOL)
 
 
 @pytest.mark.parametrize("value", list(POISON))
@@ -506,14 +510,13 @@ def test_av_nonfinite_pattern_matches_loop(case, target, value):
     v = heads_first(qkv(S, seed=91)[2])
     tensors = [rand(2, 2, *S, math.prod(kernel) + 2, seed=92), v, rand(2, 2, 2, 3, seed=93)]
     tensors[target] = _poison(tensors[target], POISON[value], seed=94)
-    (out,), grads = _nonfinite_grads(
-        lambda a, v, av: na_av_reference(a, v, kernel, dil, stride, causal, additional_values=av), tensors, 95
+    _compare_nonfinite(
+        ["out", "dattn", "dv", "dadd_v"],
+        lambda a, v, av: na_av_reference(a, v, kernel, dil, stride, causal, additional_values=av),
+        lambda a, v, av: loop_av(a, v, kernel, dil, stride, causal, add_v=av),
+        tensors,
+        95,
     )
-    (out_l,), grads_l = _nonfinite_grads(
-        lambda a, v, av: loop_av(a, v, kernel, dil, stride, causal, add_v=av), tensors, 95
-    )
-    for name, a, b in zip(["out", "dattn", "dv", "dadd_v"], [out, *grads], [out_l, *grads_l]):
-        assert_close(a, b, name=name, **TOL)
 
 
 def out_has_finite_and_not(t: torch.Tensor) -> bool:

@@ -13,27 +13,15 @@ template <typename T>
 void fused_backward(const FusedBackwardArgs<T>& a, int64_t begin, int64_t end) {
   const Shape& sh = a.shape;
   const Geometry& g = sh.geometry;
-  const int64_t groups = sh.heads / sh.kv_heads;
-  const int64_t dp = round_up(sh.dim, kLanePad), dvp = round_up(sh.dim_v, kLanePad);
-  const int64_t lanes = row_lanes<T>(g.axis[2].kernel), add_lanes = round_up(a.n_add, Vec<T>::size());
-  const int64_t add_at = max_rows(g) * lanes;
-  const int64_t sstride = add_at + add_lanes;
-  const int64_t len = a.query_block, chunks = chunk_count(g, len);
-  const int64_t items = len * groups;
+  const auto [dp, dvp, lanes, add_at, add_lanes, sstride, len, chunks, groups, items] =
+      kernel_sizes<T>(sh, a.n_add, a.query_block);
 
   Scratch<T> p_buf(items * sstride), ds_buf(items * sstride), q_buf(items * dp), do_buf(items * dvp),
       dq_buf(items * dp), qt_buf(items * sh.dim), dot_buf(items * sh.dim_v), delta_buf(items), lse_buf(items);
-  Scratch<KeyRow> row_buf(max_rows(g));
-  Scratch<InnerKeys> inner_buf(len);
-  Scratch<Item> item_buf(items);
-  Scratch<Block> block_buf(len);
-  Scratch<int64_t> order_buf(len);
   T *P = p_buf.get(), *dS = ds_buf.get(), *Q = q_buf.get(), *dO = do_buf.get(), *dQ = dq_buf.get();
   T *Qt = qt_buf.get(), *dOt = dot_buf.get(), *delta = delta_buf.get(), *lse = lse_buf.get();
-  KeyRow* rows = row_buf.get();
-  InnerKeys* inner = inner_buf.get();
-  Item* it = item_buf.get();
-  Block* blocks = block_buf.get();
+  PlanScratch plan(g, len, items);
+  const auto [rows, inner, it, blocks, order] = plan.get();
 
   for (int64_t task = begin; task < end; ++task) {
     const int64_t bkv = task % (sh.batch * sh.kv_heads), split = task / (sh.batch * sh.kv_heads);
@@ -56,7 +44,7 @@ void fused_backward(const FusedBackwardArgs<T>& a, int64_t begin, int64_t end) {
           prefetch_tokens(a.out, b, kvh * groups + gi, next, sh.dim_v);
         }
       }
-      const int64_t nblocks = plan_blocks(inner, c.size, groups, lanes, order_buf.get(), it, blocks);
+      const int64_t nblocks = plan_blocks(inner, c.size, groups, lanes, order, it, blocks);
       const int64_t n = c.size * groups;
       for (int64_t i = 0; i < n; ++i) {
         const int64_t h = kvh * groups + it[i].head, j = it[i].query;

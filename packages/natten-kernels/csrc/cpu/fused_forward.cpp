@@ -12,26 +12,14 @@ template <typename T>
 void fused_forward(const FusedForwardArgs<T>& a, int64_t begin, int64_t end) {
   const Shape& sh = a.shape;
   const Geometry& g = sh.geometry;
-  const int64_t groups = sh.heads / sh.kv_heads;
-  const int64_t dp = round_up(sh.dim, kLanePad), dvp = round_up(sh.dim_v, kLanePad);
-  const int64_t lanes = row_lanes<T>(g.axis[2].kernel), add_lanes = round_up(a.n_add, Vec<T>::size());
-  const int64_t add_at = max_rows(g) * lanes;
-  const int64_t sstride = add_at + add_lanes;
-  const int64_t len = a.query_block, chunks = chunk_count(g, len);
-  const int64_t items = len * groups;
+  const auto [dp, dvp, lanes, add_at, add_lanes, sstride, len, chunks, groups, items] =
+      kernel_sizes<T>(sh, a.n_add, a.query_block);
 
   Scratch<T> s_buf(items * sstride), q_buf(items * dp), qt_buf(items * sh.dim), o_buf(items * dvp), m_buf(items),
       l_buf(items);
-  Scratch<KeyRow> row_buf(max_rows(g));
-  Scratch<InnerKeys> inner_buf(len);
-  Scratch<Item> item_buf(items);
-  Scratch<Block> block_buf(len);
-  Scratch<int64_t> order_buf(len);
   T *S = s_buf.get(), *Q = q_buf.get(), *Qt = qt_buf.get(), *O = o_buf.get(), *M = m_buf.get(), *L = l_buf.get();
-  KeyRow* rows = row_buf.get();
-  InnerKeys* inner = inner_buf.get();
-  Item* it = item_buf.get();
-  Block* blocks = block_buf.get();
+  PlanScratch plan(g, len, items);
+  const auto [rows, inner, it, blocks, order] = plan.get();
 
   for (int64_t task = begin; task < end; ++task) {
     // Task = (b, chunk, kv head): consecutive tasks read the other heads of the same tokens.
@@ -42,7 +30,7 @@ void fused_forward(const FusedForwardArgs<T>& a, int64_t begin, int64_t end) {
       const Chunk next = chunk_at(g, ((task + 1) / sh.kv_heads) % chunks, len);
       for (int64_t gi = 0; gi < groups; ++gi) prefetch_tokens(a.q, next_b, next_kvh * groups + gi, next, sh.dim);
     }
-    const int64_t nblocks = plan_blocks(inner, c.size, groups, lanes, order_buf.get(), it, blocks);
+    const int64_t nblocks = plan_blocks(inner, c.size, groups, lanes, order, it, blocks);
     const int64_t n = c.size * groups;
     // Plain copies first (independent wide loads keep many cache misses in flight), then the transpose
     // in L1.
@@ -80,16 +68,7 @@ void fused_forward(const FusedForwardArgs<T>& a, int64_t begin, int64_t end) {
       for (int64_t ch = 0; ch < dvp; ++ch) O[i * dvp + ch] = T(0);
     }
 
-    const T* values = slice_of(a.v_rows, 0, b, kvh);
-    const int64_t ks = a.v_rows.key;
-    for (int64_t r = 0; r < c.rows; ++r) {
-      const T* vrow = values + rows[r].row * a.v_rows.row;
-      for (int64_t bl = 0; bl < nblocks; ++bl) {
-        const Block& blk = blocks[bl];
-        block_gather(S + blk.first * sstride + r * lanes, sstride, it + blk.first, blk.hi, vrow + blk.base * ks, ks, dvp, blk.size,
-                     O + blk.first * dvp, dvp);
-      }
-    }
+    gather_rows(S, sstride, lanes, rows, c.rows, it, blocks, nblocks, slice_of(a.v_rows, 0, b, kvh), a.v_rows, dvp, O);
     if (a.n_add > 0) {
       block_gather(S + add_at, sstride, nullptr, a.n_add, slice_of(a.v_add_rows, 0, b, kvh), a.v_add_rows.key, dvp,
                    n, O, dvp);

@@ -1,6 +1,5 @@
 // Host side of the fused CPU ops: checks, packing, threading, reductions (heads-last layouts).
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include "cpu/ops_cpu.h"
 #include "cpu/packing.h"
@@ -92,9 +91,7 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_impl(const FusedProblem& p, con
   }
   a.query_block = query_block;
 
-  const auto& kern = kernels<T>();
-  at::parallel_for(0, sh.batch * sh.kv_heads * chunk_count(g, a.query_block), 1,
-                   [&](int64_t begin, int64_t end) { kern.fused_forward(a, begin, end); });
+  run_tasks(kernels<T>().fused_forward, a, sh.batch * sh.kv_heads * chunk_count(g, a.query_block));
   if (!out_acc.is_same(out)) out.copy_(out_acc);
   return {out, lse};
 }
@@ -177,9 +174,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     a.dv_add = packed_of<T>(dv_add->packed());
   }
 
-  const auto& kern = kernels<T>();
-  at::parallel_for(0, splits * sh.batch * sh.kv_heads, 1,
-                   [&](int64_t begin, int64_t end) { kern.fused_backward(a, begin, end); });
+  run_tasks(kernels<T>().fused_backward, a, splits * sh.batch * sh.kv_heads);
 
   if (!dq_acc.is_same(dq)) dq.copy_(dq_acc);
   const auto drpb = bias.defined() ? reduce_bias_grad(drpb_acc, *rpb, g) : at::empty({0}, q_in.options());

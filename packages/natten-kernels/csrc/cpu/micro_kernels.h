@@ -146,6 +146,45 @@ inline int64_t plan_blocks(const InnerKeys* inner, int64_t queries, int64_t grou
   return nb;
 }
 
+// Sizes a kernel derives from its problem: padded head dims, key-row lanes, where the additional keys'
+// lanes start in an item's buffer (after the rows) and how many there are, the buffer's stride, queries
+// per chunk and the chunk count, query heads per kv head and items per chunk.
+struct KernelSizes {
+  int64_t dp, dvp, lanes, add_at, add_lanes, sstride, len, chunks, groups, items;
+};
+
+template <typename T>
+inline KernelSizes kernel_sizes(const Shape& sh, int64_t n_add, int64_t query_block) {
+  const Geometry& g = sh.geometry;
+  const int64_t lanes = row_lanes<T>(g.axis[2].kernel), add_lanes = round_up(n_add, Vec<T>::size());
+  const int64_t add_at = max_rows(g) * lanes, groups = sh.heads / sh.kv_heads;
+  return {round_up(sh.dim, kLanePad), round_up(sh.dim_v, kLanePad), lanes, add_at, add_lanes, add_at + add_lanes,
+          query_block, chunk_count(g, query_block), groups, query_block * groups};
+}
+
+// A kernel's per-thread planning scratch: the chunk's key rows, its queries' inner keys, and the items,
+// blocks and sort order of plan_blocks.
+class PlanScratch {
+ public:
+  PlanScratch(const Geometry& g, int64_t len, int64_t items)
+      : rows_(max_rows(g)), inner_(len), items_(items), blocks_(len), order_(len) {}
+  struct Pointers {
+    KeyRow* rows;
+    InnerKeys* inner;
+    Item* it;
+    Block* blocks;
+    int64_t* order;
+  };
+  Pointers get() const { return {rows_.get(), inner_.get(), items_.get(), blocks_.get(), order_.get()}; }
+
+ private:
+  Scratch<KeyRow> rows_;
+  Scratch<InnerKeys> inner_;
+  Scratch<Item> items_;
+  Scratch<Block> blocks_;
+  Scratch<int64_t> order_;
+};
+
 // Lanes [lo, hi) of vector v.
 template <typename T>
 inline Vec<T> lane_mask(int64_t v, int64_t lo, int64_t hi) {
@@ -294,6 +333,23 @@ void block_gather(const T* w, int64_t ws, const Item* items, int64_t lanes, cons
         gather_kernel<T, NB, 1>(w + j * ws, ws, lr, keys + c, ks, out + j * os + c, os);
       }
     });
+  }
+}
+
+// O[i][0:dvp) += the weights of item i (S + i * sstride, row r at lanes r * lanes) times the chunk's rows of
+// `values` (a slice of the rows-packed `v`), row by row so that each stays in L1 while all blocks use it.
+template <typename T>
+inline void gather_rows(const T* S, int64_t sstride, int64_t lanes, const KeyRow* rows, int64_t nrows, const Item* it,
+                        const Block* blocks, int64_t nblocks, const T* values, const Packed<const T>& v, int64_t dvp,
+                        T* O) {
+  const int64_t ks = v.key;
+  for (int64_t r = 0; r < nrows; ++r) {
+    const T* vrow = values + rows[r].row * v.row;
+    for (int64_t bl = 0; bl < nblocks; ++bl) {
+      const Block& blk = blocks[bl];
+      block_gather(S + blk.first * sstride + r * lanes, sstride, it + blk.first, blk.hi, vrow + blk.base * ks, ks, dvp,
+                   blk.size, O + blk.first * dvp, dvp);
+    }
   }
 }
 

@@ -2,6 +2,7 @@
 // splitting. TORCH_CHECKs here are memory-safety nets; user-facing validation happens in Python.
 #pragma once
 
+#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/List.h>
 
@@ -69,6 +70,12 @@ inline const TypedKernels<float>& kernels<float>() {
 template <>
 inline const TypedKernels<double>& kernels<double>() {
   return kernel_table().f64;
+}
+
+// Runs `kernel` (an entry of kernels<T>()) over tasks [0, tasks), one task per grain across threads.
+template <typename Args>
+void run_tasks(void (*kernel)(const Args&, int64_t, int64_t), const Args& a, int64_t tasks) {
+  at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) { kernel(a, begin, end); });
 }
 
 }  // namespace natten::cpu

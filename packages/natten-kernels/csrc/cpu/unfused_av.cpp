@@ -11,41 +11,24 @@ void av_forward(const AVForwardArgs<T>& a, int64_t begin, int64_t end) {
   const Shape& sh = a.shape;
   const Geometry& g = sh.geometry;
   const int64_t slots = kernel_volume(g), tokens = token_count(g);
-  const int64_t dvp = round_up(sh.dim_v, kLanePad);
-  const int64_t lanes = row_lanes<T>(g.axis[2].kernel), sstride = max_rows(g) * lanes;
-  const int64_t len = a.query_block, chunks = chunk_count(g, len);
+  const auto [dp, dvp, lanes, add_at, add_lanes, sstride, len, chunks, groups, items] =
+      kernel_sizes<T>(sh, 0, a.query_block);
 
   Scratch<T> s_buf(len * sstride), o_buf(len * dvp);
-  Scratch<KeyRow> row_buf(max_rows(g));
-  Scratch<InnerKeys> inner_buf(len);
-  Scratch<Item> item_buf(len);
-  Scratch<Block> block_buf(len);
-  Scratch<int64_t> order_buf(len);
   T *S = s_buf.get(), *O = o_buf.get();
-  KeyRow* rows = row_buf.get();
-  InnerKeys* inner = inner_buf.get();
-  Item* it = item_buf.get();
-  Block* blocks = block_buf.get();
+  PlanScratch plan(g, len, items);
+  const auto [rows, inner, it, blocks, order] = plan.get();
 
   for (int64_t task = begin; task < end; ++task) {
     const int64_t bh = task / chunks, h = bh % sh.heads, b = bh / sh.heads;
     const Chunk c = plan_chunk(g, task % chunks, len, 0, rows, inner);
-    const int64_t nblocks = plan_blocks(inner, c.size, 1, lanes, order_buf.get(), it, blocks);
+    const int64_t nblocks = plan_blocks(inner, c.size, 1, lanes, order, it, blocks);
     for (int64_t i = 0; i < c.size; ++i) {
       gather_slots(a.attn + (bh * tokens + c.first + it[i].query) * slots, rows, c.rows, lanes, it[i].lo, it[i].hi,
                    S + i * sstride);
       for (int64_t ch = 0; ch < dvp; ++ch) O[i * dvp + ch] = T(0);
     }
-    const T* values = slice_of(a.v_rows, 0, b, h);
-    const int64_t ks = a.v_rows.key;
-    for (int64_t r = 0; r < c.rows; ++r) {
-      const T* vrow = values + rows[r].row * a.v_rows.row;
-      for (int64_t bl = 0; bl < nblocks; ++bl) {
-        const Block& blk = blocks[bl];
-        block_gather(S + blk.first * sstride + r * lanes, sstride, it + blk.first, blk.hi, vrow + blk.base * ks, ks, dvp, blk.size,
-                     O + blk.first * dvp, dvp);
-      }
-    }
+    gather_rows(S, sstride, lanes, rows, c.rows, it, blocks, nblocks, slice_of(a.v_rows, 0, b, h), a.v_rows, dvp, O);
     for (int64_t i = 0; i < c.size; ++i) {
       store_channels(token_at(a.out, b, h, c, it[i].query), O + i * dvp, sh.dim_v, T(1));
     }
@@ -58,21 +41,13 @@ void av_backward(const AVBackwardArgs<T>& a, int64_t begin, int64_t end) {
   const Shape& sh = a.shape;
   const Geometry& g = sh.geometry;
   const int64_t slots = kernel_volume(g), tokens = token_count(g);
-  const int64_t dvp = round_up(sh.dim_v, kLanePad);
-  const int64_t lanes = row_lanes<T>(g.axis[2].kernel), sstride = max_rows(g) * lanes;
-  const int64_t len = a.query_block, chunks = chunk_count(g, len);
+  const auto [dp, dvp, lanes, add_at, add_lanes, sstride, len, chunks, groups, items] =
+      kernel_sizes<T>(sh, 0, a.query_block);
 
   Scratch<T> s_buf(len * sstride), a_buf(len * sstride), do_buf(len * dvp), dot_buf(len * sh.dim_v);
-  Scratch<KeyRow> row_buf(max_rows(g));
-  Scratch<InnerKeys> inner_buf(len);
-  Scratch<Item> item_buf(len);
-  Scratch<Block> block_buf(len);
-  Scratch<int64_t> order_buf(len);
   T *S = s_buf.get(), *A = a_buf.get(), *dO = do_buf.get(), *dOt = dot_buf.get();
-  KeyRow* rows = row_buf.get();
-  InnerKeys* inner = inner_buf.get();
-  Item* it = item_buf.get();
-  Block* blocks = block_buf.get();
+  PlanScratch plan(g, len, items);
+  const auto [rows, inner, it, blocks, order] = plan.get();
 
   for (int64_t task = begin; task < end; ++task) {
     const int64_t bh = task % (sh.batch * sh.heads), split = task / (sh.batch * sh.heads);
@@ -82,7 +57,7 @@ void av_backward(const AVBackwardArgs<T>& a, int64_t begin, int64_t end) {
     const int64_t dvs = a.dv.key;
     for (int64_t chunk = split * chunks / a.splits; chunk < (split + 1) * chunks / a.splits; ++chunk) {
       const Chunk c = plan_chunk(g, chunk, len, 0, rows, inner);
-      const int64_t nblocks = plan_blocks(inner, c.size, 1, lanes, order_buf.get(), it, blocks);
+      const int64_t nblocks = plan_blocks(inner, c.size, 1, lanes, order, it, blocks);
       for (int64_t i = 0; i < c.size; ++i) {
         const int64_t j = it[i].query;
         load_channels(dO + i * dvp, token_at(a.dout, b, h, c, j), sh.dim_v, dvp, T(1));

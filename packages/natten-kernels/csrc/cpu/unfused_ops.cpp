@@ -1,6 +1,5 @@
 // Host side of the unfused CPU ops (heads-first layouts, attention tensor [B, H, *S, K]).
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include "cpu/ops_cpu.h"
 #include "cpu/packing.h"
@@ -35,10 +34,31 @@ Shape unfused_shape(const UnfusedProblem& p, int64_t dim, int64_t dim_v) {
   return Shape{p.geometry, p.batch, p.heads, p.heads, dim, dim_v};
 }
 
+// q fixes the problem; k must match it.
+UnfusedProblem check_qk(const at::Tensor& q, const at::Tensor& k, at::IntArrayRef kernel_size,
+                        at::IntArrayRef dilation, at::IntArrayRef stride, const c10::List<bool>& is_causal) {
+  auto p = check_unfused(q, "q", kernel_size, dilation, stride, is_causal);
+  check_tensor(k, "k", p.rank + 3);
+  check_same_dtype(k, "k", q);
+  check_shape(k, "k", q.sizes());
+  return p;
+}
+
 at::Tensor check_attn(const at::Tensor& attn, const char* name, const UnfusedProblem& p) {
   check_tensor(attn, name, p.rank + 3);
   check_shape(attn, name, concat_sizes(p.prefix, {kernel_volume(p.geometry)}));
   return attn;
+}
+
+// Backward tasks are (split, b, h); the splits of the queries' chunks keep every thread busy.
+int64_t unfused_splits(const UnfusedProblem& p) {
+  return backward_splits(p.batch * p.heads, chunk_count(p.geometry, chunk_length(p.geometry, 1)));
+}
+
+// The gradient of heads-first keys or values `x`, accumulated per split (`g` must outlive it).
+RowsGradient token_gradient(const at::Tensor& x, const Geometry& g, int64_t splits, at::ScalarType acc) {
+  return RowsGradient(
+      x, [&g](const at::Tensor& t) { return token_view(t, g, false); }, g.axis[2].dilation, splits, acc);
 }
 
 // Result tensor in `like`'s dtype plus the accumulation-typed buffer the kernels write (the same tensor
@@ -71,9 +91,7 @@ at::Tensor qk_forward_impl(const UnfusedProblem& p, const at::Tensor& q_in, cons
   a.rpb = bias_of<const T>(bias, g);
   a.attn = attn.second.data_ptr<T>();
   a.query_block = chunk_length(g, 1);
-  const auto& kern = kernels<T>();
-  at::parallel_for(0, p.batch * p.heads * chunk_count(g, a.query_block), 1,
-                   [&](int64_t b, int64_t e) { kern.qk_forward(a, b, e); });
+  run_tasks(kernels<T>().qk_forward, a, p.batch * p.heads * chunk_count(g, a.query_block));
   finish(attn);
   return attn.first;
 }
@@ -84,13 +102,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> qk_backward_impl(const UnfusedPro
                                                                 const std::optional<at::Tensor>& rpb) {
   const at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
   const Geometry& g = p.geometry;
-  const int64_t d2 = g.axis[2].dilation;
   const auto dattn = as_accumulation(dattn_in, acc);
   const auto q = as_accumulation(q_in, acc);
-  const auto k_rows = rows_operand(token_view(k_in.contiguous(), g, false), d2, acc);
+  const auto k_rows = rows_operand(token_view(k_in.contiguous(), g, false), g.axis[2].dilation, acc);
   const auto bias = bias_table(rpb, g, p.heads, p.rank, acc);
-  const int64_t splits = backward_splits(p.batch * p.heads, chunk_count(g, chunk_length(g, 1)));
-  RowsGradient dk(k_in, [&g](const at::Tensor& x) { return token_view(x, g, false); }, d2, splits, acc);
+  const int64_t splits = unfused_splits(p);
+  RowsGradient dk = token_gradient(k_in, g, splits, acc);
   const auto dq = output_pair(q_in.sizes(), q_in.options(), acc);
 
   QKBackwardArgs<T> a;
@@ -107,8 +124,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> qk_backward_impl(const UnfusedPro
     drpb_acc = bias_zeros({splits, p.batch, p.heads}, g, acc);
     a.drpb = bias_of<T>(drpb_acc, g);
   }
-  const auto& kern = kernels<T>();
-  at::parallel_for(0, splits * p.batch * p.heads, 1, [&](int64_t b, int64_t e) { kern.qk_backward(a, b, e); });
+  run_tasks(kernels<T>().qk_backward, a, splits * p.batch * p.heads);
 
   finish(dq);
   const auto drpb = bias.defined() ? reduce_bias_grad(drpb_acc, *rpb, g) : at::empty({0}, q_in.options());
@@ -129,9 +145,7 @@ at::Tensor av_forward_impl(const UnfusedProblem& p, const at::Tensor& attn_in, c
   a.v_rows = packed_of<const T>(v_rows);
   a.out = tokens_of<T>(token_view(out.second, g, false));
   a.query_block = chunk_length(g, 1);
-  const auto& kern = kernels<T>();
-  at::parallel_for(0, p.batch * p.heads * chunk_count(g, a.query_block), 1,
-                   [&](int64_t b, int64_t e) { kern.av_forward(a, b, e); });
+  run_tasks(kernels<T>().av_forward, a, p.batch * p.heads * chunk_count(g, a.query_block));
   finish(out);
   return out.first;
 }
@@ -141,12 +155,11 @@ std::tuple<at::Tensor, at::Tensor> av_backward_impl(const UnfusedProblem& p, con
                                                     const at::Tensor& attn_in, const at::Tensor& v_in) {
   const at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
   const Geometry& g = p.geometry;
-  const int64_t d2 = g.axis[2].dilation;
   const auto dout = as_accumulation(dout_in, acc);
   const auto attn = as_accumulation(attn_in, acc);
-  const auto v_cols = pack_columns(token_view(v_in.contiguous(), g, false), d2, acc);
-  const int64_t splits = backward_splits(p.batch * p.heads, chunk_count(g, chunk_length(g, 1)));
-  RowsGradient dv(v_in, [&g](const at::Tensor& x) { return token_view(x, g, false); }, d2, splits, acc);
+  const auto v_cols = pack_columns(token_view(v_in.contiguous(), g, false), g.axis[2].dilation, acc);
+  const int64_t splits = unfused_splits(p);
+  RowsGradient dv = token_gradient(v_in, g, splits, acc);
   const auto dattn = output_pair(attn_in.sizes(), attn_in.options(), acc);
 
   AVBackwardArgs<T> a;
@@ -158,8 +171,7 @@ std::tuple<at::Tensor, at::Tensor> av_backward_impl(const UnfusedProblem& p, con
   a.query_block = chunk_length(g, 1);
   a.splits = splits;
   a.dv = packed_of<T>(dv.packed());
-  const auto& kern = kernels<T>();
-  at::parallel_for(0, splits * p.batch * p.heads, 1, [&](int64_t b, int64_t e) { kern.av_backward(a, b, e); });
+  run_tasks(kernels<T>().av_backward, a, splits * p.batch * p.heads);
 
   finish(dattn);
   return {dattn.first, dv.finish()};
@@ -171,10 +183,7 @@ at::Tensor na_qk_forward(const at::Tensor& q, const at::Tensor& k, const std::op
                          at::IntArrayRef kernel_size, at::IntArrayRef dilation, at::IntArrayRef stride,
                          const c10::List<bool>& is_causal,
     at::IntArrayRef /*config*/) {
-  const auto p = check_unfused(q, "q", kernel_size, dilation, stride, is_causal);
-  check_tensor(k, "k", p.rank + 3);
-  check_same_dtype(k, "k", q);
-  check_shape(k, "k", q.sizes());
+  const auto p = check_qk(q, k, kernel_size, dilation, stride, is_causal);
   if (q.scalar_type() == at::kDouble) return qk_forward_impl<double>(p, q, k, rpb);
   return qk_forward_impl<float>(p, q, k, rpb);
 }
@@ -186,10 +195,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> na_qk_backward(const at::Tensor& 
                                                               at::IntArrayRef stride,
                                                               const c10::List<bool>& is_causal,
     at::IntArrayRef /*config*/) {
-  const auto p = check_unfused(q, "q", kernel_size, dilation, stride, is_causal);
-  check_tensor(k, "k", p.rank + 3);
-  check_same_dtype(k, "k", q);
-  check_shape(k, "k", q.sizes());
+  const auto p = check_qk(q, k, kernel_size, dilation, stride, is_causal);
   check_attn(grad_attn, "grad_attn", p);
   if (q.scalar_type() == at::kDouble) return qk_backward_impl<double>(p, grad_attn, q, k, rpb);
   return qk_backward_impl<float>(p, grad_attn, q, k, rpb);

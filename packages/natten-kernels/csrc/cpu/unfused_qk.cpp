@@ -11,25 +11,18 @@ void qk_forward(const QKForwardArgs<T>& a, int64_t begin, int64_t end) {
   const Shape& sh = a.shape;
   const Geometry& g = sh.geometry;
   const int64_t slots = kernel_volume(g), tokens = token_count(g);
-  const int64_t lanes = row_lanes<T>(g.axis[2].kernel), sstride = max_rows(g) * lanes;
-  const int64_t len = a.query_block, chunks = chunk_count(g, len);
+  const auto [dp, dvp, lanes, add_at, add_lanes, sstride, len, chunks, groups, items] =
+      kernel_sizes<T>(sh, 0, a.query_block);
 
   Scratch<T> s_buf(len * sstride), qt_buf(len * sh.dim);
-  Scratch<KeyRow> row_buf(max_rows(g));
-  Scratch<InnerKeys> inner_buf(len);
-  Scratch<Item> item_buf(len);
-  Scratch<Block> block_buf(len);
-  Scratch<int64_t> order_buf(len);
   T *S = s_buf.get(), *Qt = qt_buf.get();
-  KeyRow* rows = row_buf.get();
-  InnerKeys* inner = inner_buf.get();
-  Item* it = item_buf.get();
-  Block* blocks = block_buf.get();
+  PlanScratch plan(g, len, items);
+  const auto [rows, inner, it, blocks, order] = plan.get();
 
   for (int64_t task = begin; task < end; ++task) {
     const int64_t bh = task / chunks, h = bh % sh.heads, b = bh / sh.heads;
     const Chunk c = plan_chunk(g, task % chunks, len, a.rpb.row, rows, inner);
-    const int64_t nblocks = plan_blocks(inner, c.size, 1, lanes, order_buf.get(), it, blocks);
+    const int64_t nblocks = plan_blocks(inner, c.size, 1, lanes, order, it, blocks);
     for (int64_t i = 0; i < c.size; ++i) {
       transpose_items(token_at(a.q, b, h, c, it[i].query), 0, 1, sh.dim, Qt + i, len);
     }
@@ -58,21 +51,13 @@ void qk_backward(const QKBackwardArgs<T>& a, int64_t begin, int64_t end) {
   const Shape& sh = a.shape;
   const Geometry& g = sh.geometry;
   const int64_t slots = kernel_volume(g), tokens = token_count(g);
-  const int64_t dp = round_up(sh.dim, kLanePad);
-  const int64_t lanes = row_lanes<T>(g.axis[2].kernel), sstride = max_rows(g) * lanes;
-  const int64_t len = a.query_block, chunks = chunk_count(g, len);
+  const auto [dp, dvp, lanes, add_at, add_lanes, sstride, len, chunks, groups, items] =
+      kernel_sizes<T>(sh, 0, a.query_block);
 
   Scratch<T> s_buf(len * sstride), q_buf(len * dp), dq_buf(len * dp);
-  Scratch<KeyRow> row_buf(max_rows(g));
-  Scratch<InnerKeys> inner_buf(len);
-  Scratch<Item> item_buf(len);
-  Scratch<Block> block_buf(len);
-  Scratch<int64_t> order_buf(len);
   T *S = s_buf.get(), *Q = q_buf.get(), *dQ = dq_buf.get();
-  KeyRow* rows = row_buf.get();
-  InnerKeys* inner = inner_buf.get();
-  Item* it = item_buf.get();
-  Block* blocks = block_buf.get();
+  PlanScratch plan(g, len, items);
+  const auto [rows, inner, it, blocks, order] = plan.get();
 
   for (int64_t task = begin; task < end; ++task) {
     const int64_t bh = task % (sh.batch * sh.heads), split = task / (sh.batch * sh.heads);
@@ -83,7 +68,7 @@ void qk_backward(const QKBackwardArgs<T>& a, int64_t begin, int64_t end) {
     const int64_t ks = a.k_rows.key, dks = a.dk.key;
     for (int64_t chunk = split * chunks / a.splits; chunk < (split + 1) * chunks / a.splits; ++chunk) {
       const Chunk c = plan_chunk(g, chunk, len, a.drpb.row, rows, inner);
-      const int64_t nblocks = plan_blocks(inner, c.size, 1, lanes, order_buf.get(), it, blocks);
+      const int64_t nblocks = plan_blocks(inner, c.size, 1, lanes, order, it, blocks);
       for (int64_t i = 0; i < c.size; ++i) {
         const int64_t j = it[i].query;
         gather_slots(a.dattn + (bh * tokens + c.first + j) * slots, rows, c.rows, lanes, it[i].lo, it[i].hi, S + i * sstride);

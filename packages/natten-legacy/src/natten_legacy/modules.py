@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from natten_legacy.reference import neighborhood_slots
+from natten_legacy.reference import _axis_views, neighborhood_slots
 
 __all__ = [
     "LegacyNeighborhoodAttention",
@@ -55,17 +55,6 @@ def _gather_neighborhoods(x: Tensor, keys: Sequence[Tensor]) -> Tensor:
         x = x.index_select(dim, table.reshape(-1)).unflatten(dim, tuple(table.shape))
     perm = [0, 1, *(2 + 2 * a for a in range(rank)), *(3 + 2 * a for a in range(rank)), 2 + 2 * rank]
     return x.permute(perm)
-
-
-def _broadcast_axes(tables: Sequence[Tensor]) -> list[Tensor]:
-    """``[L_a, k_a]`` tables -> views broadcasting to ``[*S, *kernel]`` (row-major over both)."""
-    rank = len(tables)
-    views = []
-    for a, t in enumerate(tables):
-        shape = [1] * (2 * rank)
-        shape[a], shape[rank + a] = t.shape
-        views.append(t.reshape(shape))
-    return views
 
 
 class _LegacyNeighborhoodAttention(nn.Module):
@@ -184,10 +173,10 @@ class _LegacyNeighborhoodAttention(nn.Module):
                 (kk - 1) + (table - torch.arange(L, device=q.device)[:, None]) // d
                 for table, L, kk, d in zip(keys, spatial, self.kernel_size, self.dilation)
             ]
-            bias = self.rpb[(slice(None), *_broadcast_axes(rel))]  # [H, *S, *kernel]
+            bias = self.rpb[(slice(None), *_axis_views(rel))]  # [H, *S, *kernel]
             logits = logits + bias.reshape(H, N, K).to(logits.dtype)
         valid = torch.ones((), dtype=torch.bool, device=q.device)
-        for view in _broadcast_axes([t[1] for t in tables]):
+        for view in _axis_views([t[1] for t in tables]):
             valid = valid & view
         logits = logits.masked_fill(~valid.reshape(N, K), float("-inf"))
 
@@ -229,44 +218,18 @@ class LegacyNeighborhoodAttention3D(_LegacyNeighborhoodAttention):
 
     rank = 3
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        kernel_size,
-        dilation=1,
-        is_causal=False,
-        rel_pos_bias: bool = False,
-        qkv_bias: bool = True,
-        qk_scale: float | None = None,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
-        *,
-        stride=1,
-        kernel_size_d: int | None = None,
-        dilation_d: int | None = None,
-    ) -> None:
-        if kernel_size_d is not None:
-            if isinstance(kernel_size, (list, tuple)):
-                raise ValueError("kernel_size_d is only allowed when kernel_size is an int")
-            kernel_size = (kernel_size_d, kernel_size, kernel_size)
-        if dilation_d is not None:
-            if isinstance(dilation, (list, tuple)):
-                raise ValueError("dilation_d is only allowed when dilation is an int")
-            dilation = (dilation_d, dilation, dilation)
-        super().__init__(
-            dim,
-            num_heads,
-            kernel_size,
-            dilation,
-            is_causal,
-            rel_pos_bias,
-            qkv_bias,
-            qk_scale,
-            attn_drop,
-            proj_drop,
-            stride=stride,
-        )
+    def __init__(self, dim, num_heads, kernel_size, dilation=1, *args, kernel_size_d=None, dilation_d=None, **kw):
+        kernel_size = _with_depth(kernel_size, kernel_size_d, "kernel_size")
+        super().__init__(dim, num_heads, kernel_size, _with_depth(dilation, dilation_d, "dilation"), *args, **kw)
+
+
+def _with_depth(value, depth: int | None, name: str):
+    """``value`` with ``depth`` (3D's ``kernel_size_d`` / ``dilation_d``) on the depth axis, if given."""
+    if depth is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        raise ValueError(f"{name}_d is only allowed when {name} is an int")
+    return (depth, value, value)
 
 
 LegacyNeighborhoodAttention = LegacyNeighborhoodAttention2D

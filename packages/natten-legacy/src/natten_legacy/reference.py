@@ -253,6 +253,11 @@ def _expand_kv_heads(x: Tensor, heads: int, name: str, head_dim: int = 1) -> Ten
     return x.repeat_interleave(heads // hkv, dim=head_dim) if hkv != heads else x
 
 
+def _check_rank(name: str, x: Tensor, layout: str) -> None:
+    if not 4 <= x.dim() <= 6:
+        raise ValueError(f"{name} must be {layout} with 1-3 spatial axes, got shape {list(x.shape)}")
+
+
 def _check_same(name: str, x: Tensor, expected: Sequence[int | None], layout: str) -> None:
     ok = x.dim() == len(expected) and all(e is None or e == s for e, s in zip(expected, x.shape))
     if not ok:
@@ -300,10 +305,7 @@ def na_reference(
     Returns:
         ``out [B, *S, Hq, Dv]``, or ``(out, lse [B, *S, Hq])`` with ``return_lse``.
     """
-    if q.dim() < 4 or q.dim() > 6:
-        raise ValueError(
-            f"q must be heads-last [B, *spatial, heads, D] with 1-3 spatial axes, got shape {list(q.shape)}"
-        )
+    _check_rank("q", q, "heads-last [B, *spatial, heads, D]")
     B, *S, Hq, D = q.shape
     prm = _params(S, kernel_size, dilation, stride, is_causal)
     _check_same("k", k, [B, *S, None, D], "[B, *spatial, kv_heads, D] (heads-last)")
@@ -371,10 +373,7 @@ def na_qk_reference(
         ``attn [B, H, *S, K (+ N_add)]``, ``K = prod(kernel_size)``, slots row-major over kernel axes;
         ``-inf`` on invalid (causal, past-the-query) slots.
     """
-    if q.dim() < 4 or q.dim() > 6:
-        raise ValueError(
-            f"q must be heads-first [B, heads, *spatial, D] with 1-3 spatial axes, got shape {list(q.shape)}"
-        )
+    _check_rank("q", q, "heads-first [B, heads, *spatial, D]")
     B, H, *S, D = q.shape
     prm = _params(S, kernel_size, dilation, stride, is_causal)
     _check_same("k", k, [B, None, *S, D], "[B, heads, *spatial, D] (heads-first)")
@@ -414,10 +413,7 @@ def na_av_reference(
     Returns:
         ``out [B, H, *S, Dv]``.
     """
-    if v.dim() < 4 or v.dim() > 6:
-        raise ValueError(
-            f"v must be heads-first [B, heads, *spatial, Dv] with 1-3 spatial axes, got shape {list(v.shape)}"
-        )
+    _check_rank("v", v, "heads-first [B, heads, *spatial, Dv]")
     B, Hv, *S, Dv = v.shape
     prm = _params(S, kernel_size, dilation, stride, is_causal)
     K = 1
