@@ -21,6 +21,7 @@ from natten_legacy.reference import na_reference, neighborhood_slots
 import natten
 import natten.distributed as nd
 from cases import Case
+from helpers import case_tensors
 
 
 @dataclass(frozen=True)
@@ -159,16 +160,8 @@ def _inputs(case: DCase, device, dtype) -> dict:
     def randn(*shape):
         return torch.randn(*shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
 
-    t = {
-        "query": randn(b, *s, case.heads, case.head_dim),
-        "key": randn(b, *s, case.kv_heads, case.head_dim),
-        "value": randn(b, *s, case.kv_heads, case.head_dim_v),
-    }
-    if case.rpb:
-        t["rpb"] = randn(case.heads, *(2 * k - 1 for k in case.kernel_size))
-    if case.additional:
-        t["additional_keys"] = randn(b, case.additional, case.kv_heads, case.head_dim)
-        t["additional_values"] = randn(b, case.additional, case.kv_heads, case.head_dim_v)
+    api_names = {"q": "query", "k": "key", "v": "value"}
+    t = {api_names.get(n, n): x for n, x in case_tensors(case, randn).items()}
     upstream = (randn(b, *s, case.heads, case.head_dim_v), randn(b, *s, case.heads))
     return t, upstream
 
