@@ -222,3 +222,11 @@ def test_flex_runs_what_the_cpu_backend_cannot():
     broken = dataclasses.replace(CPU, unavailable_reason=lambda: "libnatten_kernels.so is missing")
     problem = _problem(features=frozenset({"causal", "rpb", "backward"}))
     assert dispatcher.select(problem, backends=[broken, FLEX_CPU]).name == "flex-cpu"
+
+
+def test_using_backend_restores_the_previous_choice():
+    natten.use_backend("cpu")
+    with pytest.raises(RuntimeError, match="inside"), natten.context.using_backend("flex", force=True):
+        assert natten.context.preferred_backend() == ("flex", True)
+        raise RuntimeError("inside")
+    assert natten.context.preferred_backend() == ("cpu", False)

@@ -9,6 +9,7 @@ mode on later makes their getters answer False.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from enum import Enum
@@ -131,6 +132,17 @@ def use_backend(name: str | None, force: bool = False) -> None:
     if name is not None and name not in names:
         raise ValueError(f"use_backend: name must be one of {names} or None, got {name!r}")
     _settings.backend, _settings.backend_forced = name, force and name is not None
+
+
+@contextlib.contextmanager
+def using_backend(name: str | None, force: bool = False):
+    """:func:`use_backend` for the ``with`` block only; the previous choice comes back after it."""
+    before = preferred_backend()
+    use_backend(name, force)
+    try:
+        yield
+    finally:
+        use_backend(*before)
 
 
 def preferred_backend() -> tuple[str | None, bool]:

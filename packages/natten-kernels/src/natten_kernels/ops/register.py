@@ -17,7 +17,6 @@ import torch
 from natten_kernels.ops.spec import SPECS, call_fake
 
 _fragment: torch.library.Library | None = None
-_defined: set[str] = set()  # op names defined from Python
 _annotated: set[str] = set()
 _kernels: set[tuple[str, str]] = set()  # (op, device) with a kernel from a backend
 
@@ -39,7 +38,6 @@ def define(name: str, spec_name: str | None = None) -> None:
         if _fragment is None:
             _fragment = torch.library.Library("natten", "FRAGMENT")
         _fragment.define(name + spec.schema, tags=(torch.Tag.pt2_compliant_tag,))
-        _defined.add(name)
     annotate(name, spec_name)
 
 

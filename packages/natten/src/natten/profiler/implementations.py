@@ -87,25 +87,18 @@ def _natten(problem: ProfileProblem, qkv, requires_grad: bool, backend: str | No
         _check_runs(problem, requires_grad, backend)
 
         def forward():
-            before = context.preferred_backend()
-            context.use_backend(backend, force=True)
-            try:
+            with context.using_backend(backend, force=True):
                 return na(q, k, v, *args, stride=problem.stride)
-            finally:
-                context.use_backend(*before)
 
     return Prepared(label=f"natten ({label} backend)", leaves=(q, k, v), forward=forward, to_heads_last=lambda out: out)
 
 
 def _check_runs(problem: ProfileProblem, requires_grad: bool, backend: str) -> None:
-    before = context.preferred_backend()
-    context.use_backend(backend, force=True)
-    try:
-        backend_name(problem, requires_grad)
-    except NoBackendError as exc:
-        raise Unavailable(str(exc).splitlines()[-1].strip(" -")) from exc
-    finally:
-        context.use_backend(*before)
+    with context.using_backend(backend, force=True):
+        try:
+            backend_name(problem, requires_grad)
+        except NoBackendError as exc:
+            raise Unavailable(str(exc).splitlines()[-1].strip(" -")) from exc
 
 
 def neighborhood_mask(problem: ProfileProblem) -> torch.Tensor:
