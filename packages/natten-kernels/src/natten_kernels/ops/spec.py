@@ -10,6 +10,7 @@ Fakes and formulas receive the call's arguments bound by name (:func:`bind`): ``
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ class OpSpec:
         return _arg_names(self.schema)
 
 
+@functools.cache  # bind() runs on every fake and every CUDA backward call
 def _arg_names(schema: str) -> tuple[str, ...]:
     args = schema[schema.index("(") + 1 : schema.index(") ->")]
     return tuple(re.sub(r"=.*$", "", part.strip()).split()[-1] for part in args.split(","))
