@@ -42,8 +42,13 @@ def choose_method(setup: Setup, params, batch: int, itemsize: int, lse_itemsize:
     return "heads" if cost["heads"] < cost["halo"] else "halo"
 
 
+@torch.compiler.disable  # pure-Python planning behind a cache: run it, do not trace it, under torch.compile
+def _rank_plan(setup, params):
+    return rank_plan(setup.layout, _params_key(params), setup.rank)
+
+
 def _halo(rank_dims, setup, params, group, q, k, v, rpb, scale, add_k, add_v):
-    plan = rank_plan(setup.layout, _params_key(params), setup.rank)
+    plan = _rank_plan(setup, params)
     k_ext, v_ext = HaloExchange.apply(plan, group, k, v)
     pad = []
     for offset, n, ext in reversed(list(zip(plan.offset, q.shape[1:-2], plan.extended))):
