@@ -10,7 +10,9 @@ Flex runs on tokens permuted into tiles (2D/3D: each 128-token Flex block is a s
 BlockMask is as sparse as natten's tiles; the permutation is done once, outside the timing), with the
 tiles, tables and BlockMask of natten's flex backend (natten_kernels/backends/flex.py), and dynamo
 reset per problem (new shapes would otherwise hit its recompile limit and fall back to the unfused
-path). ``natten-flex`` rows time that backend's whole forward (permutation and LSE included).
+path). ``natten-flex`` rows time that backend's whole forward (permutation and LSE included);
+``natten-autotuned`` rows time natten with the forward autotuner on, which picks the fastest (backend,
+config) pair of triton and flex (FLASH included where installed), the pair in the row's ``config``.
 
 ``--sweep`` times every autotuner candidate of the triton backend (and ``--configs``) per problem,
 forward and backward, compiling them first in parallel (``--precompile`` workers); its rows
@@ -120,6 +122,27 @@ def _flex_anchors(problem, q, k, v, qh, kh, vh, reference, sampled) -> dict:
         else:
             print(f"  {_pid}: {name} INVALID at the sampled queries")
     return res
+
+
+def _autotuned(na, q, spatial, sampled) -> tuple[float | None, str]:
+    """natten with the forward autotuner on: its first call times every fitting backend's candidates
+    (triton, flex, flex's FLASH where installed) and keeps the fastest pair, which the row then times;
+    also which pair that was."""
+    from natten_legacy.sampled import check_sampled
+
+    from natten import autotuner, context
+
+    autotuner.clear_cache()
+    context.use_autotuner(forward_pass=True)
+    try:
+        out = na()
+        backend, config = next(iter(autotuner.cached_configs().values()))
+        qs, exact = sampled
+        ms = bench(na) if check_sampled(_at(out, spatial, qs), exact, q.dtype).ok else None
+    finally:
+        context.use_autotuner(forward_pass=False)
+        autotuner.clear_cache()
+    return ms, f"{backend.name} {list(config)}"
 
 
 def _sampled(problem, q, k, v):
@@ -249,7 +272,7 @@ def run(args: argparse.Namespace) -> tuple[Recorder, bool]:
         q, k, v = inputs(problem)
         row = _row(problem)
         res = {}
-        flex_diff = flex_ok = flex_diff_ok = None
+        flex_diff = flex_ok = flex_diff_ok = tuned = None
         t0 = time.perf_counter()
         fn = {1: F.na1d, 2: F.na2d, 3: F.na3d}[len(spatial)]
         na = functools.partial(fn, q, k, v, kernel, dil, causal, stride=stride)
@@ -285,6 +308,12 @@ def run(args: argparse.Namespace) -> tuple[Recorder, bool]:
                 res.update(flex_res)
             except Exception as e:
                 print(f"  {pid}: flex unavailable: {e!s:.120}")
+            tuned_ms, tuned = _autotuned(na, q, spatial, sampled)
+            print(f"{pid:10s} autotuner chose {tuned}" + ("" if tuned_ms else ": INVALID at the sampled queries"))
+            if tuned_ms:
+                res["natten-autotuned"] = tuned_ms
+            else:
+                met = False
         dense_flops = 4 * B * H * N * N * D
         cudnn = res.get("sdpa-cudnn")
         cudnn_rate = dense_flops / (cudnn * 1e-3) if cudnn else None
@@ -292,7 +321,7 @@ def run(args: argparse.Namespace) -> tuple[Recorder, bool]:
         cfg = _resolved(problem, [])
         eff = _tile_efficiency(problem, cfg)
         for impl, ms in res.items():
-            useful = flops if impl in ("natten-triton", "flex-na", "natten-flex", "natten-flex-flash") else dense_flops
+            useful = flops if impl.startswith("natten") or impl == "flex-na" else dense_flops
             rate = useful / (ms * 1e-3)
             ours = impl == "natten-triton"
             lines.append(
@@ -305,11 +334,11 @@ def run(args: argparse.Namespace) -> tuple[Recorder, bool]:
                     ratio_vs_cudnn=(rate / cudnn_rate) if cudnn_rate else None,
                     gbps=bytes_moved / (ms * 1e-3) / 1e9 if ours else None,
                     tile_efficiency=eff if ours else None,
-                    config=cfg if ours else None,
+                    config=cfg if ours else (tuned if impl == "natten-autotuned" else None),
                     first_call_s=first_call if ours else None,
                     max_diff_vs_natten=flex_diff if impl == "flex-na" else None,
                     max_diff_ok=flex_diff_ok if impl == "flex-na" else None,
-                    valid=True if ours or impl.startswith("natten-flex") else (flex_ok if impl == "flex-na" else None),
+                    valid=True if impl.startswith("natten") else (flex_ok if impl == "flex-na" else None),
                 )
             )
         if pid in TARGETS and cudnn_rate and valid:
