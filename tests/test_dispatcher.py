@@ -198,6 +198,35 @@ def test_use_backend_prefers_or_forces(slow_backend):
         natten.use_backend("cpu", force=1)
 
 
+def test_a_backend_cannot_replace_another_kernel():
+    """A backend without an op prefix of its own on a device that has a kernel (the compiled CPU
+    kernels here) is refused, instead of silently running for every backend."""
+    import dataclasses
+
+    from natten_kernels import _library
+    from natten_kernels.ops import register
+
+    if not _library.load():
+        pytest.skip("needs the compiled library's CPU kernels")
+    rogue = dataclasses.replace(SLOW, name="rogue", op_prefix="")
+    with pytest.raises(ValueError, match="'rogue': natten::na_fused_forward already has a cpu kernel"):
+        register.install([rogue])
+
+
+def test_use_backend_takes_a_name_without_its_device(slow_backend):
+    """A backend named only ``<name>-<device>`` is selected by ``<name>`` too."""
+    import dataclasses
+
+    BACKENDS[BACKENDS.index(slow_backend)] = dataclasses.replace(slow_backend, name="slow-cpu")
+    try:
+        natten.use_backend("slow", force=True)
+        q = torch.randn(1, 9, 2, 8)
+        natten.functional.na1d(q, q, q, 3)
+        assert len(SLOW_CALLS) == 1
+    finally:
+        BACKENDS[BACKENDS.index(next(b for b in BACKENDS if b.name == "slow-cpu"))] = slow_backend
+
+
 def test_autotuner_picks_the_faster_backend(slow_backend):
     from natten import autotuner
 
@@ -230,3 +259,43 @@ def test_using_backend_restores_the_previous_choice():
         assert natten.context.preferred_backend() == ("flex", True)
         raise RuntimeError("inside")
     assert natten.context.preferred_backend() == ("cpu", False)
+
+
+def test_without_the_compiled_library_flex_cpu_runs(tmp_path):
+    """A copy of natten_kernels without libnatten_kernels.so, in a fresh interpreter: the ops are
+    defined from their specs at import, the dispatcher picks flex-cpu, and its forward and backward
+    match the reference."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import natten_kernels
+
+    src = Path(natten_kernels.__file__).parent
+    shutil.copytree(src, tmp_path / "natten_kernels", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    code = """
+import torch, natten_kernels
+from natten_kernels import _library
+from natten_legacy.reference import na_reference
+import natten.functional as F
+from natten_kernels.backends import flex
+assert not _library.load()
+calls = []
+forward = flex.forward
+flex.forward = lambda *a, **kw: calls.append(1) or forward(*a, **kw)
+q, k, v = (torch.randn(1, 6, 5, 2, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+args = ((3, 3), (2, 1), (False, True))
+out = F.na2d(q, k, v, *args)
+assert calls, "flex-cpu did not run"
+ref = na_reference(q, k, v, args[0], args[1], is_causal=args[2])
+grads = torch.autograd.grad(out.sum(), (q, k, v))
+ref_grads = torch.autograd.grad(ref.sum(), (q, k, v))
+err = max(float((a - b).abs().max()) for a, b in zip((out, *grads), (ref, *ref_grads)))
+assert err < 1e-10, err
+print("ok")
+"""
+    paths = [str(tmp_path)] + [p for p in sys.path if p and not (Path(p) / "natten_kernels").is_dir()]
+    env = {**__import__("os").environ, "PYTHONPATH": ":".join(paths)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

@@ -13,6 +13,12 @@ if _library.load():
         _register.annotate(_name)
     # Backends' own kernels (Triton on CUDA, ...), imported at their first call.
     _register.install(BACKENDS)
+else:
+    # Without the library the ops are defined from their specs, so that the backends that do not
+    # need it (Triton, flex-cpu) still run; the cpu backend reports the library as missing.
+    from natten_kernels.triton.standalone import ensure_ops as _ensure_ops
+
+    _ensure_ops()
 
 from natten_kernels import dispatcher, env
 

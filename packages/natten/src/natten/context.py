@@ -129,8 +129,9 @@ def use_backend(name: str | None, force: bool = False) -> None:
 
     force = check_bool(force, "use_backend: force")
     names = [b.name for b in BACKENDS]
-    if name is not None and name not in names:
-        raise ValueError(f"use_backend: name must be one of {names} or None, got {name!r}")
+    groups = {b.name.removesuffix(f"-{d}") for b in BACKENDS for d in b.devices}  # "dense" for "dense-cpu"
+    if name is not None and name not in names and name not in groups:
+        raise ValueError(f"use_backend: name must be one of {sorted(set(names) | groups)} or None, got {name!r}")
     _settings.backend, _settings.backend_forced = name, force and name is not None
 
 

@@ -18,7 +18,7 @@ from natten_kernels.ops.spec import SPECS, call_fake
 
 _fragment: torch.library.Library | None = None
 _annotated: set[str] = set()
-_kernels: set[tuple[str, str]] = set()  # (op, device) with a kernel from a backend
+_kernels: dict[tuple[str, str], str] = {}  # (op, device) -> the kernel a backend installed
 
 
 def _has_schema(name: str) -> bool:
@@ -71,14 +71,32 @@ def _lazy(path: str):
     return kernel
 
 
+def _native_kernel(name: str, device: str) -> bool:
+    """Whether ``natten::<name>`` has a kernel for ``device`` that no backend installed (the library's)."""
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"natten::{name}", key)
+
+
 def install(backends: Iterable) -> None:
-    """Define each backend's ops that do not exist yet and register the kernels it declares, per device."""
+    """Define each backend's ops that do not exist yet and register the kernels it declares, per device.
+
+    Raises:
+        ValueError: a backend would replace another kernel of the same op and device (the library's,
+            or another backend's): it needs an ``op_prefix`` of its own.
+    """
     for backend in backends:
         for base, path in backend.kernels.items():
             name = backend.op_prefix + base
             if name not in SPECS:
                 define(name, base)
             for device in sorted(backend.devices):
-                if (name, device) not in _kernels:
-                    torch.library.register_kernel(f"natten::{name}", device, _lazy(path))
-                    _kernels.add((name, device))
+                taken = _kernels.get((name, device))
+                if taken == path:
+                    continue
+                if taken is not None or _native_kernel(name, device):
+                    raise ValueError(
+                        f"backend {backend.name!r}: natten::{name} already has a {device} kernel "
+                        f"({taken or 'the compiled library'}); give the backend an op_prefix of its own"
+                    )
+                torch.library.register_kernel(f"natten::{name}", device, _lazy(path))
+                _kernels[(name, device)] = path

@@ -1,9 +1,10 @@
-"""Stand-in op registry for GPU testing when the compiled C++ library is unavailable.
+"""Stand-in op registry for when the compiled C++ library is unavailable.
 
-The ``natten::`` schemas normally come from ``libnatten_kernels.so`` (csrc/ops.cpp). On a GPU machine
-where that library cannot be built, :func:`ensure_ops` defines the same schemas from Python (ops/spec.py,
-docs/internals.md) and registers the backends' kernels, so the Triton path (dispatcher, op, autograd,
-torch.compile) runs unchanged. It does nothing when the library loaded.
+The ``natten::`` schemas normally come from ``libnatten_kernels.so`` (csrc/ops.cpp). Where that library
+is missing (a GPU machine that cannot build it, a source checkout), importing natten_kernels calls
+:func:`ensure_ops`, which defines the same schemas from Python (ops/spec.py, docs/internals.md) and
+registers the backends' kernels, so the Triton and flex-cpu paths (dispatcher, op, autograd,
+torch.compile) run unchanged. It does nothing when the library loaded.
 """
 
 from __future__ import annotations
