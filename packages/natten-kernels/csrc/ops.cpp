@@ -1,8 +1,7 @@
-// The natten op registry: schemas (docs/internals.md, "The ops") and their CPU kernels. Fake (meta)
-// implementations and autograd are registered from Python.
+// The natten op schemas (docs/internals.md, "The ops"). The CPU implementations register themselves
+// (cpu/fused_ops.cpp, cpu/unfused_ops.cpp); fake (meta) implementations and autograd are registered from
+// Python.
 #include <torch/library.h>
-
-#include "cpu/ops_cpu.h"
 
 TORCH_LIBRARY(natten, m) {
   const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
@@ -34,13 +33,4 @@ TORCH_LIBRARY(natten, m) {
       "na_av_backward(Tensor grad_out, Tensor attn, Tensor v, int[] kernel_size, int[] dilation, int[] stride, "
       "bool[] is_causal, int[] config=[]) -> (Tensor grad_attn, Tensor dv)",
       tags);
-}
-
-TORCH_LIBRARY_IMPL(natten, CPU, m) {
-  m.impl("na_fused_forward", &natten::cpu::na_fused_forward);
-  m.impl("na_fused_backward", &natten::cpu::na_fused_backward);
-  m.impl("na_qk_forward", &natten::cpu::na_qk_forward);
-  m.impl("na_qk_backward", &natten::cpu::na_qk_backward);
-  m.impl("na_av_forward", &natten::cpu::na_av_forward);
-  m.impl("na_av_backward", &natten::cpu::na_av_backward);
 }

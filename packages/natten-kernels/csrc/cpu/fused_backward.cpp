@@ -13,19 +13,15 @@ template <typename T>
 void fused_backward(const FusedBackwardArgs<T>& a, int64_t begin, int64_t end) {
   const Shape& sh = a.shape;
   const Geometry& g = sh.geometry;
-  const auto [dp, dvp, lanes, add_at, add_lanes, sstride, len, chunks, groups, items] =
-      kernel_sizes<T>(sh, a.n_add, a.query_block);
-
+  const ChunkPlanner<T> planner(sh, a.n_add, a.query_block);
+  const auto [dp, dvp, lanes, add_at, add_lanes, sstride, len, chunks, groups, items] = planner.sizes;
   Scratch<T> p_buf(items * sstride), ds_buf(items * sstride), q_buf(items * dp), do_buf(items * dvp),
       dq_buf(items * dp), qt_buf(items * sh.dim), dot_buf(items * sh.dim_v), delta_buf(items), lse_buf(items);
   T *P = p_buf.get(), *dS = ds_buf.get(), *Q = q_buf.get(), *dO = do_buf.get(), *dQ = dq_buf.get();
   T *Qt = qt_buf.get(), *dOt = dot_buf.get(), *delta = delta_buf.get(), *lse = lse_buf.get();
-  PlanScratch plan(g, len, items);
-  const auto [rows, inner, it, blocks, order] = plan.get();
 
   for (int64_t task = begin; task < end; ++task) {
-    const int64_t bkv = task % (sh.batch * sh.kv_heads), split = task / (sh.batch * sh.kv_heads);
-    const int64_t kvh = bkv % sh.kv_heads, b = bkv / sh.kv_heads;
+    const auto [split, bkv, b, kvh, first, last] = split_task(task, sh.batch, sh.kv_heads, chunks, a.splits);
     const T* k_cols = slice_of(a.k_cols, 0, b, kvh);
     const T* k_rows = slice_of(a.k_rows, 0, b, kvh);
     const T* v_cols = slice_of(a.v_cols, 0, b, kvh);
@@ -33,10 +29,9 @@ void fused_backward(const FusedBackwardArgs<T>& a, int64_t begin, int64_t end) {
     T* dv = slice_of(a.dv, split, b, kvh);
     T* drpb = a.drpb.data ? a.drpb.data + task * a.drpb_task : nullptr;
 
-    const int64_t chunk_end = (split + 1) * chunks / a.splits;
-    for (int64_t chunk = split * chunks / a.splits; chunk < chunk_end; ++chunk) {
-      const Chunk c = plan_chunk(g, chunk, len, a.rpb.row, rows, inner);
-      if (chunk + 1 < chunk_end) {
+    for (int64_t chunk = first; chunk < last; ++chunk) {
+      const auto [c, nblocks, rows, inner, it, blocks] = planner.plan(chunk, a.rpb.row);
+      if (chunk + 1 < last) {
         const Chunk next = chunk_at(g, chunk + 1, len);
         for (int64_t gi = 0; gi < groups; ++gi) {
           prefetch_tokens(a.q, b, kvh * groups + gi, next, sh.dim);
@@ -44,7 +39,6 @@ void fused_backward(const FusedBackwardArgs<T>& a, int64_t begin, int64_t end) {
           prefetch_tokens(a.out, b, kvh * groups + gi, next, sh.dim_v);
         }
       }
-      const int64_t nblocks = plan_blocks(inner, c.size, groups, lanes, order, it, blocks);
       const int64_t n = c.size * groups;
       for (int64_t i = 0; i < n; ++i) {
         const int64_t h = kvh * groups + it[i].head, j = it[i].query;
@@ -134,7 +128,6 @@ void fused_backward(const FusedBackwardArgs<T>& a, int64_t begin, int64_t end) {
   }
 }
 
-template void fused_backward<float>(const FusedBackwardArgs<float>&, int64_t, int64_t);
-template void fused_backward<double>(const FusedBackwardArgs<double>&, int64_t, int64_t);
+NATTEN_INSTANTIATE_KERNEL(fused_backward, FusedBackwardArgs)
 
 }  // namespace natten::cpu::NATTEN_ISA

@@ -12,25 +12,21 @@ template <typename T>
 void fused_forward(const FusedForwardArgs<T>& a, int64_t begin, int64_t end) {
   const Shape& sh = a.shape;
   const Geometry& g = sh.geometry;
-  const auto [dp, dvp, lanes, add_at, add_lanes, sstride, len, chunks, groups, items] =
-      kernel_sizes<T>(sh, a.n_add, a.query_block);
-
+  const ChunkPlanner<T> planner(sh, a.n_add, a.query_block);
+  const auto [dp, dvp, lanes, add_at, add_lanes, sstride, len, chunks, groups, items] = planner.sizes;
   Scratch<T> s_buf(items * sstride), q_buf(items * dp), qt_buf(items * sh.dim), o_buf(items * dvp), m_buf(items),
       l_buf(items);
   T *S = s_buf.get(), *Q = q_buf.get(), *Qt = qt_buf.get(), *O = o_buf.get(), *M = m_buf.get(), *L = l_buf.get();
-  PlanScratch plan(g, len, items);
-  const auto [rows, inner, it, blocks, order] = plan.get();
 
   for (int64_t task = begin; task < end; ++task) {
     // Task = (b, chunk, kv head): consecutive tasks read the other heads of the same tokens.
     const int64_t kvh = task % sh.kv_heads, b = task / (sh.kv_heads * chunks);
-    const Chunk c = plan_chunk(g, (task / sh.kv_heads) % chunks, len, a.rpb.row, rows, inner);
+    const auto [c, nblocks, rows, inner, it, blocks] = planner.plan((task / sh.kv_heads) % chunks, a.rpb.row);
     if (task + 1 < end) {
       const int64_t next_kvh = (task + 1) % sh.kv_heads, next_b = (task + 1) / (sh.kv_heads * chunks);
       const Chunk next = chunk_at(g, ((task + 1) / sh.kv_heads) % chunks, len);
       for (int64_t gi = 0; gi < groups; ++gi) prefetch_tokens(a.q, next_b, next_kvh * groups + gi, next, sh.dim);
     }
-    const int64_t nblocks = plan_blocks(inner, c.size, groups, lanes, order, it, blocks);
     const int64_t n = c.size * groups;
     // Plain copies first (independent wide loads keep many cache misses in flight), then the transpose
     // in L1.
@@ -83,7 +79,6 @@ void fused_forward(const FusedForwardArgs<T>& a, int64_t begin, int64_t end) {
   }
 }
 
-template void fused_forward<float>(const FusedForwardArgs<float>&, int64_t, int64_t);
-template void fused_forward<double>(const FusedForwardArgs<double>&, int64_t, int64_t);
+NATTEN_INSTANTIATE_KERNEL(fused_forward, FusedForwardArgs)
 
 }  // namespace natten::cpu::NATTEN_ISA

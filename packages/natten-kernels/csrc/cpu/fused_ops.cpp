@@ -1,7 +1,8 @@
-// Host side of the fused CPU ops: checks, packing, threading, reductions (heads-last layouts).
+// Host side of the fused CPU ops: checks, packing, threading, reductions (heads-last layouts), and their
+// registration (schemas in ops.cpp, semantics in docs/internals.md).
 #include <ATen/ATen.h>
+#include <torch/library.h>
 
-#include "cpu/ops_cpu.h"
 #include "cpu/packing.h"
 #include "cpu/problem.h"
 
@@ -192,8 +193,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   return {dq, dk.finish(), dv.finish(), drpb, d_add_keys, d_add_values};
 }
 
-}  // namespace
-
+// `config`: forward [queries per task], backward [query splits]; empty picks the defaults.
 std::tuple<at::Tensor, at::Tensor> na_fused_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                     const std::optional<at::Tensor>& rpb,
                                                     const std::optional<at::Tensor>& additional_keys,
@@ -243,4 +243,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                                     additional_values, scale, splits);
 }
 
+}  // namespace
+
 }  // namespace natten::cpu
+
+TORCH_LIBRARY_IMPL(natten, CPU, m) {
+  m.impl("na_fused_forward", &natten::cpu::na_fused_forward);
+  m.impl("na_fused_backward", &natten::cpu::na_fused_backward);
+}

@@ -5,7 +5,9 @@ namespace natten::cpu::NATTEN_ISA {
 
 template <typename T>
 constexpr TypedKernels<T> typed_kernels() {
-  return {&fused_forward<T>, &fused_backward<T>, &qk_forward<T>, &qk_backward<T>, &av_forward<T>, &av_backward<T>};
+#define NATTEN_KERNEL_ADDRESS(name, Args) &name<T>,
+  return {NATTEN_CPU_KERNELS(NATTEN_KERNEL_ADDRESS)};
+#undef NATTEN_KERNEL_ADDRESS
 }
 
 const KernelTable& kernel_table() {

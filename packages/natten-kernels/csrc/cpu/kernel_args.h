@@ -145,15 +145,22 @@ struct AVBackwardArgs {
   Packed<T> dv;  // per task (split, b, h)
 };
 
+// Every kernel as X(name, arguments): the one list that the table below, the kernels' declarations
+// (kernels.h) and each variant's table (isa_table.cpp) are generated from.
+#define NATTEN_CPU_KERNELS(X)          \
+  X(fused_forward, FusedForwardArgs)   \
+  X(fused_backward, FusedBackwardArgs) \
+  X(qk_forward, QKForwardArgs)         \
+  X(qk_backward, QKBackwardArgs)       \
+  X(av_forward, AVForwardArgs)         \
+  X(av_backward, AVBackwardArgs)
+
 // Each entry runs tasks [begin, end) of its op on the calling thread.
 template <typename T>
 struct TypedKernels {
-  void (*fused_forward)(const FusedForwardArgs<T>&, int64_t, int64_t);
-  void (*fused_backward)(const FusedBackwardArgs<T>&, int64_t, int64_t);
-  void (*qk_forward)(const QKForwardArgs<T>&, int64_t, int64_t);
-  void (*qk_backward)(const QKBackwardArgs<T>&, int64_t, int64_t);
-  void (*av_forward)(const AVForwardArgs<T>&, int64_t, int64_t);
-  void (*av_backward)(const AVBackwardArgs<T>&, int64_t, int64_t);
+#define NATTEN_KERNEL_ENTRY(name, Args) void (*name)(const Args<T>&, int64_t, int64_t);
+  NATTEN_CPU_KERNELS(NATTEN_KERNEL_ENTRY)
+#undef NATTEN_KERNEL_ENTRY
 };
 
 struct KernelTable {

@@ -9,18 +9,16 @@
 
 namespace natten::cpu::NATTEN_ISA {
 
-template <typename T>
-void fused_forward(const FusedForwardArgs<T>& a, int64_t begin, int64_t end);
-template <typename T>
-void fused_backward(const FusedBackwardArgs<T>& a, int64_t begin, int64_t end);
-template <typename T>
-void qk_forward(const QKForwardArgs<T>& a, int64_t begin, int64_t end);
-template <typename T>
-void qk_backward(const QKBackwardArgs<T>& a, int64_t begin, int64_t end);
-template <typename T>
-void av_forward(const AVForwardArgs<T>& a, int64_t begin, int64_t end);
-template <typename T>
-void av_backward(const AVBackwardArgs<T>& a, int64_t begin, int64_t end);
+#define NATTEN_DECLARE_KERNEL(name, Args) \
+  template <typename T>                   \
+  void name(const Args<T>& a, int64_t begin, int64_t end);
+NATTEN_CPU_KERNELS(NATTEN_DECLARE_KERNEL)
+#undef NATTEN_DECLARE_KERNEL
+
+// In the file that defines kernel `name`: its instances for the table's types.
+#define NATTEN_INSTANTIATE_KERNEL(name, Args)                        \
+  template void name<float>(const Args<float>&, int64_t, int64_t); \
+  template void name<double>(const Args<double>&, int64_t, int64_t);
 
 const KernelTable& kernel_table();
 

@@ -162,28 +162,62 @@ inline KernelSizes kernel_sizes(const Shape& sh, int64_t n_add, int64_t query_bl
           query_block, chunk_count(g, query_block), groups, query_block * groups};
 }
 
-// A kernel's per-thread planning scratch: the chunk's key rows, its queries' inner keys, and the items,
-// blocks and sort order of plan_blocks.
-class PlanScratch {
+// A chunk as plan_blocks left it: key rows, inner keys of its queries, items and blocks.
+struct PlannedChunk {
+  Chunk c;
+  int64_t nblocks;
+  const KeyRow* rows;
+  const InnerKeys* inner;
+  const Item* it;
+  const Block* blocks;
+};
+
+// A kernel's sizes and its per-thread planning scratch; plan() lays out one chunk in that scratch (valid
+// until the next call).
+template <typename T>
+class ChunkPlanner {
  public:
-  PlanScratch(const Geometry& g, int64_t len, int64_t items)
-      : rows_(max_rows(g)), inner_(len), items_(items), blocks_(len), order_(len) {}
-  struct Pointers {
-    KeyRow* rows;
-    InnerKeys* inner;
-    Item* it;
-    Block* blocks;
-    int64_t* order;
-  };
-  Pointers get() const { return {rows_.get(), inner_.get(), items_.get(), blocks_.get(), order_.get()}; }
+  ChunkPlanner(const Shape& sh, int64_t n_add, int64_t query_block)
+      : sizes(kernel_sizes<T>(sh, n_add, query_block)),
+        g_(sh.geometry),
+        rows_(max_rows(g_)),
+        inner_(sizes.len),
+        items_(sizes.items),
+        blocks_(sizes.len),
+        order_(sizes.len) {}
+
+  // Chunk `index`, bias offsets for rows of `bias_row` entries.
+  PlannedChunk plan(int64_t index, int64_t bias_row) const {
+    KeyRow* rows = rows_.get();
+    InnerKeys* inner = inner_.get();
+    Item* it = items_.get();
+    Block* blocks = blocks_.get();
+    const Chunk c = plan_chunk(g_, index, sizes.len, bias_row, rows, inner);
+    const int64_t nblocks = plan_blocks(inner, c.size, sizes.groups, sizes.lanes, order_.get(), it, blocks);
+    return {c, nblocks, rows, inner, it, blocks};
+  }
+
+  const KernelSizes sizes;
 
  private:
+  const Geometry& g_;
   Scratch<KeyRow> rows_;
   Scratch<InnerKeys> inner_;
   Scratch<Item> items_;
   Scratch<Block> blocks_;
   Scratch<int64_t> order_;
 };
+
+// Backward task = (split, b, h) in that order (outermost first), h over `heads` (kv heads when fused);
+// bh = b * heads + h. It covers chunks [first, last) of `chunks`.
+struct SplitTask {
+  int64_t split, bh, b, h, first, last;
+};
+
+inline SplitTask split_task(int64_t task, int64_t batch, int64_t heads, int64_t chunks, int64_t splits) {
+  const int64_t bh = task % (batch * heads), split = task / (batch * heads);
+  return {split, bh, bh / heads, bh % heads, split * chunks / splits, (split + 1) * chunks / splits};
+}
 
 // Lanes [lo, hi) of vector v.
 template <typename T>
@@ -491,7 +525,18 @@ void add_bias_grad(const T* dS, const KeyRow* rows, int64_t nrows, int64_t lanes
   }
 }
 
-// Unfused attention rows ([K], kernel-slot order; lane lo + t is slot rows[r].slot + t) <-> item buffers.
+// An unfused attention tensor [B * H, tokens, K]; a row holds one query's K slots in kernel order.
+template <typename T>
+struct AttnRows {
+  AttnRows(T* data, const Geometry& g) : data(data), tokens(token_count(g)), slots(kernel_volume(g)) {}
+  // The row of query j of chunk c, bh = b * H + h.
+  T* row(int64_t bh, const Chunk& c, int64_t j) const { return data + (bh * tokens + c.first + j) * slots; }
+
+  T* data;
+  int64_t tokens, slots;
+};
+
+// Unfused attention rows (kernel-slot order; lane lo + t is slot rows[r].slot + t) <-> item buffers.
 template <typename T>
 void gather_slots(const T* slots, const KeyRow* rows, int64_t nrows, int64_t lanes, int64_t lo, int64_t hi, T* S) {
   for (int64_t r = 0; r < nrows; ++r) {

@@ -1,7 +1,8 @@
-// Host side of the unfused CPU ops (heads-first layouts, attention tensor [B, H, *S, K]).
+// Host side of the unfused CPU ops (heads-first layouts, attention tensor [B, H, *S, K]) and their
+// registration (schemas in ops.cpp, semantics in docs/internals.md).
 #include <ATen/ATen.h>
+#include <torch/library.h>
 
-#include "cpu/ops_cpu.h"
 #include "cpu/packing.h"
 #include "cpu/problem.h"
 
@@ -177,8 +178,7 @@ std::tuple<at::Tensor, at::Tensor> av_backward_impl(const UnfusedProblem& p, con
   return {dattn.first, dv.finish()};
 }
 
-}  // namespace
-
+// `config` selects a kernel variant on other devices (CUDA: exact or tensor-core); the CPU has one.
 at::Tensor na_qk_forward(const at::Tensor& q, const at::Tensor& k, const std::optional<at::Tensor>& rpb,
                          at::IntArrayRef kernel_size, at::IntArrayRef dilation, at::IntArrayRef stride,
                          const c10::List<bool>& is_causal,
@@ -223,4 +223,13 @@ std::tuple<at::Tensor, at::Tensor> na_av_backward(const at::Tensor& grad_out, co
   return av_backward_impl<float>(p, grad_out, attn, v);
 }
 
+}  // namespace
+
 }  // namespace natten::cpu
+
+TORCH_LIBRARY_IMPL(natten, CPU, m) {
+  m.impl("na_qk_forward", &natten::cpu::na_qk_forward);
+  m.impl("na_qk_backward", &natten::cpu::na_qk_backward);
+  m.impl("na_av_forward", &natten::cpu::na_av_forward);
+  m.impl("na_av_backward", &natten::cpu::na_av_backward);
+}

@@ -9,20 +9,15 @@ namespace natten::cpu::NATTEN_ISA {
 template <typename T>
 void qk_forward(const QKForwardArgs<T>& a, int64_t begin, int64_t end) {
   const Shape& sh = a.shape;
-  const Geometry& g = sh.geometry;
-  const int64_t slots = kernel_volume(g), tokens = token_count(g);
-  const auto [dp, dvp, lanes, add_at, add_lanes, sstride, len, chunks, groups, items] =
-      kernel_sizes<T>(sh, 0, a.query_block);
-
+  const AttnRows<T> attn(a.attn, sh.geometry);
+  const ChunkPlanner<T> planner(sh, 0, a.query_block);
+  const auto [dp, dvp, lanes, add_at, add_lanes, sstride, len, chunks, groups, items] = planner.sizes;
   Scratch<T> s_buf(len * sstride), qt_buf(len * sh.dim);
   T *S = s_buf.get(), *Qt = qt_buf.get();
-  PlanScratch plan(g, len, items);
-  const auto [rows, inner, it, blocks, order] = plan.get();
 
   for (int64_t task = begin; task < end; ++task) {
     const int64_t bh = task / chunks, h = bh % sh.heads, b = bh / sh.heads;
-    const Chunk c = plan_chunk(g, task % chunks, len, a.rpb.row, rows, inner);
-    const int64_t nblocks = plan_blocks(inner, c.size, 1, lanes, order, it, blocks);
+    const auto [c, nblocks, rows, inner, it, blocks] = planner.plan(task % chunks, a.rpb.row);
     for (int64_t i = 0; i < c.size; ++i) {
       transpose_items(token_at(a.q, b, h, c, it[i].query), 0, 1, sh.dim, Qt + i, len);
     }
@@ -39,8 +34,8 @@ void qk_forward(const QKForwardArgs<T>& a, int64_t begin, int64_t end) {
       T* s = S + i * sstride;
       const InnerKeys& in = inner[it[i].query];
       if (a.rpb.data) add_bias(s, rows, c.rows, lanes, a.rpb.data + h * a.rpb.head + in.bias - it[i].lo);
-      scatter_slots(s, rows, c.rows, lanes, it[i].lo, it[i].hi, -std::numeric_limits<T>::infinity(), slots,
-                    a.attn + (bh * tokens + c.first + it[i].query) * slots);
+      scatter_slots(s, rows, c.rows, lanes, it[i].lo, it[i].hi, -std::numeric_limits<T>::infinity(), attn.slots,
+                    attn.row(bh, c, it[i].query));
     }
   }
 }
@@ -49,29 +44,23 @@ void qk_forward(const QKForwardArgs<T>& a, int64_t begin, int64_t end) {
 template <typename T>
 void qk_backward(const QKBackwardArgs<T>& a, int64_t begin, int64_t end) {
   const Shape& sh = a.shape;
-  const Geometry& g = sh.geometry;
-  const int64_t slots = kernel_volume(g), tokens = token_count(g);
-  const auto [dp, dvp, lanes, add_at, add_lanes, sstride, len, chunks, groups, items] =
-      kernel_sizes<T>(sh, 0, a.query_block);
-
+  const AttnRows<const T> dattn(a.dattn, sh.geometry);
+  const ChunkPlanner<T> planner(sh, 0, a.query_block);
+  const auto [dp, dvp, lanes, add_at, add_lanes, sstride, len, chunks, groups, items] = planner.sizes;
   Scratch<T> s_buf(len * sstride), q_buf(len * dp), dq_buf(len * dp);
   T *S = s_buf.get(), *Q = q_buf.get(), *dQ = dq_buf.get();
-  PlanScratch plan(g, len, items);
-  const auto [rows, inner, it, blocks, order] = plan.get();
 
   for (int64_t task = begin; task < end; ++task) {
-    const int64_t bh = task % (sh.batch * sh.heads), split = task / (sh.batch * sh.heads);
-    const int64_t h = bh % sh.heads, b = bh / sh.heads;
+    const auto [split, bh, b, h, first, last] = split_task(task, sh.batch, sh.heads, chunks, a.splits);
     const T* keys = slice_of(a.k_rows, 0, b, h);
     T* dk = slice_of(a.dk, split, b, h);
     T* drpb = a.drpb.data ? a.drpb.data + task * a.drpb.head : nullptr;
     const int64_t ks = a.k_rows.key, dks = a.dk.key;
-    for (int64_t chunk = split * chunks / a.splits; chunk < (split + 1) * chunks / a.splits; ++chunk) {
-      const Chunk c = plan_chunk(g, chunk, len, a.drpb.row, rows, inner);
-      const int64_t nblocks = plan_blocks(inner, c.size, 1, lanes, order, it, blocks);
+    for (int64_t chunk = first; chunk < last; ++chunk) {
+      const auto [c, nblocks, rows, inner, it, blocks] = planner.plan(chunk, a.drpb.row);
       for (int64_t i = 0; i < c.size; ++i) {
         const int64_t j = it[i].query;
-        gather_slots(a.dattn + (bh * tokens + c.first + j) * slots, rows, c.rows, lanes, it[i].lo, it[i].hi, S + i * sstride);
+        gather_slots(dattn.row(bh, c, j), rows, c.rows, lanes, it[i].lo, it[i].hi, S + i * sstride);
         load_channels(Q + i * dp, token_at(a.q, b, h, c, j), sh.dim, dp, T(1));
         for (int64_t ch = 0; ch < dp; ++ch) dQ[i * dp + ch] = T(0);
         if (drpb) {
@@ -96,9 +85,7 @@ void qk_backward(const QKBackwardArgs<T>& a, int64_t begin, int64_t end) {
   }
 }
 
-template void qk_forward<float>(const QKForwardArgs<float>&, int64_t, int64_t);
-template void qk_forward<double>(const QKForwardArgs<double>&, int64_t, int64_t);
-template void qk_backward<float>(const QKBackwardArgs<float>&, int64_t, int64_t);
-template void qk_backward<double>(const QKBackwardArgs<double>&, int64_t, int64_t);
+NATTEN_INSTANTIATE_KERNEL(qk_forward, QKForwardArgs)
+NATTEN_INSTANTIATE_KERNEL(qk_backward, QKBackwardArgs)
 
 }  // namespace natten::cpu::NATTEN_ISA
