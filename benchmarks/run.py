@@ -12,6 +12,8 @@ import importlib
 import sys
 from pathlib import Path
 
+from natten.profiler.cli import add_timing_arguments
+
 SUITES = ("cpu", "gpu", "gpu_unfused", "distributed")
 
 
@@ -24,15 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         default=Path(__file__).resolve().parent.parent / "bench-results",
         help="folder for the JSON results (default: bench-results/ at the repository root)",
     )
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--iters", type=int, default=10)
-    parser.add_argument(
-        "--max-time",
-        type=float,
-        default=5.0,
-        metavar="SECONDS",
-        help="timing budget per implementation and problem (at least one iteration)",
-    )
+    add_timing_arguments(parser, warmup=2, max_time=5.0)
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is not met")
     suites = {name: importlib.import_module(f"suite_{name}") for name in SUITES}
     for suite in suites.values():

@@ -236,6 +236,14 @@ def _slot_logits(qf: Tensor, kg: Tensor, scale: float | None, bias: Tensor | Non
     return torch.where(valid, logits, torch.full((), float("-inf"), dtype=logits.dtype, device=logits.device))
 
 
+def _window_logits(qf: Tensor, kf: Tensor, spatial: Sequence[int], prm: _Params, rpb, scale: float | None):
+    """Heads-first ``qf``/``kf`` ``[B, H, N, D]`` -> (logits ``[B, H, N, K]`` with the bias, keys, valid)."""
+    tables = _axis_tables(spatial, prm, qf.device)
+    keys, valid = _slot_table(spatial, tables)
+    bias = None if rpb is None else _slot_bias(rpb, spatial, prm, tables, qf.shape[1])
+    return _slot_logits(qf, _slot_gather(kf, keys, valid), scale, bias, valid), keys, valid
+
+
 def _slot_sum(weights: Tensor, vg: Tensor, valid: Tensor) -> Tensor:
     """``[B, H, N, E] = sum over valid slots of weight * v_slot``; invalid slots contribute exactly 0
     whatever their weight holds (``-inf``, NaN, garbage)."""
@@ -321,10 +329,7 @@ def na_reference(
         return _expand_kv_heads(x.reshape(B, N, x.shape[-2], x.shape[-1]).transpose(1, 2), Hq, name)
 
     qf, kf, vf = heads_first(q, "q"), heads_first(k, "k"), heads_first(v, "v")
-    tables = _axis_tables(S, prm, q.device)
-    keys, valid = _slot_table(S, tables)
-    bias = None if rpb is None else _slot_bias(rpb, S, prm, tables, Hq)
-    logits = _slot_logits(qf, _slot_gather(kf, keys, valid), scale, bias, valid)  # [B, Hq, N, K]
+    logits, keys, valid = _window_logits(qf, kf, S, prm, rpb, scale)  # [B, Hq, N, K]
     K = logits.shape[-1]
     if additional_keys is not None:
         _check_same(
@@ -380,10 +385,7 @@ def na_qk_reference(
     N = q.shape[2:-1].numel()
     qf = q.reshape(B, H, N, D)
     kf = _expand_kv_heads(k.reshape(B, k.shape[1], N, D), H, "k")
-    tables = _axis_tables(S, prm, q.device)
-    keys, valid = _slot_table(S, tables)
-    bias = None if rpb is None else _slot_bias(rpb, S, prm, tables, H)
-    attn = _slot_logits(qf, _slot_gather(kf, keys, valid), None, bias, valid)
+    attn, _, _ = _window_logits(qf, kf, S, prm, rpb, None)
     if additional_keys is not None:
         _check_same("additional_keys", additional_keys, [B, k.shape[1], None, D], "[B, heads, N_add, D] (heads-first)")
         ak = _expand_kv_heads(additional_keys, H, "additional_keys")

@@ -21,6 +21,10 @@ FEATURES = (
     "deterministic_backward",
 )
 
+# The float dtypes natten's ops take; tensor-core matmuls (tl.dot) take all but float64.
+FLOAT_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
+TENSOR_CORE_DTYPES = FLOAT_DTYPES - {torch.float64}
+
 
 @dataclass(frozen=True)
 class Problem:

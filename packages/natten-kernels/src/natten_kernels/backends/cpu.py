@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from natten_kernels import _library
-from natten_kernels.backends.base import FEATURES, Backend, TuningInfo
+from natten_kernels.backends.base import FEATURES, FLOAT_DTYPES, Backend, TuningInfo
 
 # Most per-split dk/dv accumulators KV parallelism may allocate, per thread, by memory preference.
 _SPLITS_PER_THREAD = {"strict": 1, "default": 4, "unrestricted": 16}
@@ -32,13 +34,19 @@ def backward_configs(info: TuningInfo) -> list[list[int]]:
     return [[wanted]] + [[s] for s in (1, 2, 4, 8) if s < wanted]
 
 
-CPU = Backend(
-    name="cpu",
+# What the compiled library's ops cover, on the CPU (its kernels) and on the meta device (their fake
+# implementations, backends/meta.py): every family, feature and float dtype, once the library loaded.
+LIBRARY_OPS: dict[str, Any] = dict(
     families=frozenset({"fused", "unfused"}),
-    devices=frozenset({"cpu"}),
-    dtypes=frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64}),
+    dtypes=FLOAT_DTYPES,
     features=frozenset(FEATURES),
     unavailable_reason=_library.load_error,
+)
+
+CPU = Backend(
+    name="cpu",
+    devices=frozenset({"cpu"}),
     forward_configs=forward_configs,
     backward_configs=backward_configs,
+    **LIBRARY_OPS,
 )

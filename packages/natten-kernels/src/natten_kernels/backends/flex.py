@@ -54,8 +54,8 @@ import torch
 from torch import Tensor
 
 from natten_kernels import additional_kv
-from natten_kernels.backends.base import Backend, TuningInfo
-from natten_kernels.backends.triton import MIN_CC
+from natten_kernels.backends.base import FLOAT_DTYPES, Backend, TuningInfo
+from natten_kernels.backends.triton import TENSOR_CORE_CUDA
 from natten_kernels.backends.triton import unavailable_reason as triton_unavailable_reason
 from natten_kernels.ops.spec import bind
 from natten_kernels.window import group_lengths, window
@@ -505,16 +505,13 @@ _OPS = dict(
 FLEX = Backend(
     name="flex",
     families=frozenset({"fused"}),
-    devices=frozenset({"cuda"}),
-    dtypes=frozenset({torch.float16, torch.bfloat16, torch.float32}),
     features=_FEATURES,
     max_head_dim=MAX_CUDA_HEAD_DIM,
-    kinds=frozenset({"gemm"}),  # tensor-core matmuls (tl.dot), off under disable_gemm_na() like triton's
-    min_compute_capability=MIN_CC,
     unavailable_reason=cuda_unavailable_reason,
     forward_configs=forward_configs,
     backward_configs=backward_configs,
     **_OPS,
+    **TENSOR_CORE_CUDA,  # tensor-core matmuls (tl.dot): off under disable_gemm_na() like triton's
 )
 
 # Flex's eager implementation on the CPU: dense, exact, every float dtype and head dim, deterministic.
@@ -522,7 +519,7 @@ FLEX_CPU = Backend(
     name="flex-cpu",
     families=frozenset({"fused"}),
     devices=frozenset({"cpu"}),
-    dtypes=frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64}),
+    dtypes=FLOAT_DTYPES,
     features=_FEATURES | {"deterministic_backward"},
     unavailable_reason=cpu_unavailable_reason,
     autotune=False,  # dense: timing it on a large problem could exhaust memory

@@ -8,16 +8,8 @@ initialization, forward and backward.
 
 from __future__ import annotations
 
-import torch
+from natten_kernels.backends.base import Backend
+from natten_kernels.backends.cpu import LIBRARY_OPS
 
-from natten_kernels import _library
-from natten_kernels.backends.base import FEATURES, Backend
-
-META = Backend(
-    name="meta",
-    families=frozenset({"fused", "unfused"}),
-    devices=frozenset({"meta"}),
-    dtypes=frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64}),
-    features=frozenset(FEATURES),
-    unavailable_reason=_library.load_error,  # the ops (and their fake implementations) come with the library
-)
+# the ops (and their fake implementations) come with the library
+META = Backend(name="meta", devices=frozenset({"meta"}), **LIBRARY_OPS)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+from typing import Any
 
 import torch
 
-from natten_kernels.backends.base import Backend, TuningInfo
+from natten_kernels.backends.base import TENSOR_CORE_DTYPES, Backend, TuningInfo
 from natten_kernels.triton import tiling  # pure Python: importing it needs no triton
 
 # What the kernels really implement (forward-mode AD is not: the fused backward has no derivative).
@@ -38,6 +39,16 @@ def _check() -> str | None:
     return None
 
 
+# What the backends of Triton tensor-core kernels share (triton, flex, triton-unfused-gemm): CUDA devices
+# of MIN_CC and newer, tl.dot's dtypes, and the "gemm" kind that disable_gemm_na() switches off.
+TENSOR_CORE_CUDA: dict[str, Any] = dict(
+    devices=frozenset({"cuda"}),
+    dtypes=TENSOR_CORE_DTYPES,
+    kinds=frozenset({"gemm"}),
+    min_compute_capability=MIN_CC,
+)
+
+
 def forward_configs(info: TuningInfo) -> list[list[int]]:
     """``[block_q, block_k, num_warps, num_stages, variant]``; ``[]`` = the per-problem default (tile
     efficiency x measured rate, chosen by the launcher, which sees the window); the autotuner also
@@ -57,13 +68,9 @@ def backward_configs(info: TuningInfo) -> list[list[int]]:
 TRITON = Backend(
     name="triton",
     families=frozenset({"fused"}),
-    devices=frozenset({"cuda"}),
-    dtypes=frozenset({torch.float16, torch.bfloat16, torch.float32}),
     features=TRITON_FEATURES,
     max_head_dim=256,
     head_dim_multiple=8,
-    kinds=frozenset({"gemm"}),
-    min_compute_capability=MIN_CC,
     unavailable_reason=unavailable_reason,
     forward_configs=forward_configs,
     backward_configs=backward_configs,
@@ -71,4 +78,5 @@ TRITON = Backend(
         "na_fused_forward": "natten_kernels.triton.launch_forward:na_fused_forward",
         "na_fused_backward": "natten_kernels.triton.launch_backward:na_fused_backward",
     },
+    **TENSOR_CORE_CUDA,
 )

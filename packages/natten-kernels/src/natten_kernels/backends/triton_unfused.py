@@ -11,10 +11,10 @@ One set of kernels, two variants chosen through the ops' ``config`` (triton/unfu
 
 from __future__ import annotations
 
-import torch
+import dataclasses
 
-from natten_kernels.backends.base import FEATURES, Backend
-from natten_kernels.backends.triton import MIN_CC, unavailable_reason
+from natten_kernels.backends.base import FEATURES, FLOAT_DTYPES, Backend
+from natten_kernels.backends.triton import TENSOR_CORE_CUDA, unavailable_reason
 from natten_kernels.ops.names import UNFUSED_OPS
 from natten_kernels.triton.variants import EXACT, GEMM
 
@@ -26,24 +26,18 @@ _FEATURES = frozenset(FEATURES) - {"gqa"}
 TRITON_UNFUSED_GEMM = Backend(
     name="triton-unfused-gemm",
     families=frozenset({"unfused"}),
-    devices=frozenset({"cuda"}),
-    dtypes=frozenset({torch.float16, torch.bfloat16, torch.float32}),
     features=_FEATURES,
-    kinds=frozenset({"gemm"}),
-    min_compute_capability=MIN_CC,
     unavailable_reason=unavailable_reason,
     unfused_config=(GEMM,),
     kernels=_KERNELS,
+    **TENSOR_CORE_CUDA,
 )
 
-TRITON_UNFUSED_EXACT = Backend(
+# the same kernels and devices; CUDA-core arithmetic takes float64 too and is not a "gemm" kind
+TRITON_UNFUSED_EXACT = dataclasses.replace(
+    TRITON_UNFUSED_GEMM,
     name="triton-unfused-exact",
-    families=frozenset({"unfused"}),
-    devices=frozenset({"cuda"}),
-    dtypes=frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64}),
-    features=_FEATURES,
-    min_compute_capability=MIN_CC,
-    unavailable_reason=unavailable_reason,
+    dtypes=FLOAT_DTYPES,
+    kinds=frozenset(),
     unfused_config=(EXACT,),
-    kernels=_KERNELS,
 )

@@ -14,8 +14,16 @@ from natten.autograd._tracing import untraced
 _ops = torch.ops.natten
 
 
-# ``params`` below is ``(kernel_size, dilation, stride, is_causal, config)``: the ops' trailing arguments,
+# ``params`` below is ``(kernel_size, dilation, stride, is_causal, config)``: the ops' five trailing arguments,
 # ``config`` choosing the device kernel's variant (natten.functional takes it from the chosen backend).
+
+
+def _keep(ctx, inputs, saved, materialize_grads=True) -> None:
+    """setup_context: save ``saved`` for backward and keep ``params``, the inputs after the tensors."""
+    ctx.save_for_backward(*saved)
+    ctx.params = tuple(inputs[-5:])
+    if not materialize_grads:  # backward tells an unused output (None) from a zero gradient
+        ctx.set_materialize_grads(False)
 
 
 def _zero_invalid(attn: torch.Tensor, params) -> torch.Tensor:
@@ -23,6 +31,12 @@ def _zero_invalid(attn: torch.Tensor, params) -> torch.Tensor:
     if any(params[3]):
         return attn.masked_fill(torch.isneginf(attn), 0.0)
     return attn
+
+
+def _total(*terms):
+    """The sum of the terms that are not None, left to right (None if all are): product-rule parts."""
+    present = [t for t in terms if t is not None]
+    return sum(present[1:], present[0]) if present else None
 
 
 def qk(q, k, rpb, params, forward_ad=False):
@@ -53,9 +67,7 @@ class NeighborhoodQK(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        q, k, rpb, *params = inputs
-        ctx.save_for_backward(q, k, rpb)
-        ctx.params = tuple(params)
+        _keep(ctx, inputs, inputs[:3])
 
     @staticmethod
     def backward(ctx, grad_attn):
@@ -73,17 +85,14 @@ class NeighborhoodQKBackward(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        grad_attn, q, k, rpb, *params = inputs
-        ctx.save_for_backward(grad_attn, q, k)
-        ctx.has_rpb = rpb is not None
-        ctx.params = tuple(params)
-        ctx.set_materialize_grads(False)
+        _keep(ctx, inputs, inputs[:3], materialize_grads=False)
+        ctx.has_rpb = inputs[3] is not None
 
     @staticmethod
     def backward(ctx, g_dq, g_dk, g_drpb):
         grad_attn, q, k = ctx.saved_tensors
         p = ctx.params
-        d_grad_attn = d_q = d_k = None
+        d_q = d_k = None
         terms = []
         if g_dq is not None:
             terms.append(qk_linear(g_dq, k, p))
@@ -93,9 +102,7 @@ class NeighborhoodQKBackward(torch.autograd.Function):
             d_q = av(grad_attn, g_dk, p)
         if ctx.has_rpb and g_drpb is not None:
             terms.append(qk_linear(torch.zeros_like(q), k, p, rpb=g_drpb))
-        if terms:
-            d_grad_attn = sum(terms[1:], terms[0])
-        return d_grad_attn, d_q, d_k, None, None, None, None, None, None
+        return _total(*terms), d_q, d_k, None, None, None, None, None, None
 
 
 class NeighborhoodAV(torch.autograd.Function):
@@ -107,9 +114,7 @@ class NeighborhoodAV(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        attn, v, *params = inputs
-        ctx.save_for_backward(attn, v)
-        ctx.params = tuple(params)
+        _keep(ctx, inputs, inputs[:2])
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -127,24 +132,20 @@ class NeighborhoodAVBackward(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        grad_out, attn, v, *params = inputs
-        ctx.save_for_backward(grad_out, attn, v)
-        ctx.params = tuple(params)
-        ctx.set_materialize_grads(False)
+        _keep(ctx, inputs, inputs[:3], materialize_grads=False)
 
     @staticmethod
     def backward(ctx, g_grad_attn, g_dv):
         grad_out, attn, v = ctx.saved_tensors
         p = ctx.params
-        d_grad_out = d_attn = d_v = None
+        from_attn = from_v = d_attn = d_v = None
         if g_grad_attn is not None:
-            d_grad_out = av(g_grad_attn, v, p)
+            from_attn = av(g_grad_attn, v, p)
             d_v = inverse_av(g_grad_attn, grad_out, p)
         if g_dv is not None:
-            t = av(attn, g_dv, p)
-            d_grad_out = t if d_grad_out is None else d_grad_out + t
+            from_v = av(attn, g_dv, p)
             d_attn = qk_linear(grad_out, g_dv, p)
-        return d_grad_out, d_attn, d_v, None, None, None, None, None
+        return _total(from_attn, from_v), d_attn, d_v, None, None, None, None, None
 
 
 # Forward-mode AD. Separate classes because torch.compile cannot trace a Function that defines jvp;
@@ -161,16 +162,12 @@ class NeighborhoodQKForwardAD(NeighborhoodQK):
     def jvp(ctx, tq, tk, trpb, *_):
         q, k, _rpb = ctx.saved_tensors
         p = ctx.params
-        out = None
-        if tq is not None:
-            out = qk_linear(tq, k, p)
-        if tk is not None:
-            t = qk_linear(q, tk, p)
-            out = t if out is None else out + t
-        if trpb is not None:  # the bias alone, gathered into slots
-            t = _ops.na_qk_forward(torch.zeros_like(q), k, trpb, *p)
-            out = t if out is None else out + t
-        return out
+        return _total(
+            None if tq is None else qk_linear(tq, k, p),
+            None if tk is None else qk_linear(q, tk, p),
+            # the bias alone, gathered into slots
+            None if trpb is None else _ops.na_qk_forward(torch.zeros_like(q), k, trpb, *p),
+        )
 
 
 class NeighborhoodAVForwardAD(NeighborhoodAV):
@@ -182,10 +179,7 @@ class NeighborhoodAVForwardAD(NeighborhoodAV):
     @staticmethod
     def jvp(ctx, t_attn, t_v, *_):
         attn, v = ctx.saved_tensors
-        out = None
-        if t_attn is not None:
-            out = av(t_attn, v, ctx.params)
-        if t_v is not None:
-            t = av(attn, t_v, ctx.params)
-            out = t if out is None else out + t
-        return out
+        return _total(
+            None if t_attn is None else av(t_attn, v, ctx.params),
+            None if t_v is None else av(attn, t_v, ctx.params),
+        )

@@ -297,6 +297,18 @@ def check_fused(query, key, value, params: NAParams, rpb, scale, additional_keys
     return FusedShapes(heads, kv_heads, dim, value.shape[-1], n_add, dim**-0.5 if scale is None else scale)
 
 
+def _check_unfused_additional(extra, name: str, like, like_name: str) -> None:
+    """Heads-first additional keys/values [B, H, N, D]: batch, heads and head_dim those of ``like``."""
+    add_layout = "[batch, heads, num_additional, head_dim]"
+    check_tensor(extra, name, 4, add_layout)
+    check_same(like, like_name, extra, name)
+    b, h, d = like.shape[0], like.shape[1], like.shape[-1]
+    if (extra.shape[0], extra.shape[1], extra.shape[3]) != (b, h, d):
+        raise ValueError(
+            f"{name} must have shape {add_layout} with batch={b}, heads={h}, head_dim={d}; got {tuple(extra.shape)}"
+        )
+
+
 def check_unfused_qk(query, key, params: NAParams, rpb, additional_keys) -> None:
     """Heads-first qk inputs: query/key [B, H, *S, D], additional_keys [B, H, N, D]."""
     layout = unfused_layout(params.rank)
@@ -312,15 +324,7 @@ def check_unfused_qk(query, key, params: NAParams, rpb, additional_keys) -> None
     check_spatial_extent(params, query.shape[2:-1], "query", query.shape, layout)
     check_rpb(rpb, params, query.shape[1], query)
     if additional_keys is not None:
-        add_layout = "[batch, heads, num_additional, head_dim]"
-        check_tensor(additional_keys, "additional_keys", 4, add_layout)
-        check_same(query, "query", additional_keys, "additional_keys")
-        b, h, d = query.shape[0], query.shape[1], query.shape[-1]
-        if (additional_keys.shape[0], additional_keys.shape[1], additional_keys.shape[3]) != (b, h, d):
-            raise ValueError(
-                f"additional_keys must have shape {add_layout} with batch={b}, heads={h}, head_dim={d}; "
-                f"got {tuple(additional_keys.shape)}"
-            )
+        _check_unfused_additional(additional_keys, "additional_keys", query, "query")
 
 
 def check_unfused_av(attn, value, params: NAParams, additional_values) -> None:
@@ -339,15 +343,7 @@ def check_unfused_av(attn, value, params: NAParams, additional_values) -> None:
     check_spatial_extent(params, value.shape[2:-1], "value", value.shape, layout)
     n_add = 0
     if additional_values is not None:
-        add_layout = "[batch, heads, num_additional, head_dim]"
-        check_tensor(additional_values, "additional_values", 4, add_layout)
-        check_same(value, "value", additional_values, "additional_values")
-        b, h, d = value.shape[0], value.shape[1], value.shape[-1]
-        if (additional_values.shape[0], additional_values.shape[1], additional_values.shape[3]) != (b, h, d):
-            raise ValueError(
-                f"additional_values must have shape {add_layout} with batch={b}, heads={h}, head_dim={d}; "
-                f"got {tuple(additional_values.shape)}"
-            )
+        _check_unfused_additional(additional_values, "additional_values", value, "value")
         n_add = additional_values.shape[2]
     expected = params.num_slots + n_add
     if attn.shape[-1] != expected:

@@ -30,6 +30,19 @@ def _positive(text: str) -> int:
     return value
 
 
+def add_timing_arguments(group, warmup: int = 1, max_time: float = 3.0) -> None:
+    """--warmup, --iters and --max-time: how :func:`profile` times (benchmarks/run.py takes them too)."""
+    group.add_argument("--warmup", type=int, default=warmup, help=f"untimed iterations first (default {warmup})")
+    group.add_argument("--iters", type=_positive, default=10, help="timed iterations at most (default 10)")
+    group.add_argument(
+        "--max-time",
+        type=float,
+        default=max_time,
+        metavar="SECONDS",
+        help=f"stop timing an implementation after this much timed work (default {max_time:g}; >= 1 iteration)",
+    )
+
+
 def _per_axis(values: list | None, default):
     """nargs='+' values -> an int/bool (one value) or a tuple (one per axis)."""
     if values is None:
@@ -86,15 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)} (default: {','.join(DEFAULT_IMPLEMENTATIONS)}; "
         "natten-<backend> forces one backend)",
     )
-    r.add_argument("--warmup", type=int, default=1, help="untimed iterations first (default 1)")
-    r.add_argument("--iters", type=_positive, default=10, help="timed iterations at most (default 10)")
-    r.add_argument(
-        "--max-time",
-        type=float,
-        default=3.0,
-        metavar="SECONDS",
-        help="stop timing an implementation after this much timed work (default 3; >= 1 iteration)",
-    )
+    add_timing_arguments(r)
     r.add_argument("--no-backward", action="store_true", help="time the forward only, under inference_mode")
     r.add_argument("--threads", type=_positive, help="torch.set_num_threads before running")
     o = p.add_argument_group("output")
