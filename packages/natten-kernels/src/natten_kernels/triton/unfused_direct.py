@@ -43,14 +43,15 @@ def _channels(dd, HEAD_DIM, EVEN_D: tl.constexpr):
 
 
 @triton.jit
-def _in_window(qvalid, qs0, qe0, qs1, qe1, qs2, qe2, t0, t1, t2, C: tl.constexpr, FULL: tl.constexpr):
+def _in_window(qvalid, qs0, qe0, qs1, qe1, qs2, qe2, t0, t1, t2, C0: tl.constexpr, C1: tl.constexpr,
+               C2: tl.constexpr, FULL: tl.constexpr):  # fmt: skip
     """Whether slot (t0, t1, t2) of each query is a key of its window."""
     ok = qvalid
-    if C[0] or not FULL:
+    if C0 or not FULL:
         ok = ok & (qs0 + t0 < qe0)
-    if C[1] or not FULL:
+    if C1 or not FULL:
         ok = ok & (qs1 + t1 < qe1)
-    if C[2] or not FULL:
+    if C2 or not FULL:
         ok = ok & (qs2 + t2 < qe2)
     return ok
 
@@ -107,7 +108,7 @@ def na_pairs_direct_kernel(
     cols = tl.arange(0, CH)
     for t0 in range(0, KS[0]):
         for t1 in range(0, KS[1]):
-            rows_ok = _in_window(qvalid, qs0, qe0, qs1, qe1, qs2, qe2, t0, t1, 0, (C[0], C[1], False), True)
+            rows_ok = _in_window(qvalid, qs0, qe0, qs1, qe1, qs2, qe2, t0, t1, 0, C[0], C[1], False, True)
             k_base = k_row + (t0 * DL[0]).to(tl.int64) * sb[2] + (t1 * DL[1]).to(tl.int64) * sb[3]
             for t2_start in range(0, KS[2], CH):
                 # CH consecutive slots of the inner axis at once: [queries, CH, channels] key rows, whose
@@ -169,7 +170,7 @@ def na_gather_direct_kernel(
     for t0 in range(0, KS[0]):
         for t1 in range(0, KS[1]):
             for t2 in range(0, KS[2]):
-                valid = _in_window(qvalid, qs0, qe0, qs1, qe1, qs2, qe2, t0, t1, t2, C, FULL)
+                valid = _in_window(qvalid, qs0, qe0, qs1, qe1, qs2, qe2, t0, t1, t2, C[0], C[1], C[2], FULL)
                 w = tl.load(W + w_row + t, mask=valid, other=0.0)
                 b_col = (
                     (t0 * DL[0]).to(tl.int64) * sb[2]
