@@ -40,10 +40,7 @@ def na_bwd_dq_kernel(
     sd,
     sl,
     s_r,
-    L,
-    KS,
-    DL,
-    ST,
+    GEO,
     NT1,
     NT2,
     G,
@@ -66,9 +63,11 @@ def na_bwd_dq_kernel(
     TMA_HOST: tl.constexpr = False,
     RES_TMA: tl.constexpr = False,
 ):
-    """dq per query tile over its key box; no atomics. q/dq share strides, do uses sd*. ``TMA`` /
-    ``TMA_HOST``: key and value tiles through descriptors, as in the forward; ``RES_TMA``: ``Q``/``DO``
-    are host-built descriptors for the resident q and dO tiles (no staging through registers)."""
+    """dq per query tile over its key box; no atomics. q/dq share strides, do uses sd*; ``GEO`` as in the
+    forward. ``TMA`` / ``TMA_HOST``: key and value tiles through descriptors, as in the forward;
+    ``RES_TMA``: ``Q``/``DO`` are host-built descriptors for the resident q and dO tiles (no staging
+    through registers)."""
+    L, KS, DL, ST = GEO
     BLOCK_Q: tl.constexpr = T[0] * T[1] * T[2]
     BLOCK_K: tl.constexpr = KB[0] * KB[1] * KB[2]
     pid = tl.program_id(0)
@@ -199,10 +198,7 @@ def na_bwd_dkdv_kernel(
     sd,
     sl,
     s_r,
-    L,
-    KS,
-    DL,
-    ST,
+    GEO,
     NK1,
     NK2,
     G,
@@ -235,6 +231,7 @@ def na_bwd_dkdv_kernel(
     the pointer path's per-element offset tiles of q and do take 64 registers at 32x128, which made
     this kernel spill. ``RES_TMA``: ``K``/``V`` are host-built descriptors for the resident key tile.
     """
+    L, KS, DL, ST = GEO
     BLOCK_Q: tl.constexpr = T[0] * T[1] * T[2]
     BLOCK_K: tl.constexpr = KB[0] * KB[1] * KB[2]
     pid = tl.program_id(0)
@@ -344,10 +341,7 @@ def na_bwd_drpb_kernel(
     sd,
     sl,
     s_r,
-    L,
-    KS,
-    DL,
-    ST,
+    GEO,
     NB,
     QPK,
     HEAD_DIM,
@@ -359,6 +353,7 @@ def na_bwd_drpb_kernel(
 ):
     """drpb[h, r]: one program per (head, relative position), summing dS over batch and queries in a
     fixed order (deterministic, no atomics)."""
+    L, KS, DL, ST = GEO
     ridx = tl.program_id(0)
     h = tl.program_id(1)
     hk = h // QPK

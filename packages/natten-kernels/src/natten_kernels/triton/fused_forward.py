@@ -35,10 +35,7 @@ def na_fwd_kernel(
     so,
     sl,
     s_r,
-    L,
-    KS,
-    DL,
-    ST,
+    GEO,
     NT1,
     NT2,
     G,
@@ -62,12 +59,14 @@ def na_fwd_kernel(
     NONFINITE: tl.constexpr = False,
 ):
     """Strides ``s*`` are ``(batch, axis 0, axis 1, axis 2, head)`` per tensor (``s_r``: rpb's ``(head,
-    axis 0, axis 1, axis 2)``); ``L``, ``KS``, ``DL``, ``ST``: per-axis extents, kernel sizes, dilations,
-    strides; ``C``, ``T``, ``KB``: per-axis causal flags, query box and key box.
+    axis 0, axis 1, axis 2)``); ``GEO = (L, KS, DL, ST)``: per-axis extents, kernel sizes, dilations,
+    strides (one tuple: this kernel and the backward ones take the four together); ``C``, ``T``, ``KB``:
+    per-axis causal flags, query box and key box.
 
     ``TMA_HOST``: ``K``/``V`` are host-built descriptors over ``[B, L0, L1, L2, H * D]`` (no dilation,
     head dims that fill their blocks), which spares every program building its own (``TMA``).
     ``Q_TMA``: ``Q`` is one too (the query tile lands in shared memory without staging in registers)."""
+    L, KS, DL, ST = GEO
     BLOCK_Q: tl.constexpr = T[0] * T[1] * T[2]
     BLOCK_K: tl.constexpr = KB[0] * KB[1] * KB[2]
     pid = tl.program_id(0)

@@ -128,7 +128,7 @@ def _launch_backward(
     tq2, tk2, dkdv_boxes = boxes(geo, streamed, resident, search=False)
     G = dl[0] * dl[1] * dl[2]
     r3, rs = rpb3(rpb, hq, rank)
-    sizes = (tuple(L), tuple(ks), tuple(dl), tuple(st))
+    sizes = (tuple(L), tuple(ks), tuple(dl), tuple(st))  # the kernels' GEO
     rp = r3 if r3 is not None else l3
     # KV-parallel: dq accumulates in float32 by atomics (in place when dq already is float32)
     dq_acc = (
@@ -163,7 +163,7 @@ def _launch_backward(
             dq3,
             rp,
             *strides,
-            *sizes,
+            sizes,
             nt[1],
             nt[2],
             G,
@@ -196,7 +196,7 @@ def _launch_backward(
         dq3,
         rp,
         *strides,
-        *sizes,
+        sizes,
         nk[1],
         nk[2],
         G,
@@ -224,7 +224,7 @@ def _launch_backward(
             r3,
             drpb,
             *strides,
-            *sizes,
+            sizes,
             q.shape[0],
             hq // hkv,
             d,

@@ -149,10 +149,7 @@ def _forward_plan(
     scalars = (
         *(strides5(x) for x in (q3, k3, v3, o3, l3)),
         rs,
-        tuple(L),
-        tuple(ks),
-        tuple(dl),
-        tuple(st),
+        (tuple(L), tuple(ks), tuple(dl), tuple(st)),
         nt[1],
         nt[2],
         G,
