@@ -117,9 +117,7 @@ def launch_params(q, q3, rank, kernel_size, dilation, stride, is_causal, config,
     cfg = parse_config(config, max(d, dv), q.dtype, problem, backward, q.device)
     constexprs = dict(
         RANK=rank,
-        C0=cz[0],
-        C1=cz[1],
-        C2=cz[2],
+        C=tuple(cz),
         HEAD_DIM=d,
         HEAD_DIM_V=dv,
         BLOCK_D=dim_block(d),
@@ -137,4 +135,4 @@ def boxes(geo, query_block, key_block, search=True):
     """(query box, key box, their constexprs) for two block sizes (``search``: see tile_shapes)."""
     ks, dl, st, L, _nmax, cz = geo
     tq, tk = tile_shapes(ks, dl, st, L, query_block, key_block, cz, search)
-    return tq, tk, dict(T0=tq[0], T1=tq[1], T2=tq[2], KB0=tk[0], KB1=tk[1], KB2=tk[2])
+    return tq, tk, dict(T=tuple(tq), KB=tuple(tk))

@@ -34,47 +34,13 @@ def na_bwd_dq_kernel(
     DELTA,
     DQ,
     RPB,
-    sqb,
-    sq0,
-    sq1,
-    sq2,
-    sqh,
-    skb,
-    sk0,
-    sk1,
-    sk2,
-    skh,
-    svb,
-    sv0,
-    sv1,
-    sv2,
-    svh,
-    sdb,
-    sd0,
-    sd1,
-    sd2,
-    sdh,
-    slb,
-    sl0,
-    sl1,
-    sl2,
-    slh,
-    s_rh,
-    s_r0,
-    s_r1,
-    s_r2,
-    L0,
-    L1,
-    L2,
-    KS0,
-    KS1,
-    KS2,
-    DL0,
-    DL1,
-    DL2,
-    ST0,
-    ST1,
-    ST2,
+    sq,
+    sk,
+    sv,
+    sd,
+    sl,
+    s_r,
+    GEO,
     NT1,
     NT2,
     G,
@@ -82,15 +48,9 @@ def na_bwd_dq_kernel(
     qk_scale,
     scale,
     RANK: tl.constexpr,
-    C0: tl.constexpr,
-    C1: tl.constexpr,
-    C2: tl.constexpr,
-    T0: tl.constexpr,
-    T1: tl.constexpr,
-    T2: tl.constexpr,
-    KB0: tl.constexpr,
-    KB1: tl.constexpr,
-    KB2: tl.constexpr,
+    C: tl.constexpr,
+    T: tl.constexpr,
+    KB: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     HEAD_DIM_V: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -103,27 +63,27 @@ def na_bwd_dq_kernel(
     TMA_HOST: tl.constexpr = False,
     RES_TMA: tl.constexpr = False,
 ):
-    """dq per query tile over its key box; no atomics. q/dq share strides, do uses sd*. ``TMA`` /
-    ``TMA_HOST``: key and value tiles through descriptors, as in the forward; ``RES_TMA``: ``Q``/``DO``
-    are host-built descriptors for the resident q and dO tiles (no staging through registers)."""
-    BLOCK_Q: tl.constexpr = T0 * T1 * T2
-    BLOCK_K: tl.constexpr = KB0 * KB1 * KB2
+    """dq per query tile over its key box; no atomics. q/dq share strides, do uses sd*; ``GEO`` as in the
+    forward. ``TMA`` / ``TMA_HOST``: key and value tiles through descriptors, as in the forward;
+    ``RES_TMA``: ``Q``/``DO`` are host-built descriptors for the resident q and dO tiles (no staging
+    through registers)."""
+    L, KS, DL, ST = GEO
+    BLOCK_Q: tl.constexpr = T[0] * T[1] * T[2]
+    BLOCK_K: tl.constexpr = KB[0] * KB[1] * KB[2]
     pid = tl.program_id(0)
     h = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
     hk = h // QPK
-    g0, g1, g2, n0, n1, n2, qb0, qb1, qb2, qi0, qi1, qi2, qvalid = _program_box(
-        pid, G, L0, L1, L2, DL0, DL1, DL2, NT1, NT2, T0, T1, T2, RANK
-    )
+    g0, g1, g2, n0, n1, n2, qb0, qb1, qb2, qi0, qi1, qi2, qvalid = _program_box(pid, G, L, DL, NT1, NT2, T, RANK)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    x0 = g0 + qi0 * DL0
-    x1 = g1 + qi1 * DL1
-    x2 = g2 + qi2 * DL2
+    x0 = g0 + qi0 * DL[0]
+    x1 = g1 + qi1 * DL[1]
+    x2 = g2 + qi2 * DL[2]
     hh = h.to(tl.int64)
-    q_row = b * sqb + hh * sqh + _off(x0, x1, x2, 1, 1, 1, sq0, sq1, sq2, True)
-    d_row = b * sdb + hh * sdh + _off(x0, x1, x2, 1, 1, 1, sd0, sd1, sd2, True)
-    l_row = b * slb + hh * slh + _off(x0, x1, x2, 1, 1, 1, sl0, sl1, sl2, True)
+    q_row = b * sq[0] + hh * sq[4] + _off(x0, x1, x2, (1, 1, 1), sq, True)
+    d_row = b * sd[0] + hh * sd[4] + _off(x0, x1, x2, (1, 1, 1), sd, True)
+    l_row = b * sl[0] + hh * sl[4] + _off(x0, x1, x2, (1, 1, 1), sl, True)
     if RES_TMA:
         q = tl.reshape(Q.load([tl.program_id(2), qb0, qb1, qb2, h * HEAD_DIM]), [BLOCK_Q, BLOCK_D])
         do = tl.reshape(DO.load([tl.program_id(2), qb0, qb1, qb2, h * HEAD_DIM_V]), [BLOCK_Q, BLOCK_DV])
@@ -134,26 +94,24 @@ def na_bwd_dq_kernel(
     lse2 = tl.load(LSE + l_row, mask=qvalid, other=float("inf")) * 1.4426950408889634
     delta = tl.load(DELTA + l_row, mask=qvalid, other=0.0)
 
-    qs0, qe0, qs1, qe1, qs2, qe2 = _windows(qi0, qi1, qi2, n0, n1, n2, KS0, KS1, KS2, ST0, ST1, ST2, C0, C1, C2)
+    qs0, qe0, qs1, qe1, qs2, qe2 = _windows(qi0, qi1, qi2, n0, n1, n2, KS, ST, C)
     kl0, kl1, kl2, nk1, nk2, hi0, hi1, hi2, smax0, smax1, smax2, emin0, emin1, emin2, total = _key_box(
-        qb0, qb1, qb2, n0, n1, n2, KS0, KS1, KS2, ST0, ST1, ST2, C0, C1, C2, T0, T1, T2, KB0, KB1, KB2
+        qb0, qb1, qb2, n0, n1, n2, KS, ST, C, T, KB
     )
 
-    c0, c1, c2 = _box_rows(BLOCK_K, KB1, KB2)
+    c0, c1, c2 = _box_rows(BLOCK_K, KB[1], KB[2])
     if not TMA_HOST:
-        k_base = K + b * skb + hk.to(tl.int64) * skh + _off(g0, g1, g2, 1, 1, 1, sk0, sk1, sk2, True)
-        v_base = V + b * svb + hk.to(tl.int64) * svh + _off(g0, g1, g2, 1, 1, 1, sv0, sv1, sv2, True)
+        k_base = K + b * sk[0] + hk.to(tl.int64) * sk[4] + _off(g0, g1, g2, (1, 1, 1), sk, True)
+        v_base = V + b * sv[0] + hk.to(tl.int64) * sv[4] + _off(g0, g1, g2, (1, 1, 1), sv, True)
         if TMA:
-            k_desc = _kv_descriptor(k_base, n0, n1, n2, DL0, DL1, DL2, sk0, sk1, sk2, KB0, KB1, KB2, HEAD_DIM, BLOCK_D)
-            v_desc = _kv_descriptor(
-                v_base, n0, n1, n2, DL0, DL1, DL2, sv0, sv1, sv2, KB0, KB1, KB2, HEAD_DIM_V, BLOCK_DV
-            )
+            k_desc = _kv_descriptor(k_base, n0, n1, n2, DL, sk, KB, HEAD_DIM, BLOCK_D)
+            v_desc = _kv_descriptor(v_base, n0, n1, n2, DL, sv, KB, HEAD_DIM_V, BLOCK_DV)
         else:
-            k_rel = _off(c0, c1, c2, DL0, DL1, DL2, sk0, sk1, sk2, REL64)[:, None] + offs_d[None, :]
-            v_rel = _off(c0, c1, c2, DL0, DL1, DL2, sv0, sv1, sv2, REL64)[:, None] + offs_dv[None, :]
+            k_rel = _off(c0, c1, c2, DL, sk, REL64)[:, None] + offs_d[None, :]
+            v_rel = _off(c0, c1, c2, DL, sv, REL64)[:, None] + offs_dv[None, :]
     dq = tl.zeros([BLOCK_Q, BLOCK_D], tl.float32)
     for t in range(0, total):
-        kb0, kb1, kb2, kj0, kj1, kj2 = _tile_at(t, kl0, kl1, kl2, nk1, nk2, c0, c1, c2, KB0, KB1, KB2, RANK)
+        kb0, kb1, kb2, kj0, kj1, kj2 = _tile_at(t, kl0, kl1, kl2, nk1, nk2, c0, c1, c2, KB, RANK)
         kvalid = _rows_ok(kj0, kj1, kj2, hi0, hi1, hi2, RANK)
         if TMA_HOST:
             k = tl.reshape(K.load([tl.program_id(2), kb0, kb1, kb2, hk * HEAD_DIM]), [BLOCK_K, BLOCK_D])
@@ -163,12 +121,12 @@ def na_bwd_dq_kernel(
             v = tl.reshape(v_desc.load([kb0, kb1, kb2, 0]), [BLOCK_K, BLOCK_DV])
         else:
             k = tl.load(
-                k_base + _off(kb0, kb1, kb2, DL0, DL1, DL2, sk0, sk1, sk2, True) + k_rel,
+                k_base + _off(kb0, kb1, kb2, DL, sk, True) + k_rel,
                 mask=_cols(kvalid, offs_d, HEAD_DIM, BLOCK_D),
                 other=0.0,
             )
             v = tl.load(
-                v_base + _off(kb0, kb1, kb2, DL0, DL1, DL2, sv0, sv1, sv2, True) + v_rel,
+                v_base + _off(kb0, kb1, kb2, DL, sv, True) + v_rel,
                 mask=_cols(kvalid, offs_dv, HEAD_DIM_V, BLOCK_DV),
                 other=0.0,
             )
@@ -178,11 +136,9 @@ def na_bwd_dq_kernel(
             s = s * qk_scale
         dp = _dot(do, tl.trans(v), PREC)
         if HAS_RPB:
-            s += _bias(
-                RPB, s_rh, s_r0, s_r1, s_r2, h, KS0, KS1, KS2, qi0, qi1, qi2, qvalid, kj0, kj1, kj2, kvalid, False
-            )
+            s += _bias(RPB, s_r, h, KS, qi0, qi1, qi2, qvalid, kj0, kj1, kj2, kvalid, False)
         s = _mask_box(
-            s, kb0, kb1, kb2, KB0, KB1, KB2, smax0, smax1, smax2, emin0, emin1, emin2, kj0, kj1, kj2,
+            s, kb0, kb1, kb2, KB, smax0, smax1, smax2, emin0, emin1, emin2, kj0, kj1, kj2,
             qs0, qe0, qs1, qe1, qs2, qe2, RANK,
         )  # fmt: skip
         if SCALE_FIRST:
@@ -236,47 +192,13 @@ def na_bwd_dkdv_kernel(
     DV,
     DQ,
     RPB,
-    sqb,
-    sq0,
-    sq1,
-    sq2,
-    sqh,
-    skb,
-    sk0,
-    sk1,
-    sk2,
-    skh,
-    svb,
-    sv0,
-    sv1,
-    sv2,
-    svh,
-    sdb,
-    sd0,
-    sd1,
-    sd2,
-    sdh,
-    slb,
-    sl0,
-    sl1,
-    sl2,
-    slh,
-    s_rh,
-    s_r0,
-    s_r1,
-    s_r2,
-    L0,
-    L1,
-    L2,
-    KS0,
-    KS1,
-    KS2,
-    DL0,
-    DL1,
-    DL2,
-    ST0,
-    ST1,
-    ST2,
+    sq,
+    sk,
+    sv,
+    sd,
+    sl,
+    s_r,
+    GEO,
     NK1,
     NK2,
     G,
@@ -285,15 +207,9 @@ def na_bwd_dkdv_kernel(
     scale,
     LOGN,
     RANK: tl.constexpr,
-    C0: tl.constexpr,
-    C1: tl.constexpr,
-    C2: tl.constexpr,
-    T0: tl.constexpr,
-    T1: tl.constexpr,
-    T2: tl.constexpr,
-    KB0: tl.constexpr,
-    KB1: tl.constexpr,
-    KB2: tl.constexpr,
+    C: tl.constexpr,
+    T: tl.constexpr,
+    KB: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     HEAD_DIM_V: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -315,21 +231,20 @@ def na_bwd_dkdv_kernel(
     the pointer path's per-element offset tiles of q and do take 64 registers at 32x128, which made
     this kernel spill. ``RES_TMA``: ``K``/``V`` are host-built descriptors for the resident key tile.
     """
-    BLOCK_Q: tl.constexpr = T0 * T1 * T2
-    BLOCK_K: tl.constexpr = KB0 * KB1 * KB2
+    L, KS, DL, ST = GEO
+    BLOCK_Q: tl.constexpr = T[0] * T[1] * T[2]
+    BLOCK_K: tl.constexpr = KB[0] * KB[1] * KB[2]
     pid = tl.program_id(0)
     hk = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
-    g0, g1, g2, n0, n1, n2, kb0, kb1, kb2, kj0, kj1, kj2, kvalid = _program_box(
-        pid, G, L0, L1, L2, DL0, DL1, DL2, NK1, NK2, KB0, KB1, KB2, RANK
-    )
+    g0, g1, g2, n0, n1, n2, kb0, kb1, kb2, kj0, kj1, kj2, kvalid = _program_box(pid, G, L, DL, NK1, NK2, KB, RANK)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    y0 = g0 + kj0 * DL0
-    y1 = g1 + kj1 * DL1
-    y2 = g2 + kj2 * DL2
-    k_row = b * skb + hk.to(tl.int64) * skh + _off(y0, y1, y2, 1, 1, 1, sk0, sk1, sk2, True)
-    v_row = b * svb + hk.to(tl.int64) * svh + _off(y0, y1, y2, 1, 1, 1, sv0, sv1, sv2, True)
+    y0 = g0 + kj0 * DL[0]
+    y1 = g1 + kj1 * DL[1]
+    y2 = g2 + kj2 * DL[2]
+    k_row = b * sk[0] + hk.to(tl.int64) * sk[4] + _off(y0, y1, y2, (1, 1, 1), sk, True)
+    v_row = b * sv[0] + hk.to(tl.int64) * sv[4] + _off(y0, y1, y2, (1, 1, 1), sv, True)
     kmask = _cols(kvalid, offs_d, HEAD_DIM, BLOCK_D)
     vmask = _cols(kvalid, offs_dv, HEAD_DIM_V, BLOCK_DV)
     if RES_TMA:
@@ -340,14 +255,14 @@ def na_bwd_dkdv_kernel(
         v = tl.load(V + v_row[:, None] + offs_dv[None, :], mask=vmask, other=0.0)
 
     # inverse neighborhood: query tiles (starting at the first query that sees the key tile)
-    pl2, nq2 = _inverse(kb2, KB2, n2, KS2, ST2, C2, T2, LOGN)
+    pl2, nq2 = _inverse(kb2, KB[2], n2, KS[2], ST[2], C[2], T[2], LOGN)
     if RANK >= 2:
-        pl1, nq1 = _inverse(kb1, KB1, n1, KS1, ST1, C1, T1, LOGN)
+        pl1, nq1 = _inverse(kb1, KB[1], n1, KS[1], ST[1], C[1], T[1], LOGN)
     else:
         pl1 = 0
         nq1 = 1
     if RANK >= 3:
-        pl0, nq0 = _inverse(kb0, KB0, n0, KS0, ST0, C0, T0, LOGN)
+        pl0, nq0 = _inverse(kb0, KB[0], n0, KS[0], ST[0], C[0], T[0], LOGN)
     else:
         pl0 = 0
         nq0 = 1
@@ -355,29 +270,29 @@ def na_bwd_dkdv_kernel(
     ntiles = nq0 * nq1 * nq2
     total = ntiles * QPK * tile_ok.to(tl.int32)
 
-    r0, r1, r2 = _box_rows(BLOCK_Q, T1, T2)
+    r0, r1, r2 = _box_rows(BLOCK_Q, T[1], T[2])
     if not TMA_HOST:
-        q_grp = b * sqb + _off(g0, g1, g2, 1, 1, 1, sq0, sq1, sq2, True)
-        d_base = DO + b * sdb + _off(g0, g1, g2, 1, 1, 1, sd0, sd1, sd2, True)
-        q_rel = _off(r0, r1, r2, DL0, DL1, DL2, sq0, sq1, sq2, REL64)[:, None] + offs_d[None, :]
-        d_rel = _off(r0, r1, r2, DL0, DL1, DL2, sd0, sd1, sd2, REL64)[:, None] + offs_dv[None, :]
-    l_base = b * slb + _off(g0, g1, g2, 1, 1, 1, sl0, sl1, sl2, True)
-    l_rel = _off(r0, r1, r2, DL0, DL1, DL2, sl0, sl1, sl2, REL64)
+        q_grp = b * sq[0] + _off(g0, g1, g2, (1, 1, 1), sq, True)
+        d_base = DO + b * sd[0] + _off(g0, g1, g2, (1, 1, 1), sd, True)
+        q_rel = _off(r0, r1, r2, DL, sq, REL64)[:, None] + offs_d[None, :]
+        d_rel = _off(r0, r1, r2, DL, sd, REL64)[:, None] + offs_dv[None, :]
+    l_base = b * sl[0] + _off(g0, g1, g2, (1, 1, 1), sl, True)
+    l_rel = _off(r0, r1, r2, DL, sl, REL64)
     dk = tl.zeros([BLOCK_K, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_K, BLOCK_DV], tl.float32)
     for t in range(0, total):
         h = hk * QPK + t // ntiles
         hh = h.to(tl.int64)
-        qb0, qb1, qb2, qi0, qi1, qi2 = _tile_at(t % ntiles, pl0, pl1, pl2, nq1, nq2, r0, r1, r2, T0, T1, T2, RANK)
+        qb0, qb1, qb2, qi0, qi1, qi2 = _tile_at(t % ntiles, pl0, pl1, pl2, nq1, nq2, r0, r1, r2, T, RANK)
         qvalid = _rows_ok(qi0, qi1, qi2, n0, n1, n2, RANK)
-        l_off = l_base + hh * slh + _off(qb0, qb1, qb2, DL0, DL1, DL2, sl0, sl1, sl2, True)
+        l_off = l_base + hh * sl[4] + _off(qb0, qb1, qb2, DL, sl, True)
         if TMA_HOST:
             q = tl.reshape(Q.load([tl.program_id(2), qb0, qb1, qb2, h * HEAD_DIM]), [BLOCK_Q, BLOCK_D])
             do = tl.reshape(DO.load([tl.program_id(2), qb0, qb1, qb2, h * HEAD_DIM_V]), [BLOCK_Q, BLOCK_DV])
         else:
             qmask = _cols(qvalid, offs_d, HEAD_DIM, BLOCK_D)
-            q_off = hh * sqh + _off(qb0, qb1, qb2, DL0, DL1, DL2, sq0, sq1, sq2, True)
-            d_off = hh * sdh + _off(qb0, qb1, qb2, DL0, DL1, DL2, sd0, sd1, sd2, True)
+            q_off = hh * sq[4] + _off(qb0, qb1, qb2, DL, sq, True)
+            d_off = hh * sd[4] + _off(qb0, qb1, qb2, DL, sd, True)
             q = tl.load(Q + q_grp + q_off + q_rel, mask=qmask, other=0.0)
             do = tl.load(d_base + d_off + d_rel, mask=_cols(qvalid, offs_dv, HEAD_DIM_V, BLOCK_DV), other=0.0)
         lse2 = tl.load(LSE + l_off + l_rel, mask=qvalid, other=float("inf")) * 1.4426950408889634
@@ -386,16 +301,14 @@ def na_bwd_dkdv_kernel(
         if SCALE_FIRST:
             st = st * qk_scale
         if HAS_RPB:
-            st += _bias(
-                RPB, s_rh, s_r0, s_r1, s_r2, h, KS0, KS1, KS2, qi0, qi1, qi2, qvalid, kj0, kj1, kj2, kvalid, True
-            )
+            st += _bias(RPB, s_r, h, KS, qi0, qi1, qi2, qvalid, kj0, kj1, kj2, kvalid, True)
         # keys past the group need no mask of their own: a partially visited axis masks them (windows end
         # within the group) and a fully visited one has none
-        st = _mask_inverse(st, kb2, KB2, qb2, T2, qi2, kj2, n2, KS2, ST2, C2)
+        st = _mask_inverse(st, kb2, KB[2], qb2, T[2], qi2, kj2, n2, KS[2], ST[2], C[2])
         if RANK >= 2:
-            st = _mask_inverse(st, kb1, KB1, qb1, T1, qi1, kj1, n1, KS1, ST1, C1)
+            st = _mask_inverse(st, kb1, KB[1], qb1, T[1], qi1, kj1, n1, KS[1], ST[1], C[1])
         if RANK >= 3:
-            st = _mask_inverse(st, kb0, KB0, qb0, T0, qi0, kj0, n0, KS0, ST0, C0)
+            st = _mask_inverse(st, kb0, KB[0], qb0, T[0], qi0, kj0, n0, KS[0], ST[0], C[0])
         if SCALE_FIRST:
             pt = tl.exp2(st - lse2[None, :])
         else:  # the scale rides in one fused multiply-add (masked -inf stays -inf: the scale is > 0)
@@ -422,47 +335,13 @@ def na_bwd_drpb_kernel(
     DELTA,
     RPB,
     DRPB,
-    sqb,
-    sq0,
-    sq1,
-    sq2,
-    sqh,
-    skb,
-    sk0,
-    sk1,
-    sk2,
-    skh,
-    svb,
-    sv0,
-    sv1,
-    sv2,
-    svh,
-    sdb,
-    sd0,
-    sd1,
-    sd2,
-    sdh,
-    slb,
-    sl0,
-    sl1,
-    sl2,
-    slh,
-    s_rh,
-    s_r0,
-    s_r1,
-    s_r2,
-    L0,
-    L1,
-    L2,
-    KS0,
-    KS1,
-    KS2,
-    DL0,
-    DL1,
-    DL2,
-    ST0,
-    ST1,
-    ST2,
+    sq,
+    sk,
+    sv,
+    sd,
+    sl,
+    s_r,
+    GEO,
     NB,
     QPK,
     HEAD_DIM,
@@ -474,16 +353,17 @@ def na_bwd_drpb_kernel(
 ):
     """drpb[h, r]: one program per (head, relative position), summing dS over batch and queries in a
     fixed order (deterministic, no atomics)."""
+    L, KS, DL, ST = GEO
     ridx = tl.program_id(0)
     h = tl.program_id(1)
     hk = h // QPK
-    i0, i1, i2, rel0, rel1, rel2 = _rel_position(ridx, KS0, KS1, KS2)
-    bias = tl.load(RPB + h * s_rh + i0 * s_r0 + i1 * s_r1 + i2 * s_r2).to(tl.float32)
+    i0, i1, i2, rel0, rel1, rel2 = _rel_position(ridx, KS)
+    bias = tl.load(RPB + h * s_r[0] + i0 * s_r[1] + i1 * s_r[2] + i2 * s_r[3]).to(tl.float32)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     dmask = offs_d < HEAD_DIM
     dvmask = offs_dv < HEAD_DIM_V
-    N = L0 * L1 * L2
+    N = L[0] * L[1] * L[2]
     acc = tl.zeros([BLOCK_T], tl.float32)
     hh = h.to(tl.int64)
     hkk = hk.to(tl.int64)
@@ -492,19 +372,19 @@ def na_bwd_drpb_kernel(
         for start in range(0, N, BLOCK_T):
             i = start + tl.arange(0, BLOCK_T)
             x0, x1, x2, gg0, gg1, gg2, j0, j1, j2, _s0, _s1, _s2, valid = _rel_pairs(
-                i, N, L0, L1, L2, DL0, DL1, DL2, KS0, KS1, KS2, ST0, ST1, ST2, rel0, rel1, rel2
+                i, N, L, DL, KS, ST, rel0, rel1, rel2
             )
-            y0 = (gg0 + j0 * DL0).to(tl.int64)
-            y1 = (gg1 + j1 * DL1).to(tl.int64)
-            y2 = (gg2 + j2 * DL2).to(tl.int64)
+            y0 = (gg0 + j0 * DL[0]).to(tl.int64)
+            y1 = (gg1 + j1 * DL[1]).to(tl.int64)
+            y2 = (gg2 + j2 * DL[2]).to(tl.int64)
             xq0 = x0.to(tl.int64)
             xq1 = x1.to(tl.int64)
             xq2 = x2.to(tl.int64)
-            q_row = b * sqb + xq0 * sq0 + xq1 * sq1 + xq2 * sq2 + hh * sqh
-            d_row = b * sdb + xq0 * sd0 + xq1 * sd1 + xq2 * sd2 + hh * sdh
-            l_row = b * slb + xq0 * sl0 + xq1 * sl1 + xq2 * sl2 + hh * slh
-            k_row = b * skb + y0 * sk0 + y1 * sk1 + y2 * sk2 + hkk * skh
-            v_row = b * svb + y0 * sv0 + y1 * sv1 + y2 * sv2 + hkk * svh
+            q_row = b * sq[0] + xq0 * sq[1] + xq1 * sq[2] + xq2 * sq[3] + hh * sq[4]
+            d_row = b * sd[0] + xq0 * sd[1] + xq1 * sd[2] + xq2 * sd[3] + hh * sd[4]
+            l_row = b * sl[0] + xq0 * sl[1] + xq1 * sl[2] + xq2 * sl[3] + hh * sl[4]
+            k_row = b * sk[0] + y0 * sk[1] + y1 * sk[2] + y2 * sk[3] + hkk * sk[4]
+            v_row = b * sv[0] + y0 * sv[1] + y1 * sv[2] + y2 * sv[3] + hkk * sv[4]
             m = valid[:, None] & dmask[None, :]
             mv = valid[:, None] & dvmask[None, :]
             q = tl.load(Q + q_row[:, None] + offs_d[None, :], mask=m, other=0.0).to(tl.float32)
@@ -517,4 +397,4 @@ def na_bwd_drpb_kernel(
             p = tl.exp(s - lse)
             dp = tl.sum(do * v, 1)
             acc += tl.where(valid, p * (dp - delta), 0.0)
-    tl.store(DRPB + h * ((2 * KS1 - 1) * (2 * KS2 - 1) * (2 * KS0 - 1)) + ridx, tl.sum(acc, 0))
+    tl.store(DRPB + h * ((2 * KS[1] - 1) * (2 * KS[2] - 1) * (2 * KS[0] - 1)) + ridx, tl.sum(acc, 0))

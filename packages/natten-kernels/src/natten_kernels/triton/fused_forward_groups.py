@@ -14,6 +14,13 @@ from natten_kernels.triton.fused_geometry import _bias, _box_rows, _cols, _dot, 
 
 
 @triton.jit
+def _group_base(b, h, g0, g1, g2, s):
+    """Offset of head ``h``'s first token of dilation group ``(g0, g1, g2)`` in batch ``b``, for strides
+    ``s = (batch, axis 0, axis 1, axis 2, head)``."""
+    return b * s[0] + h * s[4] + g0 * s[1] + g1 * s[2] + g2 * s[3]
+
+
+@triton.jit
 def na_fwd_groups_kernel(
     Q,
     K,
@@ -21,45 +28,18 @@ def na_fwd_groups_kernel(
     O,  # noqa: E741
     LSE,
     RPB,
-    sqb,
-    sq0,
-    sq1,
-    sq2,
-    sqh,
-    skb,
-    sk0,
-    sk1,
-    sk2,
-    skh,
-    svb,
-    sv0,
-    sv1,
-    sv2,
-    svh,
-    sob,
-    so0,
-    so1,
-    so2,
-    soh,
-    slb,
-    sl0,
-    sl1,
-    sl2,
-    slh,
-    s_rh,
-    s_r0,
-    s_r1,
-    s_r2,
-    DL0,
-    DL1,
-    DL2,
+    sq,
+    sk,
+    sv,
+    so,
+    sl,
+    s_r,
+    DL,
     H,
     QPK,
     n_items,
     qk_scale,
-    KS0: tl.constexpr,
-    KS1: tl.constexpr,
-    KS2: tl.constexpr,
+    KS: tl.constexpr,
     BLOCK: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     HEAD_DIM_V: tl.constexpr,
@@ -71,35 +51,35 @@ def na_fwd_groups_kernel(
     SCALE_FIRST: tl.constexpr,
 ):
     """Program ``p`` takes items ``p, p + P, ...`` (``P`` programs); item = ``(b * G + group) * H + h``,
-    heads fastest (heads-last layout: neighbouring items share cache lines). A group's ``KS0 * KS1 *
-    KS2`` tokens are the tile's rows (padded to ``BLOCK``); their offsets are the same in every group."""
-    TOKENS: tl.constexpr = KS0 * KS1 * KS2
-    c0, c1, c2 = _box_rows(BLOCK, KS1, KS2)
+    heads fastest (heads-last layout: neighbouring items share cache lines). A group's ``KS[0] * KS[1] *
+    KS[2]`` tokens are the tile's rows (padded to ``BLOCK``); their offsets are the same in every group."""
+    TOKENS: tl.constexpr = KS[0] * KS[1] * KS[2]
+    c0, c1, c2 = _box_rows(BLOCK, KS[1], KS[2])
     valid = tl.arange(0, BLOCK) < TOKENS
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    q_rel = _off(c0, c1, c2, DL0, DL1, DL2, sq0, sq1, sq2, REL64)[:, None] + offs_d[None, :]
-    k_rel = _off(c0, c1, c2, DL0, DL1, DL2, sk0, sk1, sk2, REL64)[:, None] + offs_d[None, :]
-    v_rel = _off(c0, c1, c2, DL0, DL1, DL2, sv0, sv1, sv2, REL64)[:, None] + offs_dv[None, :]
-    o_rel = _off(c0, c1, c2, DL0, DL1, DL2, so0, so1, so2, REL64)[:, None] + offs_dv[None, :]
-    l_rel = _off(c0, c1, c2, DL0, DL1, DL2, sl0, sl1, sl2, REL64)
-    G = DL0 * DL1 * DL2
+    q_rel = _off(c0, c1, c2, DL, sq, REL64)[:, None] + offs_d[None, :]
+    k_rel = _off(c0, c1, c2, DL, sk, REL64)[:, None] + offs_d[None, :]
+    v_rel = _off(c0, c1, c2, DL, sv, REL64)[:, None] + offs_dv[None, :]
+    o_rel = _off(c0, c1, c2, DL, so, REL64)[:, None] + offs_dv[None, :]
+    l_rel = _off(c0, c1, c2, DL, sl, REL64)
+    G = DL[0] * DL[1] * DL[2]
     for item in tl.range(tl.program_id(0), n_items, tl.num_programs(0)):
         h = item % H
         rest = (item // H).to(tl.int64)
         grp = rest % G
         b = rest // G
-        g0 = grp // (DL1 * DL2)
-        g1 = (grp // DL2) % DL1
-        g2 = grp % DL2
+        g0 = grp // (DL[1] * DL[2])
+        g1 = (grp // DL[2]) % DL[1]
+        g2 = grp % DL[2]
         hk = h // QPK
         q = tl.load(
-            Q + (b * sqb + h * sqh + g0 * sq0 + g1 * sq1 + g2 * sq2) + q_rel,
+            Q + _group_base(b, h, g0, g1, g2, sq) + q_rel,
             mask=_cols(valid, offs_d, HEAD_DIM, BLOCK_D),
             other=0.0,
         )
         k = tl.load(
-            K + (b * skb + hk * skh + g0 * sk0 + g1 * sk1 + g2 * sk2) + k_rel,
+            K + _group_base(b, hk, g0, g1, g2, sk) + k_rel,
             mask=_cols(valid, offs_d, HEAD_DIM, BLOCK_D),
             other=0.0,
         )
@@ -110,22 +90,22 @@ def na_fwd_groups_kernel(
         else:  # the scale rides in the row max and in one fused multiply-add before exp2
             s_scale = qk_scale
         if HAS_RPB:
-            s += _bias(RPB, s_rh, s_r0, s_r1, s_r2, h, KS0, KS1, KS2, c0, c1, c2, valid, c0, c1, c2, valid, False)
+            s += _bias(RPB, s_r, h, KS, c0, c1, c2, valid, c0, c1, c2, valid, False)
         if TOKENS < BLOCK:
             s = tl.where(valid[None, :], s, float("-inf"))
         m = tl.max(s, 1) * s_scale
         p = tl.exp2(s * s_scale - m[:, None])
         l_sum = tl.sum(p, 1)
         v = tl.load(
-            V + (b * svb + hk * svh + g0 * sv0 + g1 * sv1 + g2 * sv2) + v_rel,
+            V + _group_base(b, hk, g0, g1, g2, sv) + v_rel,
             mask=_cols(valid, offs_dv, HEAD_DIM_V, BLOCK_DV),
             other=0.0,
         )
         out = _dot(p.to(v.dtype), v, PREC) * (1.0 / l_sum)[:, None]
         tl.store(
-            O + (b * sob + h * soh + g0 * so0 + g1 * so1 + g2 * so2) + o_rel,
+            O + _group_base(b, h, g0, g1, g2, so) + o_rel,
             out.to(O.dtype.element_ty),
             mask=_cols(valid, offs_dv, HEAD_DIM_V, BLOCK_DV),
         )
         lse = (m + tl.log2(l_sum)) * 0.6931471805599453
-        tl.store(LSE + (b * slb + h * slh + g0 * sl0 + g1 * sl1 + g2 * sl2) + l_rel, lse, mask=valid)
+        tl.store(LSE + _group_base(b, h, g0, g1, g2, sl) + l_rel, lse, mask=valid)

@@ -44,23 +44,24 @@ def _window(p, n, K, S, CAUSAL: tl.constexpr):
 
 
 @triton.jit
-def _windows(i0, i1, i2, n0, n1, n2, KS0, KS1, KS2, ST0, ST1, ST2, C0: tl.constexpr, C1: tl.constexpr,
-             C2: tl.constexpr):  # fmt: skip
-    """``_window`` on each axis: ``start0, end0, start1, end1, start2, end2``."""
-    s0, e0 = _window(i0, n0, KS0, ST0, C0)
-    s1, e1 = _window(i1, n1, KS1, ST1, C1)
-    s2, e2 = _window(i2, n2, KS2, ST2, C2)
+def _windows(i0, i1, i2, n0, n1, n2, KS, ST, C: tl.constexpr):
+    """``_window`` on each axis (``KS``, ``ST``, ``C``: per-axis kernel sizes, strides, causal flags):
+    ``start0, end0, start1, end1, start2, end2``."""
+    s0, e0 = _window(i0, n0, KS[0], ST[0], C[0])
+    s1, e1 = _window(i1, n1, KS[1], ST[1], C[1])
+    s2, e2 = _window(i2, n2, KS[2], ST[2], C[2])
     return s0, e0, s1, e1, s2, e2
 
 
 @triton.jit
-def _group(grp, L0, L1, L2, D0, D1, D2):
-    g0 = grp // (D1 * D2)
-    g1 = (grp // D2) % D1
-    g2 = grp % D2
-    n0 = (L0 - g0 + D0 - 1) // D0
-    n1 = (L1 - g1 + D1 - 1) // D1
-    n2 = (L2 - g2 + D2 - 1) // D2
+def _group(grp, L, DL):
+    """Dilation group number -> its coordinates and its length per axis (extents ``L``, dilations ``DL``)."""
+    g0 = grp // (DL[1] * DL[2])
+    g1 = (grp // DL[2]) % DL[1]
+    g2 = grp % DL[2]
+    n0 = (L[0] - g0 + DL[0] - 1) // DL[0]
+    n1 = (L[1] - g1 + DL[1] - 1) // DL[1]
+    n2 = (L[2] - g2 + DL[2] - 1) // DL[2]
     return g0, g1, g2, n0, n1, n2
 
 
@@ -99,14 +100,12 @@ def _span(qb, T: tl.constexpr, n, KS, ST, C: tl.constexpr, KB: tl.constexpr):
 
 
 @triton.jit
-def _key_box(qb0, qb1, qb2, n0, n1, n2, KS0, KS1, KS2, ST0, ST1, ST2, C0: tl.constexpr, C1: tl.constexpr,
-             C2: tl.constexpr, T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr, KB0: tl.constexpr,
-             KB1: tl.constexpr, KB2: tl.constexpr):  # fmt: skip
-    """``_span`` on each axis (inner first) and the number of key tiles the query tile visits (none for a
-    tile past its group)."""
-    kl2, nk2, hi2, smax2, emin2 = _span(qb2, T2, n2, KS2, ST2, C2, KB2)
-    kl1, nk1, hi1, smax1, emin1 = _span(qb1, T1, n1, KS1, ST1, C1, KB1)
-    kl0, nk0, hi0, smax0, emin0 = _span(qb0, T0, n0, KS0, ST0, C0, KB0)
+def _key_box(qb0, qb1, qb2, n0, n1, n2, KS, ST, C: tl.constexpr, T: tl.constexpr, KB: tl.constexpr):
+    """``_span`` on each axis (inner first; query box ``T``, key box ``KB``) and the number of key tiles
+    the query tile visits (none for a tile past its group)."""
+    kl2, nk2, hi2, smax2, emin2 = _span(qb2, T[2], n2, KS[2], ST[2], C[2], KB[2])
+    kl1, nk1, hi1, smax1, emin1 = _span(qb1, T[1], n1, KS[1], ST[1], C[1], KB[1])
+    kl0, nk0, hi0, smax0, emin0 = _span(qb0, T[0], n0, KS[0], ST[0], C[0], KB[0])
     tile_ok = (qb0 < n0) & (qb1 < n1) & (qb2 < n2)
     total = nk0 * nk1 * nk2 * tile_ok.to(tl.int32)
     return kl0, kl1, kl2, nk1, nk2, hi0, hi1, hi2, smax0, smax1, smax2, emin0, emin1, emin2, total
@@ -129,14 +128,14 @@ def _mask_axis(s, kb, KB: tl.constexpr, smax, emin, kj, qs, qe):
 
 
 @triton.jit
-def _mask_box(s, kb0, kb1, kb2, KB0: tl.constexpr, KB1: tl.constexpr, KB2: tl.constexpr, smax0, smax1, smax2,
-              emin0, emin1, emin2, kj0, kj1, kj2, qs0, qe0, qs1, qe1, qs2, qe2, RANK: tl.constexpr):  # fmt: skip
+def _mask_box(s, kb0, kb1, kb2, KB: tl.constexpr, smax0, smax1, smax2, emin0, emin1, emin2, kj0, kj1, kj2,
+              qs0, qe0, qs1, qe1, qs2, qe2, RANK: tl.constexpr):  # fmt: skip
     """``_mask_axis`` on each active axis of a ``[queries, keys]`` tile (inner axis first)."""
-    s = _mask_axis(s, kb2, KB2, smax2, emin2, kj2[None, :], qs2[:, None], qe2[:, None])
+    s = _mask_axis(s, kb2, KB[2], smax2, emin2, kj2[None, :], qs2[:, None], qe2[:, None])
     if RANK >= 2:
-        s = _mask_axis(s, kb1, KB1, smax1, emin1, kj1[None, :], qs1[:, None], qe1[:, None])
+        s = _mask_axis(s, kb1, KB[1], smax1, emin1, kj1[None, :], qs1[:, None], qe1[:, None])
     if RANK >= 3:
-        s = _mask_axis(s, kb0, KB0, smax0, emin0, kj0[None, :], qs0[:, None], qe0[:, None])
+        s = _mask_axis(s, kb0, KB[0], smax0, emin0, kj0[None, :], qs0[:, None], qe0[:, None])
     return s
 
 
@@ -164,17 +163,18 @@ def _rows_ok(i0, i1, i2, n0, n1, n2, RANK: tl.constexpr):
 
 
 @triton.jit
-def _off(c0, c1, c2, DL0, DL1, DL2, s0, s1, s2, WIDE: tl.constexpr):
-    """Memory offset of group-local coordinates (dilation-strided); int64 when ``WIDE``."""
+def _off(c0, c1, c2, DL, s, WIDE: tl.constexpr):
+    """Memory offset of group-local coordinates (dilation-strided; ``DL = (1, 1, 1)`` for tokens) in a
+    tensor of strides ``s = (batch, axis 0, axis 1, axis 2, head)``; int64 when ``WIDE``."""
     if WIDE:  # tl.cast also takes plain ints (a coordinate of an inactive axis is the constant 0)
-        c0 = tl.cast(c0 * DL0, tl.int64)
-        c1 = tl.cast(c1 * DL1, tl.int64)
-        c2 = tl.cast(c2 * DL2, tl.int64)
+        c0 = tl.cast(c0 * DL[0], tl.int64)
+        c1 = tl.cast(c1 * DL[1], tl.int64)
+        c2 = tl.cast(c2 * DL[2], tl.int64)
     else:
-        c0 = c0 * DL0
-        c1 = c1 * DL1
-        c2 = c2 * DL2
-    return c0 * s0 + c1 * s1 + c2 * s2
+        c0 = c0 * DL[0]
+        c1 = c1 * DL[1]
+        c2 = c2 * DL[2]
+    return c0 * s[1] + c1 * s[2] + c2 * s[3]
 
 
 @triton.jit
@@ -192,8 +192,7 @@ def _dot(a, b, PREC: tl.constexpr):
 
 
 @triton.jit
-def _bias(rpb_ptr, s_rh, s_r0, s_r1, s_r2, h, K0, K1, K2, qi0, qi1, qi2, q_ok, kj0, kj1, kj2, k_ok,
-          KEYS_FIRST: tl.constexpr):  # fmt: skip
+def _bias(rpb_ptr, s_r, h, KS, qi0, qi1, qi2, q_ok, kj0, kj1, kj2, k_ok, KEYS_FIRST: tl.constexpr):
     """rpb[h, (k-1) + (key - query)] per axis (log2 units), gathered for a ``[queries, keys]`` tile
     (``KEYS_FIRST``: ``[keys, queries]``) from the coordinates and validity of its queries and keys."""
     if KEYS_FIRST:
@@ -202,36 +201,24 @@ def _bias(rpb_ptr, s_rh, s_r0, s_r1, s_r2, h, K0, K1, K2, qi0, qi1, qi2, q_ok, k
     else:
         q0, q1, q2, k0, k1, k2 = qi0[:, None], qi1[:, None], qi2[:, None], kj0[None, :], kj1[None, :], kj2[None, :]
         valid = q_ok[:, None] & k_ok[None, :]
+    K0, K1, K2 = KS[0], KS[1], KS[2]
     i0 = K0 - 1 + k0 - q0
     i1 = K1 - 1 + k1 - q1
     i2 = K2 - 1 + k2 - q2
     ok = valid & (i0 >= 0) & (i0 < 2 * K0 - 1) & (i1 >= 0) & (i1 < 2 * K1 - 1) & (i2 >= 0) & (i2 < 2 * K2 - 1)
-    ptr = rpb_ptr + h * s_rh + i0 * s_r0 + i1 * s_r1 + i2 * s_r2
+    ptr = rpb_ptr + h * s_r[0] + i0 * s_r[1] + i1 * s_r[2] + i2 * s_r[3]
     return tl.load(ptr, mask=ok, other=0.0).to(tl.float32) * 1.4426950408889634
 
 
 @triton.jit
-def _kv_descriptor(
-    base,
-    n0,
-    n1,
-    n2,
-    DL0,
-    DL1,
-    DL2,
-    s0,
-    s1,
-    s2,
-    KB0: tl.constexpr,
-    KB1: tl.constexpr,
-    KB2: tl.constexpr,
-    DIM: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
+def _kv_descriptor(base, n0, n1, n2, DL, s, KB: tl.constexpr, DIM: tl.constexpr, BLOCK: tl.constexpr):
     """TMA descriptor over one dilation group of K or V: shape [n0, n1, n2, DIM], dilation in the
     strides; rows past the group and columns past DIM are zero-filled by the copy engine."""
     return tl.make_tensor_descriptor(
-        base, shape=[n0, n1, n2, DIM], strides=[DL0 * s0, DL1 * s1, DL2 * s2, 1], block_shape=[KB0, KB1, KB2, BLOCK]
+        base,
+        shape=[n0, n1, n2, DIM],
+        strides=[DL[0] * s[1], DL[1] * s[2], DL[2] * s[3], 1],
+        block_shape=[KB[0], KB[1], KB[2], BLOCK],
     )
 
 

@@ -128,7 +128,7 @@ def _launch_backward(
     tq2, tk2, dkdv_boxes = boxes(geo, streamed, resident, search=False)
     G = dl[0] * dl[1] * dl[2]
     r3, rs = rpb3(rpb, hq, rank)
-    sizes = (*L, *ks, *dl, *st)
+    sizes = (tuple(L), tuple(ks), tuple(dl), tuple(st))  # the kernels' GEO
     rp = r3 if r3 is not None else l3
     # KV-parallel: dq accumulates in float32 by atomics (in place when dq already is float32)
     dq_acc = (
@@ -142,7 +142,7 @@ def _launch_backward(
     cx["REL64"] = rel64((q3, k3, v3, do3), (tq, tk, tq2, tk2), dl, dim_block(max(d, dvd)))
     cx["HAS_RPB"] = r3 is not None
     cx["SCALE_FIRST"] = r3 is not None or scale <= 0  # else folded into the exp2's argument (needs > 0)
-    strides = (*strides5(q3), *strides5(k3), *strides5(v3), *strides5(do3), *strides5(l3), *rs)
+    strides = (*(strides5(x) for x in (q3, k3, v3, do3, l3)), rs)
     if kv_parallel:
         dq_acc.zero_()
     else:
@@ -163,7 +163,7 @@ def _launch_backward(
             dq3,
             rp,
             *strides,
-            *sizes,
+            sizes,
             nt[1],
             nt[2],
             G,
@@ -177,7 +177,7 @@ def _launch_backward(
         k3 = k3.contiguous()
     if v3.stride() != dv3.stride():
         v3 = v3.contiguous()
-    strides = (*strides5(q3), *strides5(k3), *strides5(v3), *strides5(do3), *strides5(l3), *rs)
+    strides = (*(strides5(x) for x in (q3, k3, v3, do3, l3)), rs)
     nk = [-(-nmax[a] // tk2[a]) for a in range(3)]
     logn = max(n.bit_length() for n in nmax) + 1
     want = not kv_parallel and tma.streamed_tiles_ok(resident, streamed, d, dvd)
@@ -196,7 +196,7 @@ def _launch_backward(
         dq3,
         rp,
         *strides,
-        *sizes,
+        sizes,
         nk[1],
         nk[2],
         G,
@@ -224,7 +224,7 @@ def _launch_backward(
             r3,
             drpb,
             *strides,
-            *sizes,
+            sizes,
             q.shape[0],
             hq // hkv,
             d,

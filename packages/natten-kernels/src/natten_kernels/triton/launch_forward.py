@@ -147,16 +147,9 @@ def _forward_plan(
     r3, rs = rpb3(rpb, hq, rank)
     grid = (nt[0] * nt[1] * nt[2] * G, hq, q.shape[0])
     scalars = (
-        *strides5(q3),
-        *strides5(k3),
-        *strides5(v3),
-        *strides5(o3),
-        *strides5(l3),
-        *rs,
-        *L,
-        *ks,
-        *dl,
-        *st,
+        *(strides5(x) for x in (q3, k3, v3, o3, l3)),
+        rs,
+        (tuple(L), tuple(ks), tuple(dl), tuple(st)),
         nt[1],
         nt[2],
         G,
@@ -194,13 +187,9 @@ def _groups_plan(q, q3, k3, v3, o3, l3, rpb, rank, hq, hkv, d, dv, geo, scale, c
     n_items = q.shape[0] * dl[0] * dl[1] * dl[2] * hq
     wide = rel64((q3, k3, v3, o3), ((ks[0], ks[1], ks[2]),), dl, dim_block(max(d, dv)))
     scalars = (
-        *strides5(q3),
-        *strides5(k3),
-        *strides5(v3),
-        *strides5(o3),
-        *strides5(l3),
-        *rs,
-        *dl,
+        *(strides5(x) for x in (q3, k3, v3, o3, l3)),
+        rs,
+        tuple(dl),
         hq,
         hq // hkv,
         n_items,
@@ -208,9 +197,7 @@ def _groups_plan(q, q3, k3, v3, o3, l3, rpb, rank, hq, hkv, d, dv, geo, scale, c
     )
     keep = ("HEAD_DIM", "HEAD_DIM_V", "BLOCK_D", "BLOCK_DV", "PREC", "num_warps", "num_stages", "maxnreg")
     constexprs = dict(
-        KS0=ks[0],
-        KS1=ks[1],
-        KS2=ks[2],
+        KS=tuple(ks),
         BLOCK=block,
         HAS_RPB=r3 is not None,
         REL64=wide,

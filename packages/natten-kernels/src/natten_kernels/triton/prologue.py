@@ -18,14 +18,13 @@ def _tile_origin(tile, N1, N2, B0, B1, B2):
 
 
 @triton.jit
-def _program_box(pid, G, L0, L1, L2, DL0, DL1, DL2, N1, N2,
-                 B0: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr, RANK: tl.constexpr):  # fmt: skip
+def _program_box(pid, G, L, DL, N1, N2, B: tl.constexpr, RANK: tl.constexpr):
     """Program ``pid = box * G + group`` -> its dilation group (coordinates, group lengths), the box's
-    origin, its ``B0 * B1 * B2`` tokens as flattened rows (group-local coordinates) and which exist
+    origin, its ``B[0] * B[1] * B[2]`` tokens as flattened rows (group-local coordinates) and which exist
     (``RANK = 0``: every axis, tested outer axis first; else ``_rows_ok``)."""
-    g0, g1, g2, n0, n1, n2 = _group(pid % G, L0, L1, L2, DL0, DL1, DL2)
-    o0, o1, o2 = _tile_origin(pid // G, N1, N2, B0, B1, B2)
-    r0, r1, r2 = _box_rows(B0 * B1 * B2, B1, B2)
+    g0, g1, g2, n0, n1, n2 = _group(pid % G, L, DL)
+    o0, o1, o2 = _tile_origin(pid // G, N1, N2, B[0], B[1], B[2])
+    r0, r1, r2 = _box_rows(B[0] * B[1] * B[2], B[1], B[2])
     i0 = o0 + r0
     i1 = o1 + r1
     i2 = o2 + r2
@@ -37,14 +36,13 @@ def _program_box(pid, G, L0, L1, L2, DL0, DL1, DL2, N1, N2,
 
 
 @triton.jit
-def _tile_at(t, lo0, lo1, lo2, n1, n2, r0, r1, r2, B0: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr,
-             RANK: tl.constexpr):  # fmt: skip
-    """Step ``t`` of a loop over boxes of ``B0 x B1 x B2`` from ``lo`` (``n1 x n2`` on the inner axes)
-    -> the box's origin and its rows ``r`` (from ``_box_rows``) as coordinates."""
+def _tile_at(t, lo0, lo1, lo2, n1, n2, r0, r1, r2, B: tl.constexpr, RANK: tl.constexpr):
+    """Step ``t`` of a loop over boxes of ``B`` from ``lo`` (``n1 x n2`` on the inner axes) -> the box's
+    origin and its rows ``r`` (from ``_box_rows``) as coordinates."""
     i0, i1, i2 = _split(t, n1, n2, RANK)
-    b0 = lo0 + i0 * B0
-    b1 = lo1 + i1 * B1
-    b2 = lo2 + i2 * B2
+    b0 = lo0 + i0 * B[0]
+    b1 = lo1 + i1 * B[1]
+    b2 = lo2 + i2 * B[2]
     return b0, b1, b2, b0 + r0, b1 + r1, b2 + r2
 
 

@@ -31,29 +31,29 @@ from natten_kernels.triton.unfused_kernels import _mm, _offsets
 
 
 @triton.jit
-def _segment(pid, bh, H, L0, L1, L2, KS2, DL0, DL1, DL2, ST2, NT1, NT2, G,
+def _segment(pid, bh, H, L, K2, DL, S2, NT1, NT2, G,
              C2: tl.constexpr, R0: tl.constexpr, R1: tl.constexpr, BJ: tl.constexpr):  # fmt: skip
     """The program's batch and head, dilation group, first outer row, and its inner segment: queries,
     their validity and windows, and the keys ``[lo, hi)`` that the segment's slots reach (windows start
     monotonically, so the first and last query bound them)."""
-    g0, g1, g2, n0, n1, n2 = _group(pid % G, L0, L1, L2, DL0, DL1, DL2)
+    g0, g1, g2, n0, n1, n2 = _group(pid % G, L, DL)
     x0, x1, jb = _tile_origin(pid // G, NT1, NT2, R0, R1, BJ)
     j = jb + tl.arange(0, BJ)
-    js, je = _window(j, n2, KS2, ST2, C2)
-    lo, _e = _window(jb, n2, KS2, ST2, C2)
-    last, _e = _window(tl.minimum(jb + BJ, n2) - 1, n2, KS2, ST2, C2)
+    js, je = _window(j, n2, K2, S2, C2)
+    lo, _e = _window(jb, n2, K2, S2, C2)
+    last, _e = _window(tl.minimum(jb + BJ, n2) - 1, n2, K2, S2, C2)
     b, h = _batch_head(bh, H)
-    return b, h, g0, g1, g2, n0, n1, n2, x0, x1, j, j < n2, js, je, lo, last + KS2
+    return b, h, g0, g1, g2, n0, n1, n2, x0, x1, j, j < n2, js, je, lo, last + K2
 
 
 @triton.jit
-def _band(kk, jvalid, js, je, KS2, C2: tl.constexpr, FULL: tl.constexpr):
+def _band(kk, jvalid, js, je, KS, C: tl.constexpr, FULL: tl.constexpr):
     """The inner slot of each (query, key) pair, whether it lies in the band, and whether it is a key of
     the window (causal ends; groups shorter than the kernel)."""
     t2 = kk[None, :] - js[:, None]
-    live = jvalid[:, None] & (t2 >= 0) & (t2 < KS2)
+    live = jvalid[:, None] & (t2 >= 0) & (t2 < KS[2])
     valid = live
-    if C2 or not FULL:
+    if C[2] or not FULL:
         valid = valid & (kk[None, :] < je[:, None])
     return t2, live, valid
 
@@ -73,46 +73,21 @@ def na_pairs_band_kernel(
     B,
     RPB,
     W,
-    sab,
-    sah,
-    sa0,
-    sa1,
-    sa2,
-    sbb,
-    sbh,
-    sb0,
-    sb1,
-    sb2,
-    swb,
-    swh,
-    sw0,
-    sw1,
-    sw2,
-    s_rh,
-    s_r0,
-    s_r1,
-    s_r2,
-    L0,
-    L1,
-    L2,
-    KS0,
-    KS1,
-    KS2,
-    DL0,
-    DL1,
-    DL2,
-    ST0,
-    ST1,
-    ST2,
+    sa,
+    sb,
+    sw,
+    s_r,
+    L,
+    KS,
+    DL,
+    ST,
     NT1,
     NT2,
     G,
     H,
     HEAD_DIM,
     FILL: tl.constexpr,
-    C0: tl.constexpr,
-    C1: tl.constexpr,
-    C2: tl.constexpr,
+    C: tl.constexpr,
     FULL: tl.constexpr,
     R0: tl.constexpr,
     R1: tl.constexpr,
@@ -127,42 +102,44 @@ def na_pairs_band_kernel(
     """Grid (outer boxes x segments x groups, B x H); ``BLOCK_D`` covers the head dim, ``SW`` the inner
     axis's slots."""
     b, h, g0, g1, g2, n0, n1, n2, x0, x1, j, jvalid, js, je, lo, hi = _segment(
-        tl.program_id(0), tl.program_id(1), H, L0, L1, L2, KS2, DL0, DL1, DL2, ST2, NT1, NT2, G, C2, R0, R1, BJ
+        tl.program_id(0), tl.program_id(1), H, L, KS[2], DL, ST[2], NT1, NT2, G, C[2], R0, R1, BJ
     )
     dd = tl.arange(0, BLOCK_D)
     dm = dd < HEAD_DIM
     t2 = tl.arange(0, SW)
     for i0 in range(x0, tl.minimum(x0 + R0, n0)):
-        s0, e0 = _window(i0, n0, KS0, ST0, C0)
+        s0, e0 = _window(i0, n0, KS[0], ST[0], C[0])
         for i1 in range(x1, tl.minimum(x1 + R1, n1)):
-            s1, e1 = _window(i1, n1, KS1, ST1, C1)
-            a_row = _offsets(b, h, sab, sah, sa0, sa1, sa2, g0, g1, g2, i0, i1, j, DL0, DL1, DL2)
-            w_row = _offsets(b, h, swb, swh, sw0, sw1, sw2, g0, g1, g2, i0, i1, j, DL0, DL1, DL2)
+            s1, e1 = _window(i1, n1, KS[1], ST[1], C[1])
+            a_row = _offsets(b, h, sa, g0, g1, g2, i0, i1, j, DL)
+            w_row = _offsets(b, h, sw, g0, g1, g2, i0, i1, j, DL)
             a = tl.load(A + a_row[:, None] + dd[None, :], mask=jvalid[:, None] & dm[None, :], other=0.0)
             for k_lo in range(lo, hi, BK):
                 kk = k_lo + tl.arange(0, BK)
                 # slot t2 of query j is column js - k_lo + t2 of the product: a register gather per row
                 col = (js - k_lo)[:, None] + t2[None, :]
-                live = jvalid[:, None] & (t2 < KS2)[None, :] & (col >= 0) & (col < BK)
+                live = jvalid[:, None] & (t2 < KS[2])[None, :] & (col >= 0) & (col < BK)
                 valid = live
-                if C2 or not FULL:
+                if C[2] or not FULL:
                     valid = valid & (js[:, None] + t2[None, :] < tl.minimum(je, n2)[:, None])
                 col = tl.minimum(tl.maximum(col, 0), BK - 1)
-                for t0 in range(0, KS0):
-                    for t1 in range(0, KS1):
+                for t0 in range(0, KS[0]):
+                    for t1 in range(0, KS[1]):
                         # none of the row's keys count where the outer slot is outside the window (causal)
                         ok = (s0 + t0 < e0) & (s1 + t1 < e1)
-                        b_row = _offsets(b, h, sbb, sbh, sb0, sb1, sb2, g0, g1, g2, s0 + t0, s1 + t1, kk, DL0, DL1, DL2)
+                        b_row = _offsets(b, h, sb, g0, g1, g2, s0 + t0, s1 + t1, kk, DL)
                         k_in = kk < tl.where(ok, tl.minimum(n2, hi), 0)
                         k = tl.load(B + b_row[:, None] + dd[None, :], mask=k_in[:, None] & dm[None, :], other=0.0)
                         s = tl.gather(_narrow(_mm(a, tl.trans(k), False, PREC, ACC), W, HAS_RPB), col, axis=1)
-                        in_row = valid & (t2 < tl.where(ok, KS2, 0))[None, :]
+                        in_row = valid & (t2 < tl.where(ok, KS[2], 0))[None, :]
                         if HAS_RPB:  # rpb[h, (k-1) + key - query] per axis
-                            r_off = h * s_rh + (KS0 - 1 + s0 + t0 - i0) * s_r0 + (KS1 - 1 + s1 + t1 - i1) * s_r1
-                            r_ptr = RPB + r_off + (KS2 - 1 + js - j)[:, None] * s_r2 + (t2 * s_r2)[None, :]
+                            r_off = (
+                                h * s_r[0] + (KS[0] - 1 + s0 + t0 - i0) * s_r[1] + (KS[1] - 1 + s1 + t1 - i1) * s_r[2]
+                            )
+                            r_ptr = RPB + r_off + (KS[2] - 1 + js - j)[:, None] * s_r[3] + (t2 * s_r[3])[None, :]
                             s += tl.load(r_ptr, mask=in_row, other=0.0).to(ACC)
                         s = tl.where(in_row, s, FILL)
-                        w_ptr = W + w_row[:, None] + ((t0 * KS1 + t1) * KS2 + t2)[None, :]
+                        w_ptr = W + w_row[:, None] + ((t0 * KS[1] + t1) * KS[2] + t2)[None, :]
                         tl.store(w_ptr, s.to(W.dtype.element_ty), mask=live)
 
 
@@ -171,41 +148,19 @@ def na_gather_band_kernel(
     W,
     B,
     O,  # noqa: E741
-    swb,
-    swh,
-    sw0,
-    sw1,
-    sw2,
-    sbb,
-    sbh,
-    sb0,
-    sb1,
-    sb2,
-    sob,
-    soh,
-    so0,
-    so1,
-    so2,
-    L0,
-    L1,
-    L2,
-    KS0,
-    KS1,
-    KS2,
-    DL0,
-    DL1,
-    DL2,
-    ST0,
-    ST1,
-    ST2,
+    sw,
+    sb,
+    so,
+    L,
+    KS,
+    DL,
+    ST,
     NT1,
     NT2,
     G,
     H,
     HEAD_DIM,
-    C0: tl.constexpr,
-    C1: tl.constexpr,
-    C2: tl.constexpr,
+    C: tl.constexpr,
     FULL: tl.constexpr,
     R0: tl.constexpr,
     R1: tl.constexpr,
@@ -217,26 +172,26 @@ def na_gather_band_kernel(
 ):
     """Grid (outer boxes x segments x groups, B x H); ``BLOCK_D`` covers the head dim."""
     b, h, g0, g1, g2, n0, n1, n2, x0, x1, j, jvalid, js, je, lo, hi = _segment(
-        tl.program_id(0), tl.program_id(1), H, L0, L1, L2, KS2, DL0, DL1, DL2, ST2, NT1, NT2, G, C2, R0, R1, BJ
+        tl.program_id(0), tl.program_id(1), H, L, KS[2], DL, ST[2], NT1, NT2, G, C[2], R0, R1, BJ
     )
     dd = tl.arange(0, BLOCK_D)
     dm = dd < HEAD_DIM
     for i0 in range(x0, tl.minimum(x0 + R0, n0)):
-        s0, e0 = _window(i0, n0, KS0, ST0, C0)
+        s0, e0 = _window(i0, n0, KS[0], ST[0], C[0])
         for i1 in range(x1, tl.minimum(x1 + R1, n1)):
-            s1, e1 = _window(i1, n1, KS1, ST1, C1)
-            w_row = _offsets(b, h, swb, swh, sw0, sw1, sw2, g0, g1, g2, i0, i1, j, DL0, DL1, DL2)
+            s1, e1 = _window(i1, n1, KS[1], ST[1], C[1])
+            w_row = _offsets(b, h, sw, g0, g1, g2, i0, i1, j, DL)
             acc = tl.zeros([BJ, BLOCK_D], ACC)
             for k_lo in range(lo, hi, BK):
                 kk = k_lo + tl.arange(0, BK)
-                t2, _live, valid = _band(kk, jvalid, js, je, KS2, C2, FULL)
-                for t0 in range(0, KS0):
-                    for t1 in range(0, KS1):
+                t2, _live, valid = _band(kk, jvalid, js, je, KS, C, FULL)
+                for t0 in range(0, KS[0]):
+                    for t1 in range(0, KS[1]):
                         k_in = kk < tl.where((s0 + t0 < e0) & (s1 + t1 < e1), tl.minimum(n2, hi), 0)
-                        w_ptr = W + w_row[:, None] + ((t0 * KS1 + t1) * KS2 + t2)
+                        w_ptr = W + w_row[:, None] + ((t0 * KS[1] + t1) * KS[2] + t2)
                         w = tl.load(w_ptr, mask=valid & k_in[None, :], other=0.0)
-                        b_row = _offsets(b, h, sbb, sbh, sb0, sb1, sb2, g0, g1, g2, s0 + t0, s1 + t1, kk, DL0, DL1, DL2)
+                        b_row = _offsets(b, h, sb, g0, g1, g2, s0 + t0, s1 + t1, kk, DL)
                         v = tl.load(B + b_row[:, None] + dd[None, :], mask=k_in[:, None] & dm[None, :], other=0.0)
                         acc += _mm(w.to(v.dtype), v, False, PREC, ACC)
-            o_row = _offsets(b, h, sob, soh, so0, so1, so2, g0, g1, g2, i0, i1, j, DL0, DL1, DL2)
+            o_row = _offsets(b, h, so, g0, g1, g2, i0, i1, j, DL)
             tl.store(O + o_row[:, None] + dd[None, :], acc.to(O.dtype.element_ty), mask=jvalid[:, None] & dm[None, :])

@@ -26,14 +26,10 @@ from natten_kernels.triton.unfused_kernels import _offsets
 
 
 @triton.jit
-def _query_box(pid, bh, H, L0, L1, L2, KS0, KS1, KS2, DL0, DL1, DL2, ST0, ST1, ST2, NT1, NT2, G,
-               C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
-               T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr):  # fmt: skip
+def _query_box(pid, bh, H, L, KS, DL, ST, NT1, NT2, G, C: tl.constexpr, T: tl.constexpr):
     """The program's batch and head, dilation group, group-local queries, their validity and windows."""
-    g0, g1, g2, n0, n1, n2, _qb0, _qb1, _qb2, qi0, qi1, qi2, qvalid = _program_box(
-        pid, G, L0, L1, L2, DL0, DL1, DL2, NT1, NT2, T0, T1, T2, 0
-    )
-    qs0, qe0, qs1, qe1, qs2, qe2 = _windows(qi0, qi1, qi2, n0, n1, n2, KS0, KS1, KS2, ST0, ST1, ST2, C0, C1, C2)
+    g0, g1, g2, n0, n1, n2, _qb0, _qb1, _qb2, qi0, qi1, qi2, qvalid = _program_box(pid, G, L, DL, NT1, NT2, T, 0)
+    qs0, qe0, qs1, qe1, qs2, qe2 = _windows(qi0, qi1, qi2, n0, n1, n2, KS, ST, C)
     b, h = _batch_head(bh, H)
     return b, h, g0, g1, g2, qi0, qi1, qi2, qvalid, qs0, qe0, qs1, qe1, qs2, qe2
 
@@ -66,50 +62,23 @@ def na_pairs_direct_kernel(
     B,
     RPB,
     W,
-    sab,
-    sah,
-    sa0,
-    sa1,
-    sa2,
-    sbb,
-    sbh,
-    sb0,
-    sb1,
-    sb2,
-    swb,
-    swh,
-    sw0,
-    sw1,
-    sw2,
-    s_rh,
-    s_r0,
-    s_r1,
-    s_r2,
-    L0,
-    L1,
-    L2,
-    KS0,
-    KS1,
-    KS2,
-    DL0,
-    DL1,
-    DL2,
-    ST0,
-    ST1,
-    ST2,
+    sa,
+    sb,
+    sw,
+    s_r,
+    L,
+    KS,
+    DL,
+    ST,
     NT1,
     NT2,
     G,
     H,
     HEAD_DIM,
     FILL: tl.constexpr,
-    C0: tl.constexpr,
-    C1: tl.constexpr,
-    C2: tl.constexpr,
+    C: tl.constexpr,
     FULL: tl.constexpr,
-    T0: tl.constexpr,
-    T1: tl.constexpr,
-    T2: tl.constexpr,
+    T: tl.constexpr,
     BLOCK_D: tl.constexpr,
     EVEN_D: tl.constexpr,
     CH: tl.constexpr,
@@ -120,38 +89,45 @@ def na_pairs_direct_kernel(
     the head dim); each step takes ``CH`` slots of the inner axis: contiguous keys, whose full rows the
     lanes of a warp read together, and contiguous columns of W."""
     b, h, g0, g1, g2, qi0, qi1, qi2, qvalid, qs0, qe0, qs1, qe1, qs2, qe2 = _query_box(
-        tl.program_id(0), tl.program_id(1), H, L0, L1, L2, KS0, KS1, KS2, DL0, DL1, DL2, ST0, ST1, ST2,
-        NT1, NT2, G, C0, C1, C2, T0, T1, T2,
+        tl.program_id(0), tl.program_id(1), H, L, KS, DL, ST,
+        NT1, NT2, G, C, T,
     )  # fmt: skip
-    a_row = _offsets(b, h, sab, sah, sa0, sa1, sa2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
-    w_row = _offsets(b, h, swb, swh, sw0, sw1, sw2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
-    k_row = _offsets(b, h, sbb, sbh, sb0, sb1, sb2, g0, g1, g2, qs0, qs1, qs2, DL0, DL1, DL2)
+    a_row = _offsets(b, h, sa, g0, g1, g2, qi0, qi1, qi2, DL)
+    w_row = _offsets(b, h, sw, g0, g1, g2, qi0, qi1, qi2, DL)
+    k_row = _offsets(b, h, sb, g0, g1, g2, qs0, qs1, qs2, DL)
     dd = tl.arange(0, BLOCK_D)
     dm = _channels(dd, HEAD_DIM, EVEN_D)
     a = tl.load(A + a_row[:, None] + dd[None, :], mask=qvalid[:, None] & dm[None, :], other=0.0).to(ACC)
     a = a[:, None, :]
-    r_row = h * s_rh + (KS0 - 1 + qs0 - qi0) * s_r0 + (KS1 - 1 + qs1 - qi1) * s_r1 + (KS2 - 1 + qs2 - qi2) * s_r2
+    r_row = (
+        h * s_r[0]
+        + (KS[0] - 1 + qs0 - qi0) * s_r[1]
+        + (KS[1] - 1 + qs1 - qi1) * s_r[2]
+        + (KS[2] - 1 + qs2 - qi2) * s_r[3]
+    )
     cols = tl.arange(0, CH)
-    for t0 in range(0, KS0):
-        for t1 in range(0, KS1):
-            rows_ok = _in_window(qvalid, qs0, qe0, qs1, qe1, qs2, qe2, t0, t1, 0, C0, C1, False, True)
-            k_base = k_row + (t0 * DL0).to(tl.int64) * sb0 + (t1 * DL1).to(tl.int64) * sb1
-            for t2_start in range(0, KS2, CH):
+    for t0 in range(0, KS[0]):
+        for t1 in range(0, KS[1]):
+            rows_ok = _in_window(qvalid, qs0, qe0, qs1, qe1, qs2, qe2, t0, t1, 0, C[0], C[1], False, True)
+            k_base = k_row + (t0 * DL[0]).to(tl.int64) * sb[2] + (t1 * DL[1]).to(tl.int64) * sb[3]
+            for t2_start in range(0, KS[2], CH):
                 # CH consecutive slots of the inner axis at once: [queries, CH, channels] key rows, whose
                 # products reduce over channels into a [queries, CH] segment of W's rows
                 t2 = t2_start + cols
-                live = qvalid[:, None] & (t2 < KS2)[None, :]
+                live = qvalid[:, None] & (t2 < KS[2])[None, :]
                 valid = live & rows_ok[:, None]
-                if C2 or not FULL:
+                if C[2] or not FULL:
                     valid = valid & ((qs2[:, None] + t2[None, :]) < qe2[:, None])
-                k_ptr = B + (k_base[:, None] + (t2 * DL2).to(tl.int64)[None, :] * sb2)[:, :, None] + dd[None, None, :]
+                k_ptr = (
+                    B + (k_base[:, None] + (t2 * DL[2]).to(tl.int64)[None, :] * sb[4])[:, :, None] + dd[None, None, :]
+                )
                 k = tl.load(k_ptr, mask=valid[:, :, None] & dm[None, None, :], other=0.0)
                 s = tl.sum(a * k.to(ACC), axis=2)
                 if HAS_RPB:  # rpb[h, (k-1) + key - query] per axis, key = start + slot
-                    r_ptr = RPB + (r_row + t0 * s_r0 + t1 * s_r1)[:, None] + (t2 * s_r2)[None, :]
+                    r_ptr = RPB + (r_row + t0 * s_r[1] + t1 * s_r[2])[:, None] + (t2 * s_r[3])[None, :]
                     s += tl.load(r_ptr, mask=valid, other=0.0).to(ACC)
                 s = tl.where(valid, s, FILL)
-                t = (t0 * KS1 + t1) * KS2 + t2
+                t = (t0 * KS[1] + t1) * KS[2] + t2
                 tl.store(W + w_row[:, None] + t[None, :], s.to(W.dtype.element_ty), mask=live)
 
 
@@ -160,67 +136,47 @@ def na_gather_direct_kernel(
     W,
     B,
     O,  # noqa: E741
-    swb,
-    swh,
-    sw0,
-    sw1,
-    sw2,
-    sbb,
-    sbh,
-    sb0,
-    sb1,
-    sb2,
-    sob,
-    soh,
-    so0,
-    so1,
-    so2,
-    L0,
-    L1,
-    L2,
-    KS0,
-    KS1,
-    KS2,
-    DL0,
-    DL1,
-    DL2,
-    ST0,
-    ST1,
-    ST2,
+    sw,
+    sb,
+    so,
+    L,
+    KS,
+    DL,
+    ST,
     NT1,
     NT2,
     G,
     H,
     HEAD_DIM,
-    C0: tl.constexpr,
-    C1: tl.constexpr,
-    C2: tl.constexpr,
+    C: tl.constexpr,
     FULL: tl.constexpr,
-    T0: tl.constexpr,
-    T1: tl.constexpr,
-    T2: tl.constexpr,
+    T: tl.constexpr,
     BLOCK_D: tl.constexpr,
     EVEN_D: tl.constexpr,
     ACC: tl.constexpr,
 ):
     """Grid (query boxes x groups, channel chunks, B x H); one slot per step, no cross-thread sums."""
     b, h, g0, g1, g2, qi0, qi1, qi2, qvalid, qs0, qe0, qs1, qe1, qs2, qe2 = _query_box(
-        tl.program_id(0), tl.program_id(2), H, L0, L1, L2, KS0, KS1, KS2, DL0, DL1, DL2, ST0, ST1, ST2,
-        NT1, NT2, G, C0, C1, C2, T0, T1, T2,
+        tl.program_id(0), tl.program_id(2), H, L, KS, DL, ST,
+        NT1, NT2, G, C, T,
     )  # fmt: skip
-    w_row = _offsets(b, h, swb, swh, sw0, sw1, sw2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
-    o_row = _offsets(b, h, sob, soh, so0, so1, so2, g0, g1, g2, qi0, qi1, qi2, DL0, DL1, DL2)
-    b_row = _offsets(b, h, sbb, sbh, sb0, sb1, sb2, g0, g1, g2, qs0, qs1, qs2, DL0, DL1, DL2)
+    w_row = _offsets(b, h, sw, g0, g1, g2, qi0, qi1, qi2, DL)
+    o_row = _offsets(b, h, so, g0, g1, g2, qi0, qi1, qi2, DL)
+    b_row = _offsets(b, h, sb, g0, g1, g2, qs0, qs1, qs2, DL)
     dd = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     dm = _channels(dd, HEAD_DIM, EVEN_D)
-    acc = tl.zeros([T0 * T1 * T2, BLOCK_D], ACC)
+    acc = tl.zeros([T[0] * T[1] * T[2], BLOCK_D], ACC)
     t = 0
-    for t0 in range(0, KS0):
-        for t1 in range(0, KS1):
-            for t2 in range(0, KS2):
-                valid = _in_window(qvalid, qs0, qe0, qs1, qe1, qs2, qe2, t0, t1, t2, C0, C1, C2, FULL)
+    for t0 in range(0, KS[0]):
+        for t1 in range(0, KS[1]):
+            for t2 in range(0, KS[2]):
+                valid = _in_window(qvalid, qs0, qe0, qs1, qe1, qs2, qe2, t0, t1, t2, C[0], C[1], C[2], FULL)
                 w = tl.load(W + w_row + t, mask=valid, other=0.0)
-                b_col = (t0 * DL0).to(tl.int64) * sb0 + (t1 * DL1).to(tl.int64) * sb1 + (t2 * DL2).to(tl.int64) * sb2
+                b_col = (
+                    (t0 * DL[0]).to(tl.int64) * sb[2]
+                    + (t1 * DL[1]).to(tl.int64) * sb[3]
+                    + (t2 * DL[2]).to(tl.int64) * sb[4]
+                )
                 v = tl.load(B + (b_row + b_col)[:, None] + dd[None, :], mask=valid[:, None] & dm[None, :], other=0.0)
                 acc += w.to(ACC)[:, None] * v.to(ACC)
                 t += 1

@@ -130,7 +130,7 @@ class Geometry:
         return self.dl[0] * self.dl[1] * self.dl[2]
 
     def axis_args(self) -> tuple:
-        return (*self.L, *self.ks, *self.dl, *self.st)
+        return (self.L, self.ks, self.dl, self.st)
 
     @property
     def full(self) -> bool:
@@ -144,7 +144,7 @@ class Geometry:
         return all(self.nmax[a] <= 2 * self.ks[a] for a in range(3))
 
     def causal_args(self) -> dict:
-        return {"C0": self.cz[0], "C1": self.cz[1], "C2": self.cz[2]}
+        return {"C": self.cz}
 
     def query_box(self, block: int) -> tuple:
         return box(block, self.nmax, self.ks, align=self.st if any(s > 1 for s in self.st) else None)
@@ -187,7 +187,7 @@ def _strides(x3: torch.Tensor) -> tuple:
 
 def _boxes(tq: tuple, tk: tuple) -> dict:
     """The query box ``T*`` and key box ``KB*`` as the kernels' constexprs."""
-    return {"T0": tq[0], "T1": tq[1], "T2": tq[2], "KB0": tk[0], "KB1": tk[1], "KB2": tk[2]}
+    return {"T": tuple(tq), "KB": tuple(tk)}
 
 
 def _tiles(n: tuple, t: tuple) -> list:
@@ -305,7 +305,7 @@ def pairs(a, b, rpb, out, g: Geometry, fill: float, lc: Launch) -> None:
         r = rpb.contiguous().reshape(g.heads, *([1] * (3 - (rpb.dim() - 1))), *rpb.shape[1:])
     rs = tuple(r.stride(i) for i in range(4)) if r is not None else (0, 0, 0, 0)
     path = _path(g, lc, a.shape[-1])
-    args = (a3, b3, r if r is not None else a3, o3, *_strides(a3), *_strides(b3), *_strides(o3), *rs)
+    args = (a3, b3, r if r is not None else a3, o3, _strides(a3), _strides(b3), _strides(o3), rs)
     args += g.axis_args()
     tail = (g.groups, g.heads, a.shape[-1])
     if path == BAND:
@@ -328,10 +328,9 @@ def pairs(a, b, rpb, out, g: Geometry, fill: float, lc: Launch) -> None:
     args += (nt[1], nt[2], *tail)
     common = {"FILL": fill, "HAS_RPB": r is not None, "ACC": lc.acc, "num_warps": lc.warps, **g.causal_args()}
     if path == DIRECT:
-        box = {"T0": tq[0], "T1": tq[1], "T2": tq[2]}
         bd = _pow2(a.shape[-1])
         even = a.shape[-1] == bd
-        kw = {"FULL": g.full, "BLOCK_D": bd, "EVEN_D": even, "CH": _segment(g), **box, **common}
+        kw = {"FULL": g.full, "BLOCK_D": bd, "EVEN_D": even, "CH": _segment(g), "T": tuple(tq), **common}
         UD.na_pairs_direct_kernel[grid](*args, **kw)
         return
     U.na_pairs_kernel[grid](
@@ -371,7 +370,7 @@ def weighted_sum(w, b, out, g: Geometry, lc: Launch) -> None:
     if out.numel() == 0:
         return
     w3, b3, o3 = _as3(w), _as3(b), _as3(out)
-    args = (w3, b3, o3, *_strides(w3), *_strides(b3), *_strides(o3), *g.axis_args())
+    args = (w3, b3, o3, _strides(w3), _strides(b3), _strides(o3), *g.axis_args())
     path = _path(g, lc, b.shape[-1])
     if path == BAND:
         band = _band(g, lc, b.shape[-1], producer=False)
@@ -386,7 +385,7 @@ def weighted_sum(w, b, out, g: Geometry, lc: Launch) -> None:
         grid = (nt[0] * nt[1] * nt[2] * g.groups, chunks, g.batch * g.heads)
         UD.na_gather_direct_kernel[grid](
             *args, nt[1], nt[2], g.groups, g.heads, b.shape[-1], **g.causal_args(), FULL=g.full,
-            T0=tq[0], T1=tq[1], T2=tq[2], BLOCK_D=block_d, EVEN_D=b.shape[-1] % block_d == 0, ACC=lc.acc,
+            T=tuple(tq), BLOCK_D=block_d, EVEN_D=b.shape[-1] % block_d == 0, ACC=lc.acc,
             num_warps=lc.warps,
         )  # fmt: skip
         return
@@ -405,7 +404,7 @@ def inverse_sum(w, a, out, g: Geometry, lc: Launch) -> None:
     nk = _tiles(g.nmax, tk)
     grid = (nk[0] * nk[1] * nk[2] * g.groups, chunks, g.batch * g.heads)
     U.na_scatter_kernel[grid](
-        w3, a3, o3, *_strides(w3), *_strides(a3), *_strides(o3), *g.axis_args(),
+        w3, a3, o3, _strides(w3), _strides(a3), _strides(o3), *g.axis_args(),
         nk[1], nk[2], g.groups, g.heads, a.shape[-1], max(g.nmax).bit_length() + 1, **kw,
     )  # fmt: skip
 
@@ -417,7 +416,7 @@ def rpb_grad(w, rpb, g: Geometry, lc: Launch) -> torch.Tensor:
     if w.numel() > 0:
         w3 = _as3(w)
         U.na_rpb_grad_kernel[(drpb[0].numel(), g.heads)](
-            w3, drpb, *_strides(w3), *g.axis_args(), g.batch, BLOCK_T=256, ACC=lc.acc
+            w3, drpb, _strides(w3), *g.axis_args(), g.batch, BLOCK_T=256, ACC=lc.acc
         )
     return drpb.to(rpb.dtype)
 
