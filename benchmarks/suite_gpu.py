@@ -251,9 +251,6 @@ def cudnn(qh, kh, vh, backward: bool):
 
 
 def run(args: argparse.Namespace) -> tuple[Recorder, bool]:
-    import natten_kernels.triton.standalone as standalone
-
-    standalone.ensure_ops()  # only when the compiled library is missing
     if args.sweep:
         return sweep(args), True
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -489,9 +486,6 @@ def _check_job(problem, direction, cfg, tensors) -> tuple[bool, str]:
 def _warm(job):
     """Compile one sweep job in a worker process (fills triton's on-disk cache); '' or the error."""
     try:
-        import natten_kernels.triton.standalone as standalone
-
-        standalone.ensure_ops()
         problem, direction, cfg = job
         _run_job(problem, direction, cfg, inputs(problem))()
         torch.cuda.synchronize()

@@ -47,9 +47,6 @@ def backward_fn(problem, cfg, tensors):
 
 def _warm(job):
     try:
-        import natten_kernels.triton.standalone as standalone
-
-        standalone.ensure_ops()
         problem, cfg = job
         backward_fn(problem, cfg, inputs(problem))()
         torch.cuda.synchronize()
@@ -112,9 +109,6 @@ def _short(name: str) -> str:
 
 
 def main() -> None:
-    import natten_kernels.triton.standalone as standalone
-
-    standalone.ensure_ops()
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="S1,S2,S6")
     parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="';'-separated backward configs ('d': default)")

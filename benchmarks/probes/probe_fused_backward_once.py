@@ -20,9 +20,6 @@ from suite_gpu import PROBLEMS, inputs
 
 
 def main() -> None:
-    import natten_kernels.triton.standalone as standalone
-
-    standalone.ensure_ops()
     pid = sys.argv[1] if len(sys.argv) > 1 else "S1"
     problem = next(p for p in PROBLEMS if p[0] == pid)
     fn = backward_fn(problem, [], inputs(problem))

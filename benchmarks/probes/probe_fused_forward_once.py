@@ -19,9 +19,6 @@ from suite_gpu import PROBLEMS, inputs
 
 
 def main() -> None:
-    import natten_kernels.triton.standalone as standalone
-
-    standalone.ensure_ops()
     from natten_kernels.triton.launch_forward import na_fused_forward
 
     pid = sys.argv[1] if len(sys.argv) > 1 else "S5-d1"

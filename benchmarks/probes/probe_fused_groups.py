@@ -28,9 +28,6 @@ EXTRA_PROBLEMS = [  # same fields as suite_gpu.PROBLEMS
 
 
 def main() -> None:
-    import natten_kernels.triton.standalone as standalone
-
-    standalone.ensure_ops()
     from natten_kernels.triton.launch_forward import na_fused_forward, set_programs_per_sm
 
     parser = argparse.ArgumentParser()

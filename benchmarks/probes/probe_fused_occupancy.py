@@ -39,9 +39,6 @@ DEFAULT_CONFIGS = {
 
 
 def main() -> None:
-    import natten_kernels.triton.standalone as standalone
-
-    standalone.ensure_ops()
     from natten_kernels.triton.launch_forward import na_fused_forward
 
     parser = argparse.ArgumentParser()

@@ -23,9 +23,6 @@ H, D, TOKENS = 16, 128, 65536  # B * N constant: the same grid of query tiles in
 
 
 def main() -> None:
-    import natten_kernels.triton.standalone as standalone
-
-    standalone.ensure_ops()
     from natten_kernels.triton.launch_forward import na_fused_forward
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.nn.functional import scaled_dot_product_attention as sdpa

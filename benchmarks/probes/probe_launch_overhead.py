@@ -23,9 +23,6 @@ from suite_gpu import PROBLEMS, inputs
 
 
 def main() -> None:
-    import natten_kernels.triton.standalone as standalone
-
-    standalone.ensure_ops()
     import natten.functional as F
 
     parser = argparse.ArgumentParser()

@@ -20,9 +20,6 @@ from suite_gpu import PROBLEMS, bench, inputs
 
 
 def main() -> None:
-    import natten_kernels.triton.standalone as standalone
-
-    standalone.ensure_ops()
     from natten_kernels.triton import launch_forward as lf
 
     ap = argparse.ArgumentParser()

@@ -21,9 +21,6 @@ from suite_gpu import PROBLEMS, bench, inputs
 
 
 def main() -> None:
-    import natten_kernels.triton.standalone as standalone
-
-    standalone.ensure_ops()
     from natten_kernels.triton import configs, tiling
     from natten_kernels.triton.launch_forward import clear_plans, na_fused_forward
 
