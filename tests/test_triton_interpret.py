@@ -21,6 +21,7 @@ pytest.importorskip("triton")
 from cases import Case
 from gpu.naref import check, run_launchers
 from interpret import run_checks
+from query_box import BOX_CASES, check_box, launcher_runner
 
 F32, F16 = torch.float32, torch.float16
 
@@ -77,15 +78,23 @@ RUNS += [
 ]
 
 
+# Queries as a box of the key grid (query_offset): small tiles, and the default ones for two cases
+BOX_RUNS = [(f"box-{bc.id}", bc, *CONFIG) for bc in BOX_CASES] + [
+    (f"box-default-config-{bc.id}", bc, [], []) for bc in (BOX_CASES[4], BOX_CASES[6])
+]
+
+
 def run_all() -> dict:
     """Every run, outputs poisoned (tests/interpret.run_checks)."""
-    return run_checks(
+    runs = [
         (name, partial(check, case, "cpu", run_launchers, fwd_config=fwd, bwd_config=bwd))
         for name, case, fwd, bwd in RUNS
-    )
+    ]
+    runs += [(name, partial(check_box, bc, "cpu", launcher_runner(fwd, bwd))) for name, bc, fwd, bwd in BOX_RUNS]
+    return run_checks(runs)
 
 
-@pytest.mark.parametrize("name", [r[0] for r in RUNS])
+@pytest.mark.parametrize("name", [r[0] for r in RUNS + BOX_RUNS])
 def test_triton_interpreted_matches_reference(name, interpreted):
     assert interpreted[name] is None, interpreted[name]
 

@@ -38,7 +38,7 @@ def run_launchers(case: Case, t: dict, upstream, upstream_lse, fwd_config=(), bw
 def check(case: Case, device: str, runner, seed: int = 0, **kw) -> None:
     dtype = case.dtype
     t = make_inputs(case, device, dtype, seed)
-    up, up_lse = _upstreams(case, t, device, dtype, seed)
+    up, up_lse = upstreams(case, t, device, dtype, seed)
     ref_out, ref_lse, ref_g = reference(case, t, up, up_lse)
     eager_out, eager_lse, eager_g = reference(case, t, up, up_lse, dtype=dtype)
     out, lse, grads = runner(case, t, up.to(dtype), up_lse.float(), **kw)
@@ -51,7 +51,7 @@ def check(case: Case, device: str, runner, seed: int = 0, **kw) -> None:
         assert_close_to_reference(grads[name], rg, eager=eager_g[name], name=f"d{name}")
 
 
-def _upstreams(case, t, device, dtype, seed):
+def upstreams(case, t, device, dtype, seed):
     gen = torch.Generator().manual_seed(seed + 1)
     b, s = case.batch, case.spatial
     up = torch.randn(b, *s, case.heads, case.head_dim_v, generator=gen, dtype=torch.float64).to(dtype)

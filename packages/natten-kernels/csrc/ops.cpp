@@ -8,12 +8,13 @@ TORCH_LIBRARY(natten, m) {
   m.def(
       "na_fused_forward(Tensor q, Tensor k, Tensor v, Tensor? rpb, Tensor? additional_keys, "
       "Tensor? additional_values, int[] kernel_size, int[] dilation, int[] stride, bool[] is_causal, "
-      "float scale, int[] config=[]) -> (Tensor out, Tensor lse)",
+      "float scale, int[] config=[], int[] query_offset=[]) -> (Tensor out, Tensor lse)",
       tags);
   m.def(
       "na_fused_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
       "Tensor? grad_lse, Tensor? rpb, Tensor? additional_keys, Tensor? additional_values, int[] kernel_size, "
-      "int[] dilation, int[] stride, bool[] is_causal, float scale, int[] config=[]) -> (Tensor dq, Tensor dk, "
+      "int[] dilation, int[] stride, bool[] is_causal, float scale, int[] config=[], int[] query_offset=[]) -> "
+      "(Tensor dq, Tensor dk, "
       "Tensor dv, "
       "Tensor drpb, Tensor d_additional_keys, Tensor d_additional_values)",
       tags);

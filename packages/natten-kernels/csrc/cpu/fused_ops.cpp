@@ -193,6 +193,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   return {dq, dk.finish(), dv.finish(), drpb, d_add_keys, d_add_values};
 }
 
+// A query box inside the key grid (natten.functional pads the queries instead for backends without the
+// "query_box" feature, as this one).
+void check_no_query_offset(at::IntArrayRef query_offset) {
+  TORCH_CHECK(query_offset.empty(), "natten: the CPU kernels take no query_offset (queries and keys share one grid), ",
+              "got ", query_offset);
+}
+
 // `config`: forward [queries per task], backward [query splits]; empty picks the defaults.
 std::tuple<at::Tensor, at::Tensor> na_fused_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                     const std::optional<at::Tensor>& rpb,
@@ -200,7 +207,9 @@ std::tuple<at::Tensor, at::Tensor> na_fused_forward(const at::Tensor& q, const a
                                                     const std::optional<at::Tensor>& additional_values,
                                                     at::IntArrayRef kernel_size, at::IntArrayRef dilation,
                                                     at::IntArrayRef stride, const c10::List<bool>& is_causal,
-                                                    double scale, at::IntArrayRef config) {
+                                                    double scale, at::IntArrayRef config,
+                                                    at::IntArrayRef query_offset) {
+  check_no_query_offset(query_offset);
   const auto p = check_fused(q, k, v, additional_keys, additional_values, kernel_size, dilation, stride, is_causal);
   TORCH_CHECK(config.size() <= 1 && (config.empty() || config[0] >= 1),
               "natten: the CPU forward config is [] or [queries per task >= 1], got ", config);
@@ -217,7 +226,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& out, const at::Tensor& lse, const std::optional<at::Tensor>& grad_lse,
     const std::optional<at::Tensor>& rpb, const std::optional<at::Tensor>& additional_keys,
     const std::optional<at::Tensor>& additional_values, at::IntArrayRef kernel_size, at::IntArrayRef dilation,
-    at::IntArrayRef stride, const c10::List<bool>& is_causal, double scale, at::IntArrayRef config) {
+    at::IntArrayRef stride, const c10::List<bool>& is_causal, double scale, at::IntArrayRef config,
+    at::IntArrayRef query_offset) {
+  check_no_query_offset(query_offset);
   const auto p = check_fused(q, k, v, additional_keys, additional_values, kernel_size, dilation, stride, is_causal);
   const auto prefix = concat_sizes({p.shape.batch}, p.spatial);
   const auto out_shape = concat_sizes(prefix, {p.shape.heads, p.shape.dim_v});

@@ -28,12 +28,22 @@ def group_lengths(length: int, dilation: int) -> list[int]:
 
 
 @functools.lru_cache(maxsize=4096)
-def axis_pairs(length: int, kernel_size: int, dilation: int = 1, stride: int = 1, is_causal: bool = False) -> int:
-    """Attended (query, key) pairs along one axis: the sum of every query's window length."""
+def axis_pairs(
+    length: int,
+    kernel_size: int,
+    dilation: int = 1,
+    stride: int = 1,
+    is_causal: bool = False,
+    queries: tuple[int, int] | None = None,
+) -> int:
+    """Attended (query, key) pairs along one axis: the sum of every query's window length; ``queries``:
+    only those of positions ``[first, stop)`` (a query box inside the key grid)."""
+    first, stop = (0, length) if queries is None else queries
     if not is_causal:  # every window holds exactly kernel_size keys
-        return length * kernel_size
-    return sum(
-        e - b
-        for n in group_lengths(length, dilation)
-        for b, e in (window(p, n, kernel_size, stride, True) for p in range(n))
-    )
+        return (stop - first) * kernel_size
+    total = 0
+    for i in range(first, stop):
+        n = -(-(length - i % dilation) // dilation)
+        b, e = window(i // dilation, n, kernel_size, stride, True)
+        total += e - b
+    return total

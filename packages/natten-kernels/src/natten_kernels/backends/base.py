@@ -19,6 +19,7 @@ FEATURES = (
     "backward",
     "forward_ad",
     "deterministic_backward",
+    "query_box",  # queries: a box of the key grid at an offset (op argument query_offset)
 )
 
 # The float dtypes natten's ops take; tensor-core matmuls (tl.dot) take all but float64.

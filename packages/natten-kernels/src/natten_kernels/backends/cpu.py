@@ -35,7 +35,8 @@ def backward_configs(info: TuningInfo) -> list[list[int]]:
 
 
 # What the compiled library's ops cover, on the CPU (its kernels) and on the meta device (their fake
-# implementations, backends/meta.py): every family, feature and float dtype, once the library loaded.
+# implementations, backends/meta.py): every family, feature and float dtype, once the library loaded;
+# a query box only as shapes (the CPU kernels run queries and keys on one grid).
 LIBRARY_OPS: dict[str, Any] = dict(
     families=frozenset({"fused", "unfused"}),
     dtypes=FLOAT_DTYPES,
@@ -48,5 +49,5 @@ CPU = Backend(
     devices=frozenset({"cpu"}),
     forward_configs=forward_configs,
     backward_configs=backward_configs,
-    **LIBRARY_OPS,
+    **{**LIBRARY_OPS, "features": LIBRARY_OPS["features"] - {"query_box"}},
 )

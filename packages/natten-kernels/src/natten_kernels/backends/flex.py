@@ -330,6 +330,10 @@ def _kernel(a) -> int:
                 f"{name} must have one entry per spatial axis of q {list(a.q.shape)} ({len(spatial)}), "
                 f"got {list(getattr(a, name))}"
             )
+    if list(a.query_offset):  # natten.functional pads the queries for backends without "query_box"
+        raise ValueError(
+            f"the flex backend takes no query_offset (queries and keys share one grid), got {a.query_offset}"
+        )
     config = list(a.config)
     if config not in ([], [TRITON], [FLASH]):
         raise ValueError(f"flex config must be [], [{TRITON}] (Triton) or [{FLASH}] (FLASH), got {config}")

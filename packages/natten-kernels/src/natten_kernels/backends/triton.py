@@ -12,7 +12,7 @@ from natten_kernels.triton import tiling  # pure Python: importing it needs no t
 
 # What the kernels really implement (forward-mode AD is not: the fused backward has no derivative).
 TRITON_FEATURES = frozenset(
-    {"causal", "dilation", "stride", "rpb", "additional_kv", "gqa", "backward", "deterministic_backward"}
+    {"causal", "dilation", "stride", "rpb", "additional_kv", "gqa", "backward", "deterministic_backward", "query_box"}
 )
 MIN_CC = 80  # bf16 / tf32 tensor-core dots (tl.dot) as used by the kernels
 

@@ -21,7 +21,7 @@ from natten_kernels.triton.variants import EXACT, GEMM
 # Both variants run the same kernels (their config picks the variant).
 _KERNELS = {name: f"natten_kernels.triton.unfused_ops:{name}" for name in UNFUSED_OPS}
 # heads of q and k must match in the unfused ops; additional tokens are dense matmuls in natten
-_FEATURES = frozenset(FEATURES) - {"gqa"}
+_FEATURES = frozenset(FEATURES) - {"gqa", "query_box"}
 
 TRITON_UNFUSED_GEMM = Backend(
     name="triton-unfused-gemm",

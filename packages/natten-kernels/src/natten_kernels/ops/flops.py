@@ -45,12 +45,19 @@ Shape = Sequence[int]
 
 
 def neighborhood_pairs(
-    spatial: Shape, kernel_size: Shape, dilation: Shape, stride: Shape, is_causal: Sequence[bool]
+    spatial: Shape,
+    kernel_size: Shape,
+    dilation: Shape,
+    stride: Shape,
+    is_causal: Sequence[bool],
+    query_box: tuple[Shape, Shape] | None = None,
 ) -> int:
-    """Attended (query, key) pairs of one batch element and head: the product of :func:`axis_pairs`."""
+    """Attended (query, key) pairs of one batch element and head: the product of :func:`axis_pairs`
+    (``query_box = (offset, extent)``: the queries are that box of the key grid ``spatial``)."""
     pairs = 1
-    for axis in zip(spatial, kernel_size, dilation, stride, is_causal):
-        pairs *= axis_pairs(*axis)
+    for x, axis in enumerate(zip(spatial, kernel_size, dilation, stride, is_causal)):
+        queries = None if query_box is None else (query_box[0][x], query_box[0][x] + query_box[1][x])
+        pairs *= axis_pairs(*axis, queries)
     return pairs
 
 
@@ -69,8 +76,12 @@ def _spatial(shape: tuple[int, ...], first: int, rank: int) -> tuple[int, ...]:
 def _fused_pairs(a) -> int:
     """Attended pairs over the whole batch and all query heads, additional KV included."""
     q = _shape(a.q)
-    spatial = _spatial(q, 1, len(a.kernel_size))
-    per_head = neighborhood_pairs(spatial, a.kernel_size, a.dilation, a.stride, a.is_causal)
+    rank = len(a.kernel_size)
+    spatial = _spatial(q, 1, rank)
+    offset = tuple(getattr(a, "query_offset", None) or ())  # queries: a box of the key grid there
+    grid = _spatial(_shape(a.k), 1, rank) if offset else spatial
+    box = (offset, spatial) if offset else None
+    per_head = neighborhood_pairs(grid, a.kernel_size, a.dilation, a.stride, a.is_causal, box)
     if a.additional_keys is not None:
         per_head += math.prod(spatial) * _shape(a.additional_keys)[1]
     return q[0] * q[-2] * per_head

@@ -40,13 +40,20 @@ def _arg_names(schema: str) -> tuple[str, ...]:
     return tuple(re.sub(r"=.*$", "", part.strip()).split()[-1] for part in args.split(","))
 
 
+@functools.cache
+def _list_defaults(schema: str) -> tuple[str, ...]:
+    """The arguments that default to ``[]`` (``config``, ``query_offset``)."""
+    args = schema[schema.index("(") + 1 : schema.index(") ->")]
+    return tuple(part.split("=")[0].split()[-1] for part in args.split(",") if part.strip().endswith("=[]"))
+
+
 SPECS: dict[str, OpSpec] = {
     s.name: s
     for s in (
         OpSpec(
             "na_fused_forward",
             "(Tensor q, Tensor k, Tensor v, Tensor? rpb, Tensor? additional_keys, Tensor? additional_values, "
-            f"{_PARAMS}, float scale, int[] config=[]) -> (Tensor out, Tensor lse)",
+            f"{_PARAMS}, float scale, int[] config=[], int[] query_offset=[]) -> (Tensor out, Tensor lse)",
             fake.fused_forward,
             flops.fused_forward_macs,
             "fused",
@@ -54,7 +61,8 @@ SPECS: dict[str, OpSpec] = {
         OpSpec(
             "na_fused_backward",
             "(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor? grad_lse, Tensor? rpb, "
-            f"Tensor? additional_keys, Tensor? additional_values, {_PARAMS}, float scale, int[] config=[]) -> "
+            f"Tensor? additional_keys, Tensor? additional_values, {_PARAMS}, float scale, int[] config=[], "
+            "int[] query_offset=[]) -> "
             "(Tensor dq, Tensor dk, Tensor dv, Tensor drpb, Tensor d_additional_keys, Tensor d_additional_values)",
             fake.fused_backward,
             flops.fused_backward_macs,
@@ -94,8 +102,8 @@ SPECS: dict[str, OpSpec] = {
 
 
 def bind(name: str, args: tuple, kwargs: dict | None = None, strict: bool = True) -> SimpleNamespace:
-    """The arguments of a call of ``torch.ops.natten.<name>`` by name (``config`` defaults to ``[]``;
-    tensors may be given as shapes, as FLOP counters do). ``strict=False`` lets trailing arguments a
+    """The arguments of a call of ``torch.ops.natten.<name>`` by name (``config`` and ``query_offset``
+    default to ``[]``; tensors may be given as shapes, as FLOP counters do). ``strict=False`` lets trailing arguments a
     FLOP formula does not read (``scale``) be left out and ignores extra ones (fvcore's nodes)."""
     names = SPECS[name].arg_names
     if len(args) > len(names) and strict:
@@ -105,12 +113,14 @@ def bind(name: str, args: tuple, kwargs: dict | None = None, strict: bool = True
         if key not in names:
             raise TypeError(f"natten::{name} has no argument {key!r}")
         values[key] = value
-    missing = [n for n in names if n not in values and n != "config"]
+    defaults = _list_defaults(SPECS[name].schema)
+    missing = [n for n in names if n not in values and n not in defaults]
     if missing and not strict:
         values.update(dict.fromkeys(missing))
     elif missing:
         raise TypeError(f"natten::{name} is missing {', '.join(missing)}")
-    values.setdefault("config", [])
+    for n in defaults:
+        values.setdefault(n, [])
     return SimpleNamespace(**values)
 
 

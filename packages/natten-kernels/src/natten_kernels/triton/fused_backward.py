@@ -20,7 +20,7 @@ from natten_kernels.triton.fused_geometry import (
     _rows_ok,
     _windows,
 )
-from natten_kernels.triton.prologue import _program_box, _tile_at
+from natten_kernels.triton.prologue import _box_queries, _program_box, _query_box, _query_origin, _tile_at
 from natten_kernels.triton.rpb_pairs import _rel_pairs, _rel_position
 
 
@@ -47,6 +47,7 @@ def na_bwd_dq_kernel(
     QPK,
     qk_scale,
     scale,
+    QBOX,
     RANK: tl.constexpr,
     C: tl.constexpr,
     T: tl.constexpr,
@@ -62,11 +63,12 @@ def na_bwd_dq_kernel(
     SCALE_FIRST: tl.constexpr,
     TMA_HOST: tl.constexpr = False,
     RES_TMA: tl.constexpr = False,
+    SUB: tl.constexpr = False,
 ):
     """dq per query tile over its key box; no atomics. q/dq share strides, do uses sd*; ``GEO`` as in the
     forward. ``TMA`` / ``TMA_HOST``: key and value tiles through descriptors, as in the forward;
     ``RES_TMA``: ``Q``/``DO`` are host-built descriptors for the resident q and dO tiles (no staging
-    through registers)."""
+    through registers). ``SUB``: the query tensors hold the box ``QBOX`` of the key grid (forward)."""
     L, KS, DL, ST = GEO
     BLOCK_Q: tl.constexpr = T[0] * T[1] * T[2]
     BLOCK_K: tl.constexpr = KB[0] * KB[1] * KB[2]
@@ -74,19 +76,20 @@ def na_bwd_dq_kernel(
     h = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
     hk = h // QPK
-    g0, g1, g2, n0, n1, n2, qb0, qb1, qb2, qi0, qi1, qi2, qvalid = _program_box(pid, G, L, DL, NT1, NT2, T, RANK)
+    g0, g1, g2, n0, n1, n2, qb0, qb1, qb2, qi0, qi1, qi2, qvalid, e0, e1, e2 = _query_box(
+        pid, G, L, DL, NT1, NT2, T, RANK, QBOX, SUB
+    )
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    x0 = g0 + qi0 * DL[0]
-    x1 = g1 + qi1 * DL[1]
-    x2 = g2 + qi2 * DL[2]
+    x0, x1, x2 = _query_origin(g0 + qi0 * DL[0], g1 + qi1 * DL[1], g2 + qi2 * DL[2], QBOX, SUB)
     hh = h.to(tl.int64)
     q_row = b * sq[0] + hh * sq[4] + _off(x0, x1, x2, (1, 1, 1), sq, True)
     d_row = b * sd[0] + hh * sd[4] + _off(x0, x1, x2, (1, 1, 1), sd, True)
     l_row = b * sl[0] + hh * sl[4] + _off(x0, x1, x2, (1, 1, 1), sl, True)
-    if RES_TMA:
-        q = tl.reshape(Q.load([tl.program_id(2), qb0, qb1, qb2, h * HEAD_DIM]), [BLOCK_Q, BLOCK_D])
-        do = tl.reshape(DO.load([tl.program_id(2), qb0, qb1, qb2, h * HEAD_DIM_V]), [BLOCK_Q, BLOCK_DV])
+    if RES_TMA:  # no dilation: the group is the grid
+        t0, t1, t2 = _query_origin(qb0, qb1, qb2, QBOX, SUB)
+        q = tl.reshape(Q.load([tl.program_id(2), t0, t1, t2, h * HEAD_DIM]), [BLOCK_Q, BLOCK_D])
+        do = tl.reshape(DO.load([tl.program_id(2), t0, t1, t2, h * HEAD_DIM_V]), [BLOCK_Q, BLOCK_DV])
     else:
         q = tl.load(Q + q_row[:, None] + offs_d[None, :], mask=_cols(qvalid, offs_d, HEAD_DIM, BLOCK_D), other=0.0)
         dmask = _cols(qvalid, offs_dv, HEAD_DIM_V, BLOCK_DV)
@@ -96,7 +99,7 @@ def na_bwd_dq_kernel(
 
     qs0, qe0, qs1, qe1, qs2, qe2 = _windows(qi0, qi1, qi2, n0, n1, n2, KS, ST, C)
     kl0, kl1, kl2, nk1, nk2, hi0, hi1, hi2, smax0, smax1, smax2, emin0, emin1, emin2, total = _key_box(
-        qb0, qb1, qb2, n0, n1, n2, KS, ST, C, T, KB
+        qb0, qb1, qb2, n0, n1, n2, e0, e1, e2, KS, ST, C, T, KB
     )
 
     c0, c1, c2 = _box_rows(BLOCK_K, KB[1], KB[2])
@@ -206,6 +209,7 @@ def na_bwd_dkdv_kernel(
     qk_scale,
     scale,
     LOGN,
+    QBOX,
     RANK: tl.constexpr,
     C: tl.constexpr,
     T: tl.constexpr,
@@ -221,6 +225,7 @@ def na_bwd_dkdv_kernel(
     SCALE_FIRST: tl.constexpr,
     TMA_HOST: tl.constexpr = False,
     RES_TMA: tl.constexpr = False,
+    SUB: tl.constexpr = False,
 ):
     """dk/dv per key tile, accumulated over its inverse neighborhood (and the query heads that share
     its kv head): every key gradient is written once, by one program, in a fixed order.
@@ -230,6 +235,7 @@ def na_bwd_dkdv_kernel(
     ``TMA_HOST`` (not with ``DQ_ATOMIC``): ``Q``/``DO`` are host-built descriptors, as K/V in the forward;
     the pointer path's per-element offset tiles of q and do take 64 registers at 32x128, which made
     this kernel spill. ``RES_TMA``: ``K``/``V`` are host-built descriptors for the resident key tile.
+    ``SUB``: the query tensors hold the box ``QBOX`` of the key grid; only its queries are visited.
     """
     L, KS, DL, ST = GEO
     BLOCK_Q: tl.constexpr = T[0] * T[1] * T[2]
@@ -255,14 +261,18 @@ def na_bwd_dkdv_kernel(
         v = tl.load(V + v_row[:, None] + offs_dv[None, :], mask=vmask, other=0.0)
 
     # inverse neighborhood: query tiles (starting at the first query that sees the key tile)
-    pl2, nq2 = _inverse(kb2, KB[2], n2, KS[2], ST[2], C[2], T[2], LOGN)
+    if SUB:
+        qs0, qe0, qs1, qe1, qs2, qe2 = _box_queries(g0, g1, g2, DL, QBOX)
+    else:
+        qs0, qe0, qs1, qe1, qs2, qe2 = 0, n0, 0, n1, 0, n2
+    pl2, nq2 = _inverse(kb2, KB[2], n2, KS[2], ST[2], C[2], T[2], LOGN, qs2, qe2, SUB)
     if RANK >= 2:
-        pl1, nq1 = _inverse(kb1, KB[1], n1, KS[1], ST[1], C[1], T[1], LOGN)
+        pl1, nq1 = _inverse(kb1, KB[1], n1, KS[1], ST[1], C[1], T[1], LOGN, qs1, qe1, SUB)
     else:
         pl1 = 0
         nq1 = 1
     if RANK >= 3:
-        pl0, nq0 = _inverse(kb0, KB[0], n0, KS[0], ST[0], C[0], T[0], LOGN)
+        pl0, nq0 = _inverse(kb0, KB[0], n0, KS[0], ST[0], C[0], T[0], LOGN, qs0, qe0, SUB)
     else:
         pl0 = 0
         nq0 = 1
@@ -271,12 +281,13 @@ def na_bwd_dkdv_kernel(
     total = ntiles * QPK * tile_ok.to(tl.int32)
 
     r0, r1, r2 = _box_rows(BLOCK_Q, T[1], T[2])
+    x0, x1, x2 = _query_origin(g0, g1, g2, QBOX, SUB)  # the group's origin in the query tensors
     if not TMA_HOST:
-        q_grp = b * sq[0] + _off(g0, g1, g2, (1, 1, 1), sq, True)
-        d_base = DO + b * sd[0] + _off(g0, g1, g2, (1, 1, 1), sd, True)
+        q_grp = b * sq[0] + _off(x0, x1, x2, (1, 1, 1), sq, True)
+        d_base = DO + b * sd[0] + _off(x0, x1, x2, (1, 1, 1), sd, True)
         q_rel = _off(r0, r1, r2, DL, sq, REL64)[:, None] + offs_d[None, :]
         d_rel = _off(r0, r1, r2, DL, sd, REL64)[:, None] + offs_dv[None, :]
-    l_base = b * sl[0] + _off(g0, g1, g2, (1, 1, 1), sl, True)
+    l_base = b * sl[0] + _off(x0, x1, x2, (1, 1, 1), sl, True)
     l_rel = _off(r0, r1, r2, DL, sl, REL64)
     dk = tl.zeros([BLOCK_K, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_K, BLOCK_DV], tl.float32)
@@ -284,11 +295,12 @@ def na_bwd_dkdv_kernel(
         h = hk * QPK + t // ntiles
         hh = h.to(tl.int64)
         qb0, qb1, qb2, qi0, qi1, qi2 = _tile_at(t % ntiles, pl0, pl1, pl2, nq1, nq2, r0, r1, r2, T, RANK)
-        qvalid = _rows_ok(qi0, qi1, qi2, n0, n1, n2, RANK)
+        qvalid = _rows_ok(qi0, qi1, qi2, qe0, qe1, qe2, RANK)
         l_off = l_base + hh * sl[4] + _off(qb0, qb1, qb2, DL, sl, True)
-        if TMA_HOST:
-            q = tl.reshape(Q.load([tl.program_id(2), qb0, qb1, qb2, h * HEAD_DIM]), [BLOCK_Q, BLOCK_D])
-            do = tl.reshape(DO.load([tl.program_id(2), qb0, qb1, qb2, h * HEAD_DIM_V]), [BLOCK_Q, BLOCK_DV])
+        if TMA_HOST:  # no dilation: the group is the grid
+            t0, t1, t2 = _query_origin(qb0, qb1, qb2, QBOX, SUB)
+            q = tl.reshape(Q.load([tl.program_id(2), t0, t1, t2, h * HEAD_DIM]), [BLOCK_Q, BLOCK_D])
+            do = tl.reshape(DO.load([tl.program_id(2), t0, t1, t2, h * HEAD_DIM_V]), [BLOCK_Q, BLOCK_DV])
         else:
             qmask = _cols(qvalid, offs_d, HEAD_DIM, BLOCK_D)
             q_off = hh * sq[4] + _off(qb0, qb1, qb2, DL, sq, True)
@@ -347,13 +359,20 @@ def na_bwd_drpb_kernel(
     HEAD_DIM,
     HEAD_DIM_V,
     scale,
+    QBOX,
     BLOCK_T: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_DV: tl.constexpr,
+    SUB: tl.constexpr = False,
 ):
     """drpb[h, r]: one program per (head, relative position), summing dS over batch and queries in a
-    fixed order (deterministic, no atomics)."""
+    fixed order (deterministic, no atomics). ``SUB``: the queries are the box ``QBOX`` of the key grid."""
     L, KS, DL, ST = GEO
+    if SUB:
+        QO, QL = QBOX
+    else:
+        QO = (0, 0, 0)
+        QL = L
     ridx = tl.program_id(0)
     h = tl.program_id(1)
     hk = h // QPK
@@ -363,7 +382,7 @@ def na_bwd_drpb_kernel(
     offs_dv = tl.arange(0, BLOCK_DV)
     dmask = offs_d < HEAD_DIM
     dvmask = offs_dv < HEAD_DIM_V
-    N = L[0] * L[1] * L[2]
+    N = QL[0] * QL[1] * QL[2]
     acc = tl.zeros([BLOCK_T], tl.float32)
     hh = h.to(tl.int64)
     hkk = hk.to(tl.int64)
@@ -372,14 +391,14 @@ def na_bwd_drpb_kernel(
         for start in range(0, N, BLOCK_T):
             i = start + tl.arange(0, BLOCK_T)
             x0, x1, x2, gg0, gg1, gg2, j0, j1, j2, _s0, _s1, _s2, valid = _rel_pairs(
-                i, N, L, DL, KS, ST, rel0, rel1, rel2
+                i, N, L, DL, KS, ST, rel0, rel1, rel2, QO, QL
             )
             y0 = (gg0 + j0 * DL[0]).to(tl.int64)
             y1 = (gg1 + j1 * DL[1]).to(tl.int64)
             y2 = (gg2 + j2 * DL[2]).to(tl.int64)
-            xq0 = x0.to(tl.int64)
-            xq1 = x1.to(tl.int64)
-            xq2 = x2.to(tl.int64)
+            xq0 = (x0 - QO[0]).to(tl.int64)
+            xq1 = (x1 - QO[1]).to(tl.int64)
+            xq2 = (x2 - QO[2]).to(tl.int64)
             q_row = b * sq[0] + xq0 * sq[1] + xq1 * sq[2] + xq2 * sq[3] + hh * sq[4]
             d_row = b * sd[0] + xq0 * sd[1] + xq1 * sd[2] + xq2 * sd[3] + hh * sd[4]
             l_row = b * sl[0] + xq0 * sl[1] + xq1 * sl[2] + xq2 * sl[3] + hh * sl[4]

@@ -18,7 +18,7 @@ from natten_kernels.triton.fused_geometry import (
     _rows_ok,
     _windows,
 )
-from natten_kernels.triton.prologue import _program_box, _tile_at
+from natten_kernels.triton.prologue import _query_box, _query_origin, _tile_at
 
 
 @triton.jit
@@ -41,6 +41,7 @@ def na_fwd_kernel(
     G,
     QPK,
     qk_scale,
+    QBOX,
     RANK: tl.constexpr,
     C: tl.constexpr,
     T: tl.constexpr,
@@ -57,6 +58,7 @@ def na_fwd_kernel(
     TMA_HOST: tl.constexpr = False,
     Q_TMA: tl.constexpr = False,
     NONFINITE: tl.constexpr = False,
+    SUB: tl.constexpr = False,
 ):
     """Strides ``s*`` are ``(batch, axis 0, axis 1, axis 2, head)`` per tensor (``s_r``: rpb's ``(head,
     axis 0, axis 1, axis 2)``); ``GEO = (L, KS, DL, ST)``: per-axis extents, kernel sizes, dilations,
@@ -65,7 +67,8 @@ def na_fwd_kernel(
 
     ``TMA_HOST``: ``K``/``V`` are host-built descriptors over ``[B, L0, L1, L2, H * D]`` (no dilation,
     head dims that fill their blocks), which spares every program building its own (``TMA``).
-    ``Q_TMA``: ``Q`` is one too (the query tile lands in shared memory without staging in registers)."""
+    ``Q_TMA``: ``Q`` is one too (the query tile lands in shared memory without staging in registers).
+    ``SUB``: q, out and lse hold the query box ``QBOX = (offset, extent)`` of the key grid (prologue)."""
     L, KS, DL, ST = GEO
     BLOCK_Q: tl.constexpr = T[0] * T[1] * T[2]
     BLOCK_K: tl.constexpr = KB[0] * KB[1] * KB[2]
@@ -73,13 +76,17 @@ def na_fwd_kernel(
     h = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
     hk = h // QPK
-    g0, g1, g2, n0, n1, n2, qb0, qb1, qb2, qi0, qi1, qi2, qvalid = _program_box(pid, G, L, DL, NT1, NT2, T, RANK)
+    g0, g1, g2, n0, n1, n2, qb0, qb1, qb2, qi0, qi1, qi2, qvalid, e0, e1, e2 = _query_box(
+        pid, G, L, DL, NT1, NT2, T, RANK, QBOX, SUB
+    )
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    if Q_TMA:
-        q = tl.reshape(Q.load([tl.program_id(2), qb0, qb1, qb2, h * HEAD_DIM]), [BLOCK_Q, BLOCK_D])
+    x0, x1, x2 = _query_origin(g0 + qi0 * DL[0], g1 + qi1 * DL[1], g2 + qi2 * DL[2], QBOX, SUB)
+    if Q_TMA:  # no dilation: the group is the grid
+        t0, t1, t2 = _query_origin(qb0, qb1, qb2, QBOX, SUB)
+        q = tl.reshape(Q.load([tl.program_id(2), t0, t1, t2, h * HEAD_DIM]), [BLOCK_Q, BLOCK_D])
     else:
-        x_row = _off(g0 + qi0 * DL[0], g1 + qi1 * DL[1], g2 + qi2 * DL[2], (1, 1, 1), sq, True)
+        x_row = _off(x0, x1, x2, (1, 1, 1), sq, True)
         q = tl.load(
             Q + b * sq[0] + h.to(tl.int64) * sq[4] + x_row[:, None] + offs_d[None, :],
             mask=_cols(qvalid, offs_d, HEAD_DIM, BLOCK_D),
@@ -89,7 +96,7 @@ def na_fwd_kernel(
     # per-query windows (used on partial tiles only) and, per axis, the key tiles of this query tile
     qs0, qe0, qs1, qe1, qs2, qe2 = _windows(qi0, qi1, qi2, n0, n1, n2, KS, ST, C)
     kl0, kl1, kl2, nk1, nk2, hi0, hi1, hi2, smax0, smax1, smax2, emin0, emin1, emin2, total = _key_box(
-        qb0, qb1, qb2, n0, n1, n2, KS, ST, C, T, KB
+        qb0, qb1, qb2, n0, n1, n2, e0, e1, e2, KS, ST, C, T, KB
     )
 
     c0, c1, c2 = _box_rows(BLOCK_K, KB[1], KB[2])
@@ -154,12 +161,12 @@ def na_fwd_kernel(
     out = acc * (1.0 / l_safe)[:, None]
     if NONFINITE:
         out = tl.where(n_bad > 0, float("nan"), out)
-    o_row = _off(g0 + qi0 * DL[0], g1 + qi1 * DL[1], g2 + qi2 * DL[2], (1, 1, 1), so, True)
+    o_row = _off(x0, x1, x2, (1, 1, 1), so, True)
     tl.store(
         O + b * so[0] + h.to(tl.int64) * so[4] + o_row[:, None] + offs_dv[None, :],
         out.to(O.dtype.element_ty),
         mask=_cols(qvalid, offs_dv, HEAD_DIM_V, BLOCK_DV),
     )
     lse = (m_i + tl.log2(l_safe)) * 0.6931471805599453
-    l_row = _off(g0 + qi0 * DL[0], g1 + qi1 * DL[1], g2 + qi2 * DL[2], (1, 1, 1), sl, True)
+    l_row = _off(x0, x1, x2, (1, 1, 1), sl, True)
     tl.store(LSE + b * sl[0] + h.to(tl.int64) * sl[4] + l_row, lse, mask=qvalid)

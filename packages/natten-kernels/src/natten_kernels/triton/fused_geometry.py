@@ -88,11 +88,11 @@ def _split(t, n1, n2, RANK: tl.constexpr):
 
 
 @triton.jit
-def _span(qb, T: tl.constexpr, n, KS, ST, C: tl.constexpr, KB: tl.constexpr):
-    """Keys of the query tile ``[qb, qb + T)`` on one axis: the first key tile's start, the number of
-    key tiles, the halo end, the latest window start and the earliest window end."""
+def _span(qb, T: tl.constexpr, n, e, KS, ST, C: tl.constexpr, KB: tl.constexpr):
+    """Keys of the query tile ``[qb, qb + T)`` (queries end at ``e``) on one axis: the first key tile's
+    start, the number of key tiles, the halo end, the latest window start and the earliest window end."""
     lo, emin = _window(qb, n, KS, ST, C)
-    smax, hi = _window(tl.minimum(qb + T, n) - 1, n, KS, ST, C)
+    smax, hi = _window(tl.minimum(qb + T, e) - 1, n, KS, ST, C)
     cnt = (hi - lo + KB - 1) // KB
     alo = lo - lo % KB
     aligned = ((hi - alo + KB - 1) // KB == cnt).to(tl.int32)  # grid-aligned tiles when free
@@ -100,13 +100,13 @@ def _span(qb, T: tl.constexpr, n, KS, ST, C: tl.constexpr, KB: tl.constexpr):
 
 
 @triton.jit
-def _key_box(qb0, qb1, qb2, n0, n1, n2, KS, ST, C: tl.constexpr, T: tl.constexpr, KB: tl.constexpr):
-    """``_span`` on each axis (inner first; query box ``T``, key box ``KB``) and the number of key tiles
-    the query tile visits (none for a tile past its group)."""
-    kl2, nk2, hi2, smax2, emin2 = _span(qb2, T[2], n2, KS[2], ST[2], C[2], KB[2])
-    kl1, nk1, hi1, smax1, emin1 = _span(qb1, T[1], n1, KS[1], ST[1], C[1], KB[1])
-    kl0, nk0, hi0, smax0, emin0 = _span(qb0, T[0], n0, KS[0], ST[0], C[0], KB[0])
-    tile_ok = (qb0 < n0) & (qb1 < n1) & (qb2 < n2)
+def _key_box(qb0, qb1, qb2, n0, n1, n2, e0, e1, e2, KS, ST, C: tl.constexpr, T: tl.constexpr, KB: tl.constexpr):
+    """``_span`` on each axis (inner first; query box ``T``, key box ``KB``, the group's queries ending
+    at ``e``) and the number of key tiles the query tile visits (none for a tile past its queries)."""
+    kl2, nk2, hi2, smax2, emin2 = _span(qb2, T[2], n2, e2, KS[2], ST[2], C[2], KB[2])
+    kl1, nk1, hi1, smax1, emin1 = _span(qb1, T[1], n1, e1, KS[1], ST[1], C[1], KB[1])
+    kl0, nk0, hi0, smax0, emin0 = _span(qb0, T[0], n0, e0, KS[0], ST[0], C[0], KB[0])
+    tile_ok = (qb0 < e0) & (qb1 < e1) & (qb2 < e2)
     total = nk0 * nk1 * nk2 * tile_ok.to(tl.int32)
     return kl0, kl1, kl2, nk1, nk2, hi0, hi1, hi2, smax0, smax1, smax2, emin0, emin1, emin2, total
 
@@ -247,8 +247,12 @@ def _first_query(n, target, K, S, C: tl.constexpr, LOGN, BY_END: tl.constexpr):
 
 
 @triton.jit
-def _inverse(kb, KB: tl.constexpr, n, KS, ST, C: tl.constexpr, T: tl.constexpr, LOGN):
-    """Queries whose window meets the key tile ``[kb, kb + KB)`` on one axis: first query, query tiles."""
+def _inverse(kb, KB: tl.constexpr, n, KS, ST, C: tl.constexpr, T: tl.constexpr, LOGN, qs, qe, SUB: tl.constexpr):
+    """Queries whose window meets the key tile ``[kb, kb + KB)`` on one axis: first query, query tiles
+    (``SUB``: only the queries ``[qs, qe)``)."""
     pl = _first_query(n, kb, KS, ST, C, LOGN, True)
     ph = _first_query(n, tl.minimum(kb + KB, n), KS, ST, C, LOGN, False)
+    if SUB:
+        pl = tl.maximum(pl, qs)
+        ph = tl.minimum(ph, qe)
     return pl, tl.maximum(ph - pl + T - 1, 0) // T

@@ -21,7 +21,7 @@ from natten_kernels.triton.fused_backward import (
     na_bwd_dq_kernel,
     na_bwd_drpb_kernel,
 )
-from natten_kernels.triton.layout import LOG2E, as3, as3_lse, dim_block, rel64, rpb3, strides5
+from natten_kernels.triton.layout import LOG2E, as3, as3_lse, dim_block, query_box, rel64, rpb3, strides5
 from natten_kernels.triton.tiling import pow2_at_least
 
 
@@ -48,8 +48,9 @@ def na_fused_backward(*args):
     if q.numel() > 0 and dvv.numel() > 0:
         geometry = (a.kernel_size, a.dilation, a.stride, a.is_causal)
         _launch_backward(
-            grad_out, q, k, v, lse, delta, rpb, dq, dk, dvv, drpb, rank, hq, hkv, d, dv, *geometry, scale, a.config
-        )
+            grad_out, q, k, v, lse, delta, rpb, dq, dk, dvv, drpb, rank, hq, hkv, d, dv, *geometry, scale, a.config,
+            a.query_offset,
+        )  # fmt: skip
     elif q.numel() > 0 or k.numel() > 0:
         dq.zero_(), dk.zero_(), dvv.zero_()
         if rpb is not None:
@@ -115,11 +116,13 @@ def _launch_backward(
     is_causal,
     scale,
     config,
+    query_offset,
 ):
     q3, k3, v3, do3 = as3(q, rank), as3(k, rank), as3(v, rank), as3(do, rank)
     dk3, dv3 = as3(dk, rank), as3(dv, rank)
     l3, de3 = as3_lse(lse, rank), as3_lse(delta, rank)
-    geo, cfg, cx = launch_params(q, q3, rank, kernel_size, dilation, stride, is_causal, config, d, dvd, True)
+    sub, qbox = query_box(q3, k3, query_offset, rank)
+    geo, cfg, cx = launch_params(q, k3, rank, kernel_size, dilation, stride, is_causal, config, d, dvd, True, sub)
     (resident, streamed, _w, _s, kv_parallel), (dq_bq, dq_bk, dq_warps, dq_stages, dq_tma) = cfg[:5], cfg[5:]
     ks, dl, st, L, nmax, _cz = geo
     # backward blocks are [resident, streamed]: the dk/dv pass keeps a key tile and streams queries;
@@ -152,7 +155,8 @@ def _launch_backward(
         q_res, do_res, res = tma.operands(q3, do3, tq, d, dvd, dl, res_ok, device_ok=False)
         dq_cx = dict(cx, num_warps=dq_warps, num_stages=dq_stages, TMA=loads == "device", TMA_HOST=loads == "host")
         dq_cx["RES_TMA"] = res == "host"
-        nt = [-(-nmax[a] // tq[a]) for a in range(3)]
+        per_group = [-(-qbox[1][a] // dl[a]) for a in range(3)]  # queries of a dilation group, at most
+        nt = [-(-per_group[a] // tq[a]) for a in range(3)]
         na_bwd_dq_kernel[(nt[0] * nt[1] * nt[2] * G, hq, q.shape[0])](
             q_res,
             k_arg,
@@ -170,6 +174,8 @@ def _launch_backward(
             hq // hkv,
             scale * LOG2E,
             scale,
+            qbox,
+            SUB=sub,
             **dq_boxes,
             **dq_cx,
         )
@@ -204,6 +210,8 @@ def _launch_backward(
         scale * LOG2E,
         scale,
         logn,
+        qbox,
+        SUB=sub,
         DQ_ATOMIC=bool(kv_parallel),
         TMA_HOST=loads == "host",
         RES_TMA=res == "host",
@@ -230,6 +238,8 @@ def _launch_backward(
             d,
             dvd,
             scale,
+            qbox,
+            SUB=sub,
             BLOCK_T=64,
             BLOCK_D=dim_block(d),
             BLOCK_DV=dim_block(dvd),

@@ -18,14 +18,37 @@ from natten_kernels.triton import tma
 from natten_kernels.triton.configs import boxes, launch_params
 from natten_kernels.triton.fused_forward import na_fwd_kernel
 from natten_kernels.triton.fused_forward_groups import na_fwd_groups_kernel
-from natten_kernels.triton.layout import LOG2E, as3, as3_lse, dim_block, precision, rel64, rpb3, strides5
+from natten_kernels.triton.layout import (
+    LOG2E,
+    as3,
+    as3_lse,
+    dim_block,
+    precision,
+    query_box,
+    rel64,
+    rpb3,
+    strides5,
+)
 from natten_kernels.triton.tiling import GROUP_VARIANT, pow2_at_least, whole_groups
 
 
 def na_fused_forward(
-    q, k, v, rpb, additional_keys, additional_values, kernel_size, dilation, stride, is_causal, scale, config=()
+    q,
+    k,
+    v,
+    rpb,
+    additional_keys,
+    additional_values,
+    kernel_size,
+    dilation,
+    stride,
+    is_causal,
+    scale,
+    config=(),
+    query_offset=(),
 ):
-    """CUDA (or interpreted) implementation of ``natten::na_fused_forward``; returns ``(out, lse)``."""
+    """CUDA (or interpreted) implementation of ``natten::na_fused_forward``; returns ``(out, lse)``.
+    ``query_offset``: q is the box of the key grid at that offset (only its queries are computed)."""
     rank = q.dim() - 3
     hq, hkv, d, dv = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
     has_add = additional_kv.present(additional_keys)
@@ -33,9 +56,8 @@ def na_fused_forward(
     out = torch.empty((*q.shape[:-1], dv), dtype=out_dtype, device=q.device)
     lse = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
     if q.numel() > 0 and out.numel() > 0:
-        _launch_forward(
-            q, k, v, rpb, out, lse, rank, hq, hkv, d, dv, kernel_size, dilation, stride, is_causal, float(scale), config
-        )
+        geometry = (kernel_size, dilation, stride, is_causal)
+        _launch_forward(q, k, v, rpb, out, lse, rank, hq, hkv, d, dv, *geometry, float(scale), config, query_offset)
     if has_add:
         out, lse = additional_kv.merge(out, lse, q, additional_keys, additional_values, float(scale))
     return out, lse
@@ -77,7 +99,7 @@ def set_programs_per_sm(n: int | None) -> None:
 
 
 def _launch_forward(
-    q, k, v, rpb, out, lse, rank, hq, hkv, d, dv, kernel_size, dilation, stride, is_causal, scale, config
+    q, k, v, rpb, out, lse, rank, hq, hkv, d, dv, kernel_size, dilation, stride, is_causal, scale, config, query_offset
 ):
     """Launch the forward from a plan cached per problem: everything but the data pointers follows
     from the key (shapes, strides, dtype, device, parameters, config, the TF32 switch, and 16-byte
@@ -101,14 +123,14 @@ def _launch_forward(
         tuple(is_causal),
         scale,
         tuple(config),
+        tuple(query_offset),
         precision(q.dtype),
         aligned,
     )
     plan = _FORWARD_PLANS.get(key)
     if plan is None:
-        plan = _forward_plan(
-            q, k, v, rpb, out, lse, rank, hq, hkv, d, dv, kernel_size, dilation, stride, is_causal, scale, config
-        )
+        geometry = (kernel_size, dilation, stride, is_causal)
+        plan = _forward_plan(q, k, v, rpb, out, lse, rank, hq, hkv, d, dv, *geometry, scale, config, query_offset)
         while len(_FORWARD_PLANS) >= _MAX_PLANS:
             _FORWARD_PLANS.pop(next(iter(_FORWARD_PLANS)), None)
         _FORWARD_PLANS[key] = plan
@@ -125,24 +147,28 @@ def _launch_forward(
 
 
 def _forward_plan(
-    q, k, v, rpb, out, lse, rank, hq, hkv, d, dv, kernel_size, dilation, stride, is_causal, scale, config
+    q, k, v, rpb, out, lse, rank, hq, hkv, d, dv, kernel_size, dilation, stride, is_causal, scale, config, query_offset
 ):
     """The :class:`ForwardPlan` of one forward launch; its tensors are views of the call's."""
     q3, k3, v3 = as3(q, rank), as3(k, rank), as3(v, rank)
     o3, l3 = as3(out, rank), as3_lse(lse, rank)
+    sub, qbox = query_box(q3, k3, query_offset, rank)
     geo, (bq, bk, _w, _s, variant, _maxnreg), cx = launch_params(
-        q, q3, rank, kernel_size, dilation, stride, is_causal, config, d, dv, False
+        q, k3, rank, kernel_size, dilation, stride, is_causal, config, d, dv, False, sub
     )
     if variant == GROUP_VARIANT:
+        if sub:
+            raise ValueError(f"triton config variant {GROUP_VARIANT} (whole-group forward) takes no query_offset")
         return _groups_plan(q, q3, k3, v3, o3, l3, rpb, rank, hq, hkv, d, dv, geo, scale, cx)
-    ks, dl, st, L, nmax, _cz = geo
+    ks, dl, st, L, _nmax, _cz = geo
     tq, tk, box_cx = boxes(geo, bq, bk)
     wide = rel64((k3, v3), (tk,), dl, dim_block(max(d, dv)))
     want = bool(variant) and not wide and tma.streamed_tiles_ok(bq, bk, d, dv)
     k_spec, v_spec, loads = tma.specs(k3, v3, tk, d, dv, dl, want)
     q_ok = loads == "host" and tma.resident_tiles_ok(tq, bk, d, dv)
     q_spec = tma.descriptor_spec(q3, d, tq, dl) if q_ok else None
-    nt = [-(-nmax[a] // tq[a]) for a in range(3)]
+    per_group = [-(-qbox[1][a] // dl[a]) for a in range(3)]  # queries of a dilation group, at most
+    nt = [-(-per_group[a] // tq[a]) for a in range(3)]
     G = dl[0] * dl[1] * dl[2]
     r3, rs = rpb3(rpb, hq, rank)
     grid = (nt[0] * nt[1] * nt[2] * G, hq, q.shape[0])
@@ -155,6 +181,7 @@ def _forward_plan(
         G,
         hq // hkv,
         scale * LOG2E,
+        qbox,
     )
     constexprs = dict(
         HAS_RPB=r3 is not None,
@@ -163,6 +190,7 @@ def _forward_plan(
         TMA_HOST=loads == "host",
         Q_TMA=q_spec is not None,
         NONFINITE=NONFINITE_SAFE[0],
+        SUB=sub,
         SCALE_FIRST=r3 is not None or scale <= 0,  # else the scale is folded into max and exp2 (needs > 0)
         **box_cx,
         **cx,

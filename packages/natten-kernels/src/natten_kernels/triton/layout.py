@@ -71,3 +71,21 @@ def rpb3(rpb, h, rank):
 
 def dim_block(d):
     return max(16, pow2_at_least(d))
+
+
+def query_box(q3: torch.Tensor, k3: torch.Tensor, query_offset, rank: int):
+    """``(sub, QBOX)`` of the kernels: whether the queries are a box of the key grid, and ``QBOX = (offset,
+    extent)`` per internal axis (``((0, 0, 0), key grid)`` when they share the grid). The checks guard
+    memory; natten.functional validates the call."""
+    q_ext, k_ext = tuple(q3.shape[1:4]), tuple(k3.shape[1:4])
+    if not query_offset:
+        if q_ext != k_ext:
+            raise ValueError(f"q and k must share their spatial axes without a query_offset; got {q_ext} and {k_ext}")
+        return False, ((0, 0, 0), k_ext)
+    offset = tuple(pad3([int(o) for o in query_offset], 0))
+    if len(query_offset) != rank or any(o < 0 or o + n > m for o, n, m in zip(offset, q_ext, k_ext)):
+        raise ValueError(
+            f"query_offset {list(query_offset)} must place q's spatial box {q_ext[3 - rank :]} inside the key "
+            f"grid {k_ext[3 - rank :]}, one offset per spatial axis"
+        )
+    return True, (offset, q_ext)

@@ -23,13 +23,14 @@ def _rel_position(ridx, KS):
 
 
 @triton.jit
-def _rel_pairs(i, N, L, DL, KS, ST, rel0, rel1, rel2):
-    """Flat tokens ``i`` (``< N`` exist) as queries paired with the key ``rel`` group-local steps away:
-    the query's coordinates and dilation group, the key's group-local coordinates, the query's window
-    starts, and whether the key is in its window."""
-    x0 = i // (L[1] * L[2])
-    x1 = (i // L[2]) % L[1]
-    x2 = i % L[2]
+def _rel_pairs(i, N, L, DL, KS, ST, rel0, rel1, rel2, QO, QL):
+    """Flat queries ``i`` (``< N`` exist) of the box ``QL`` at ``QO`` of the grid ``L`` (``QO = (0, 0, 0),
+    QL = L``: every token) paired with the key ``rel`` group-local steps away: the query's coordinates
+    in the grid and dilation group, the key's group-local coordinates, the query's window starts, and
+    whether the key is in its window."""
+    x0 = i // (QL[1] * QL[2]) + QO[0]
+    x1 = (i // QL[2]) % QL[1] + QO[1]
+    x2 = i % QL[2] + QO[2]
     p0 = x0 // DL[0]
     p1 = x1 // DL[1]
     p2 = x2 // DL[2]

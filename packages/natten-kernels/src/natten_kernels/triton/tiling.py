@@ -207,13 +207,25 @@ def group_config(tokens: int, head_dim: int, dtype_bytes: int) -> list[int]:
 
 @functools.lru_cache(maxsize=1024)
 def choose_config(
-    head_dim, dtype_bytes, spatial, kernel_size, dilation, stride, is_causal, backward=False, kv_parallel=False
+    head_dim,
+    dtype_bytes,
+    spatial,
+    kernel_size,
+    dilation,
+    stride,
+    is_causal,
+    backward=False,
+    kv_parallel=False,
+    groups=True,
 ):
     """The default ``[block_q, block_k, num_warps, num_stages, variant]`` of one problem (all tuples):
     the largest relative rate x tile efficiency (``kv_parallel``: among the KV-parallel backwards).
     A deterministic backward may add its dq pass's own five entries (:data:`_DQ_PASS`). A forward
-    whose windows are whole dilation groups gets the group-wise kernel (:func:`group_config`)."""
-    tokens = 0 if backward else whole_groups(spatial, kernel_size, dilation, is_causal, head_dim, dtype_bytes)
+    whose windows are whole dilation groups gets the group-wise kernel (:func:`group_config`) unless
+    ``groups`` is False."""
+    tokens = (
+        0 if backward or not groups else whole_groups(spatial, kernel_size, dilation, is_causal, head_dim, dtype_bytes)
+    )
     if tokens:
         return group_config(tokens, head_dim, dtype_bytes)
     host_tma = all(d == 1 for d in dilation) and head_dim == max(16, pow2_at_least(head_dim))

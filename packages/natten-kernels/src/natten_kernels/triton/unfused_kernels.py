@@ -348,7 +348,9 @@ def na_rpb_grad_kernel(
         b = tl.cast(bi, tl.int64)
         for start in range(0, N, BLOCK_T):
             i = start + tl.arange(0, BLOCK_T)
-            x0, x1, x2, _g0, _g1, _g2, j0, j1, j2, s0, s1, s2, ok = _rel_pairs(i, N, L, DL, KS, ST, rel0, rel1, rel2)
+            x0, x1, x2, _g0, _g1, _g2, j0, j1, j2, s0, s1, s2, ok = _rel_pairs(
+                i, N, L, DL, KS, ST, rel0, rel1, rel2, (0, 0, 0), L
+            )
             slot = ((j0 - s0) * KS[1] + (j1 - s1)) * KS[2] + (j2 - s2)
             row = b * sw[0] + h * sw[1] + x0.to(tl.int64) * sw[2] + x1.to(tl.int64) * sw[3] + x2.to(tl.int64) * sw[4]
             acc += tl.load(W + row + tl.where(ok, slot, 0), mask=ok, other=0.0).to(ACC)

@@ -39,15 +39,17 @@ class FusedNeighborhoodAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(*inputs):
-        # the op's arguments, then forward_config, backward_configs and the backend that runs them
-        *op_args, forward_config, _, backend = inputs
-        return untraced(backend.op("na_fused_forward"), *op_args, forward_config)
+        # the op's arguments (config and query_offset: the forward's), then backward_configs and the
+        # backend that runs them
+        *op_args, _, backend = inputs
+        return untraced(backend.op("na_fused_forward"), *op_args)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        *_, backward_configs, backend = inputs
+        query_offset, backward_configs, backend = inputs[12:]
         ctx.save_for_backward(*inputs[:6], *output)  # q, k, v, rpb, additional k/v; out, lse
         ctx.params = inputs[6:11]  # kernel_size, dilation, stride, is_causal, scale
+        ctx.query_offset = query_offset
         ctx.backward_configs = backward_configs
         ctx.backward_op = backend.op("na_fused_backward")
         ctx.set_materialize_grads(False)
@@ -64,9 +66,10 @@ class FusedNeighborhoodAttention(torch.autograd.Function):
         if torch.is_grad_enabled():
             # create_graph=True or a torch.func transform: the gradients are first-order exact, and their
             # graph refuses a second derivative (FusedNeighborhoodAttentionBackward.backward).
-            grads = FusedNeighborhoodAttentionBackward.apply(*args[:10], _OpArgs(op, (*args[10:], config)))
+            op_args = _OpArgs(op, (*args[10:], config, ctx.query_offset))
+            grads = FusedNeighborhoodAttentionBackward.apply(*args[:10], op_args)
         else:
-            grads = op(*args, config)
+            grads = op(*args, config, ctx.query_offset)
         dq, dk, dv, drpb, dadd_k, dadd_v = grads
         return (
             dq,
@@ -75,7 +78,7 @@ class FusedNeighborhoodAttention(torch.autograd.Function):
             drpb if rpb is not None else None,
             dadd_k if add_k is not None else None,
             dadd_v if add_v is not None else None,
-            *(None,) * 8,
+            *(None,) * 9,
         )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from torch.nn import functional as F
 
 from natten import functional as natten_functional
 from natten.distributed.accounting import predicted
@@ -18,6 +17,7 @@ from natten.distributed.halo import HaloExchange
 from natten.distributed.head_parallel import HeadAllToAll
 from natten.distributed.plan import rank_plan
 from natten.distributed.replicated import replicated
+from natten.functional.fused import _na as fused_na
 from natten.functional.validation import causal_alias, check_bool, normalize_params
 
 _OPS = {1: natten_functional.na1d, 2: natten_functional.na2d, 3: natten_functional.na3d}
@@ -50,12 +50,10 @@ def _rank_plan(setup, params):
 def _halo(rank_dims, setup, params, group, q, k, v, rpb, scale, add_k, add_v):
     plan = _rank_plan(setup, params)
     k_ext, v_ext = HaloExchange.apply(plan, group, k, v)
-    pad = []
-    for offset, n, ext in reversed(list(zip(plan.offset, q.shape[1:-2], plan.extended))):
-        pad += [offset, ext - offset - n]
-    q_ext = F.pad(q, [0, 0, 0, 0, *pad])
-    out, lse = _OPS[rank_dims](
-        q_ext,
+    # the owned queries as the box of the extended grid where they sit: only their rows are computed
+    return fused_na(
+        rank_dims,
+        q,
         k_ext,
         v_ext,
         params.kernel_size,
@@ -65,11 +63,10 @@ def _halo(rank_dims, setup, params, group, q, k, v, rpb, scale, add_k, add_v):
         scale,
         replicated(add_k, group),
         replicated(add_v, group),
-        stride=params.stride,
-        return_lse=True,
+        params.stride,
+        True,
+        plan.offset,
     )
-    owned = (slice(None), *(slice(o, o + n) for o, n in zip(plan.offset, q.shape[1:-2])))
-    return out[owned], lse[owned]
 
 
 def _heads(rank_dims, setup, params, group, q, k, v, rpb, scale, add_k, add_v, return_lse):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 from natten_kernels.backends import TuningInfo
+from torch.nn import functional as F
 
 from natten import autotuner, context
 from natten.autograd.fused import FusedNeighborhoodAttention, FusedNeighborhoodAttentionForwardAD, problem_key
@@ -34,35 +36,66 @@ def _na(
     additional_values: torch.Tensor | None,
     stride: IntOrTuple,
     return_lse: bool,
+    query_offset: tuple[int, ...] | None = None,
 ):
+    """``query_offset`` (internal; natten.distributed): the query is the box of its shape at that offset
+    of the key grid, and only its rows are computed (by the kernels of backends with the "query_box"
+    feature; for the others, the query is zero-padded to the grid and the box cut from the result)."""
     params = normalize_params(rank, kernel_size, dilation, stride, is_causal)
     return_lse = check_bool(return_lse, "return_lse")
-    shapes = check_fused(query, key, value, params, rpb, scale, additional_keys, additional_values)
+    tensors = (query, key, value, rpb, additional_keys, additional_values)
+    shapes = check_fused(*tensors[:3], params, rpb, scale, *tensors[4:], query_offset)
     problem = problem_for(
         "fused",
         params,
         query,
         shapes.head_dim,
         shapes.head_dim_v,
-        (query, key, value, rpb, additional_keys, additional_values),
+        tensors,
         rpb=rpb is not None,
         additional_kv=additional_keys is not None,
         gqa=shapes.kv_heads != shapes.heads,
     )
-    tensors = (query, key, value, rpb, additional_keys, additional_values)
     op_args = (*params.as_op_args(), shapes.scale)
+    if query_offset is not None:
+        problem = _query_box(problem)
+        if problem is None:
+            return _padded_box(rank, tensors, params, scale, return_lse, query_offset)
+    box = list(query_offset or ())  # the op's query_offset ([]: queries and keys share the grid)
     info = _tuning_info(query, shapes)
     backend, forward_config, backward_configs = _choose(
-        backends_for(problem, first=not _tuning()), info, tensors, op_args
+        backends_for(problem, first=not _tuning() or bool(box)), info, tensors, op_args, box=bool(box)
     )
     if wants_forward_ad(problem):
         fn = FusedNeighborhoodAttentionForwardAD
-        out, lse = fn.apply(*tensors, *op_args, forward_config, backward_configs, backend)
+        out, lse = fn.apply(*tensors, *op_args, forward_config, box, backward_configs, backend)
     elif _needs_function(problem):
-        out, lse = FusedNeighborhoodAttention.apply(*tensors, *op_args, forward_config, backward_configs, backend)
+        out, lse = FusedNeighborhoodAttention.apply(*tensors, *op_args, forward_config, box, backward_configs, backend)
     else:
-        out, lse = backend.op("na_fused_forward")(*tensors, *op_args, forward_config)
+        out, lse = backend.op("na_fused_forward")(*tensors, *op_args, forward_config, box)
     return (out, lse) if return_lse else out
+
+
+def _query_box(problem):
+    """``problem`` needing the "query_box" feature, where the default backend has it and no forward-mode
+    AD is asked for (its rule runs the unfused ops on one grid); else None."""
+    if wants_forward_ad(problem) or "query_box" not in backends_for(problem, first=True)[0].features:
+        return None
+    return dataclasses.replace(problem, features=problem.features | {"query_box"})
+
+
+def _padded_box(rank, tensors, params, scale, return_lse, query_offset):
+    """The query box computed on the whole key grid: the query zero-padded there, the box cut out."""
+    query, key = tensors[0], tensors[1]
+    grid, spatial = key.shape[1:-2], query.shape[1:-2]
+    pad = []
+    for offset, n, m in reversed(list(zip(query_offset, spatial, grid))):
+        pad += [offset, m - offset - n]
+    full = (F.pad(query, [0, 0, 0, 0, *pad]), *tensors[1:])
+    out, lse = _na(rank, *full[:3], *params.as_op_args()[:2], params.is_causal, full[3], scale, *full[4:],
+                   params.stride, True)  # fmt: skip
+    box = (slice(None), *(slice(o, o + n) for o, n in zip(query_offset, spatial)))
+    return (out[box], lse[box]) if return_lse else out[box]
 
 
 def _needs_function(problem) -> bool:
@@ -90,20 +123,22 @@ def _tuning() -> bool:
     return context.is_autotuner_enabled_for_forward() and not torch.compiler.is_compiling()
 
 
-def _choose(backends, info, tensors, op_args):
+def _choose(backends, info, tensors, op_args, box: bool = False):
     """``(backend, forward config, backward configs)``: the first backend that fits with its default
     forward config; with the forward autotuner on, the fastest (backend, config) pair among the first
     backend and the others that fit and allow it (``Backend.autotune``), each with its candidate
     configs (the default and the best-rated few, or all in thorough mode), timed once per problem.
-    The backward's candidates are the chosen backend's (one unless the backward is autotuned)."""
-    if _tuning():
+    The backward's candidates are the chosen backend's (one unless the backward is autotuned). A query
+    box (``box``) takes the defaults: the autotuner times whole-grid calls."""
+    tune = _tuning() and not box
+    if tune:
         backends = [backends[0], *(b for b in backends[1:] if b.autotune)]
     else:
         backends = backends[:1]
     limit = None if context.is_autotuner_thorough_for_forward() else context.THOROUGH_CANDIDATES
     pairs = [(b, list(c)) for b in backends for c in b.forward_configs(info)[:limit]]
     backend, config = pairs[0]
-    if _tuning() and len(pairs) > 1:
+    if tune and len(pairs) > 1:
         steps = context.get_autotuner_steps()
         backend, config = autotuner.tune(
             ("forward", *problem_key(tensors, op_args, [[b.name, *c] for b, c in pairs])),
@@ -116,7 +151,7 @@ def _choose(backends, info, tensors, op_args):
     backward = backend.backward_configs(info)
     if not context.is_autotuner_thorough_for_backward():
         backward = backward[: context.THOROUGH_CANDIDATES]
-    if torch.compiler.is_compiling() or not context.is_autotuner_enabled_for_backward():
+    if box or torch.compiler.is_compiling() or not context.is_autotuner_enabled_for_backward():
         backward = backward[:1]
     return backend, config, tuple(tuple(c) for c in backward)
 

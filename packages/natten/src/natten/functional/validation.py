@@ -241,8 +241,12 @@ _FUSED_NESTED_HINT = (
 )
 
 
-def check_fused(query, key, value, params: NAParams, rpb, scale, additional_keys, additional_values) -> FusedShapes:
-    """Heads-last fused op inputs: query [B, *S, H, D], key [B, *S, Hkv, D], value [B, *S, Hkv, Dv]."""
+def check_fused(
+    query, key, value, params: NAParams, rpb, scale, additional_keys, additional_values, query_offset=None
+) -> FusedShapes:
+    """Heads-last fused op inputs: query [B, *S, H, D], key [B, *S, Hkv, D], value [B, *S, Hkv, Dv];
+    with ``query_offset`` (a tuple of ints, one per axis) the query is the box of that shape at that
+    offset of the key grid."""
     rank = params.rank
     layout = fused_layout(rank)
     named = {"query": query, "key": key, "value": value, "rpb": rpb}
@@ -256,10 +260,18 @@ def check_fused(query, key, value, params: NAParams, rpb, scale, additional_keys
     check_same(query, "query", key, "key")
     check_same(query, "query", value, "value")
     b, *spatial, heads, dim = query.shape
-    if tuple(key.shape[:-2]) != (b, *spatial) or tuple(value.shape[:-2]) != (b, *spatial):
+    grid = spatial if query_offset is None else list(key.shape[1:-2])
+    if tuple(key.shape[:-2]) != (b, *grid) or tuple(value.shape[:-2]) != (b, *grid):
         raise ValueError(
             f"query, key and value must share batch and spatial axes {layout}; got query {tuple(query.shape)}, "
             f"key {tuple(key.shape)}, value {tuple(value.shape)}"
+        )
+    if query_offset is not None and (
+        len(query_offset) != rank or any(o < 0 or o + n > m for o, n, m in zip(query_offset, spatial, grid))
+    ):
+        raise ValueError(
+            f"query_offset {tuple(query_offset)} must place the query's spatial box {tuple(spatial)} inside the "
+            f"key grid {tuple(grid)} (one non-negative offset per spatial axis)"
         )
     kv_heads = key.shape[-2]
     if key.shape[-1] != dim:
@@ -271,7 +283,10 @@ def check_fused(query, key, value, params: NAParams, rpb, scale, additional_keys
             f"key/value heads ({kv_heads}) must divide query heads ({heads}) (GQA/MQA); got query "
             f"{tuple(query.shape)}, key {tuple(key.shape)} in layout {layout}"
         )
-    check_spatial_extent(params, spatial, "query", query.shape, layout)
+    if query_offset is None:
+        check_spatial_extent(params, spatial, "query", query.shape, layout)
+    else:
+        check_spatial_extent(params, grid, "key", key.shape, layout)
     check_rpb(rpb, params, heads, query)
     scale = check_scale(scale, query.dtype)
     n_add = 0
