@@ -38,7 +38,7 @@ import torch.distributed as dist
 import natten
 import natten.distributed as nd
 from common import Recorder
-from natten.distributed.halo import selector
+from natten.distributed.halo import extended, selector
 from natten.distributed.launch import backend_for, spawn
 from natten.distributed.plan import grid_coords, make_layout, rank_plan
 from natten.functional.fused import _na as fused_na
@@ -438,10 +438,7 @@ def _simulate_heads(spec, qkv, world: int, timing, device) -> dict:
 def _assemble(x, layout, plan):
     """What rank ``plan.rank`` holds of ``x`` (k or v) after the exchange: its shard and the needed
     halo sites, from the owners' tensors (here slices of the whole grid), in its extended grid."""
-    ext = x.new_zeros(x.shape[0], *plan.extended, *x.shape[-2:])
-    lo = [a.lo for a in plan.axes]
-    own = layout.bounds[plan.rank]
-    ext[(slice(None), *(slice(a - o, b - o) for (a, b), o in zip(own, lo)))] = x[_box(layout, plan.rank)]
+    ext = extended(x[_box(layout, plan.rank)], plan)
     _copy_halo(x, plan, ext)
     return ext
 

@@ -8,6 +8,7 @@ import itertools
 import random
 
 import pytest
+import torch
 from dist_cases import DCase, needed_halo_sites
 from natten_legacy.reference import neighborhood_slots
 
@@ -91,6 +92,24 @@ def test_rank_plan_transfers_tile_the_needed_box(seed):
             (match,) = [u for u in plans[t.peer].send if u.peer == me]
             assert match.sites == t.sites
         assert sum(p.send_sites for p in plans) == sum(p.recv_sites for p in plans)
+        _check_every_site_is_written(plan, layout.local_shape(me))
+
+
+def _check_every_site_is_written(plan, local_shape):
+    """The exchange leaves no site of the extended grid unwritten (a garbage NaN there would reach the
+    products of a key tile): zeroed slabs (``plan.unwritten``; the whole grid where None), the shard,
+    and the received blocks cover it."""
+    written = torch.zeros(plan.extended, dtype=torch.bool)
+    if plan.unwritten is None:
+        written[...] = True
+    for axis, positions in enumerate(plan.unwritten or ()):
+        index = [slice(None)] * len(plan.extended)
+        index[axis] = list(positions)
+        written[tuple(index)] = True
+    written[tuple(slice(o, o + n) for o, n in zip(plan.offset, local_shape))] = True
+    for t in plan.recv:
+        written[torch.meshgrid(*(torch.tensor(ix) for ix in t.index), indexing="ij")] = True
+    assert written.all(), f"rank {plan.rank}: {int((~written).sum())} sites unwritten"
 
 
 def _split(n, parts, rng):

@@ -135,8 +135,9 @@ def launch_params(q, k3, rank, kernel_size, dilation, stride, is_causal, config,
     return (ks, dl, st, L, nmax, cz), cfg, constexprs
 
 
-def boxes(geo, query_block, key_block, search=True):
-    """(query box, key box, their constexprs) for two block sizes (``search``: see tile_shapes)."""
+def boxes(geo, query_block, key_block, search=True, queries=None):
+    """(query box, key box, their constexprs) for two block sizes (``search``, ``queries``: see
+    tile_shapes)."""
     ks, dl, st, L, _nmax, cz = geo
-    tq, tk = tile_shapes(ks, dl, st, L, query_block, key_block, cz, search)
+    tq, tk = tile_shapes(ks, dl, st, L, query_block, key_block, cz, search, queries)
     return tq, tk, dict(T=tuple(tq), KB=tuple(tk))

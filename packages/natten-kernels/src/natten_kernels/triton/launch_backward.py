@@ -127,8 +127,9 @@ def _launch_backward(
     ks, dl, st, L, nmax, _cz = geo
     # backward blocks are [resident, streamed]: the dk/dv pass keeps a key tile and streams queries;
     # the dq pass (its own config) keeps a query tile and streams keys
-    tq, tk, dq_boxes = boxes(geo, dq_bq, dq_bk)
-    tq2, tk2, dkdv_boxes = boxes(geo, streamed, resident, search=False)
+    queries = qbox if sub else None
+    tq, tk, dq_boxes = boxes(geo, dq_bq, dq_bk, queries=queries)
+    tq2, tk2, dkdv_boxes = boxes(geo, streamed, resident, search=False, queries=queries)
     G = dl[0] * dl[1] * dl[2]
     r3, rs = rpb3(rpb, hq, rank)
     sizes = (tuple(L), tuple(ks), tuple(dl), tuple(st))  # the kernels' GEO

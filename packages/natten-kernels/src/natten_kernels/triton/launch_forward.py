@@ -161,7 +161,7 @@ def _forward_plan(
             raise ValueError(f"triton config variant {GROUP_VARIANT} (whole-group forward) takes no query_offset")
         return _groups_plan(q, q3, k3, v3, o3, l3, rpb, rank, hq, hkv, d, dv, geo, scale, cx)
     ks, dl, st, L, _nmax, _cz = geo
-    tq, tk, box_cx = boxes(geo, bq, bk)
+    tq, tk, box_cx = boxes(geo, bq, bk, queries=qbox if sub else None)
     wide = rel64((k3, v3), (tk,), dl, dim_block(max(d, dv)))
     want = bool(variant) and not wide and tma.streamed_tiles_ok(bq, bk, d, dv)
     k_spec, v_spec, loads = tma.specs(k3, v3, tk, d, dv, dl, want)

@@ -71,7 +71,9 @@ def box(
     return dims[0], dims[1], dims[2]
 
 
-def tile_shapes(kernel_size, dilation, stride, spatial, block_q: int, block_k: int, is_causal=None, search=True):
+def tile_shapes(
+    kernel_size, dilation, stride, spatial, block_q: int, block_k: int, is_causal=None, search=True, queries=None
+):
     """Query and key boxes over the rank-3 view (per-axis sizes) for a problem and two block sizes.
 
     :func:`box` proposes a shape per block; with ``search``, every other power-of-two box of the same
@@ -80,26 +82,30 @@ def tile_shapes(kernel_size, dilation, stride, spatial, block_q: int, block_k: i
     on a short axis (S6 with stride 16x8x8: a 4x4x8 query box pads 30 frames to 32, 2x8x8 pads none).
     The efficiency counts the pairs of query-major loops (forward, dq pass); the dk/dv pass, which
     walks each key tile's inverse neighborhood, keeps the proposal (``search=False``): shapes chosen
-    for the query-major count made it up to 1.5x slower (S2)."""
+    for the query-major count made it up to 1.5x slower (S2). ``queries = (offset, extent)``: the
+    queries are that box of the grid (a shard inside its halo): its own tiles and pairs count (a
+    rank-thin box takes thin tiles)."""
     args = tuple(tuple(_pad3(x, f)) for x, f in ((kernel_size, 1), (dilation, 1), (stride, 1), (spatial, 1)))
     causal = tuple(_pad3(is_causal if is_causal is not None else (), False))
-    return _tile_shapes(*args, tuple(bool(c) for c in causal), int(block_q), int(block_k), bool(search))
+    box_ = None if queries is None else (tuple(_pad3(queries[0], 0)), tuple(_pad3(queries[1], 1)))
+    return _tile_shapes(*args, tuple(bool(c) for c in causal), int(block_q), int(block_k), bool(search), box_)
 
 
 @functools.lru_cache(maxsize=1024)
-def _tile_shapes(ks, dl, st, L, causal, block_q, block_k, search):
+def _tile_shapes(ks, dl, st, L, causal, block_q, block_k, search, queries=None):
     nmax = tuple(-(-L[a] // dl[a]) for a in range(3))
-    qbox = box(block_q, nmax, ks, align=st if any(s > 1 for s in st) else None)
+    nq = nmax if queries is None else tuple(-(-queries[1][a] // dl[a]) for a in range(3))
+    qbox = box(block_q, nq, ks, align=st if any(s > 1 for s in st) else None)
     kbox = box(block_k, nmax, ks, align=ks)
     if not search:
         return qbox, kbox
 
     def eff(q, k):
-        return tile_efficiency(L, ks, dl, st, causal, q, k)
+        return tile_efficiency(L, ks, dl, st, causal, q, k, queries)
 
     best = eff(qbox, kbox)
     for which in (0, 1):
-        for cand in _boxes_of(block_q if which == 0 else block_k, nmax):
+        for cand in _boxes_of(block_q if which == 0 else block_k, nq if which == 0 else nmax):
             q, k = (cand, kbox) if which == 0 else (qbox, cand)
             e = eff(q, k)
             if e > best * 1.01:
@@ -121,23 +127,30 @@ def _boxes_of(block: int, nmax) -> list[tuple[int, int, int]]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _axis_pairs(length: int, k: int, d: int, s: int, causal: bool, t: int, kb: int) -> tuple[int, int]:
-    """(useful, computed) (query, key) pairs on one axis: queries in boxes of ``t``, keys in boxes of ``kb``."""
-    useful, computed = axis_pairs(length, k, d, s, causal), 0
-    for n in group_lengths(length, d):
-        for q0 in range(0, n, t):
+def _axis_pairs(
+    length: int, k: int, d: int, s: int, causal: bool, t: int, kb: int, first: int = 0, count: int | None = None
+) -> tuple[int, int]:
+    """(useful, computed) (query, key) pairs on one axis: queries in boxes of ``t``, keys in boxes of ``kb``
+    (queries ``[first, first + count)`` only, their tiles starting at each group's first: the kernels')."""
+    stop = length if count is None else first + count
+    useful, computed = axis_pairs(length, k, d, s, causal, None if count is None else (first, stop)), 0
+    for g, n in enumerate(group_lengths(length, d)):
+        qs, qe = -(-(first - g) // d), -(-(stop - g) // d)
+        for q0 in range(qs, qe, t):
             lo = _window(q0, n, k, s, causal)[0]
-            hi = _window(min(q0 + t, n) - 1, n, k, s, causal)[1]
+            hi = _window(min(q0 + t, qe) - 1, n, k, s, causal)[1]
             computed += t * -(-(hi - lo) // kb) * kb
     return useful, computed
 
 
-def tile_efficiency(spatial, kernel_size, dilation, stride, is_causal, qbox, kbox) -> float:
-    """Useful (query, key) pairs / pairs the kernels compute with these boxes (padded rows included)."""
+def tile_efficiency(spatial, kernel_size, dilation, stride, is_causal, qbox, kbox, queries=None) -> float:
+    """Useful (query, key) pairs / pairs the kernels compute with these boxes (padded rows included);
+    ``queries = (offset, extent)``: of that box of queries only."""
     args = (_pad3(spatial, 1), _pad3(kernel_size, 1), _pad3(dilation, 1), _pad3(stride, 1), _pad3(is_causal, False))
+    box_ = ((0, 0, 0), (None,) * 3) if queries is None else (_pad3(queries[0], 0), _pad3(queries[1], 1))
     useful = computed = 1
     for a in range(3):
-        u, c = _axis_pairs(*(x[a] for x in args), qbox[a], kbox[a])
+        u, c = _axis_pairs(*(x[a] for x in args), qbox[a], kbox[a], box_[0][a], box_[1][a])
         useful *= u
         computed *= c
     return useful / computed

@@ -1,5 +1,5 @@
 """The differentiable halo exchange: a rank's shard -> its extended grid, holding every key/value its
-queries attend (received point to point from their owners) and zeros where no owned query looks.
+queries attend (received point to point from their owners) and zeros where nothing lands.
 
 Backward returns the halo part of the gradient to the owners, who add it to their own (the reverse
 transfers of the forward's). Transfers are posted together with ``torch.distributed.batch_isend_irecv``
@@ -40,6 +40,31 @@ def _mesh(index: tuple[tuple[int, ...], ...], device: torch.device) -> tuple[tor
 
 def _owned(plan: RankPlan, shape: tuple[int, ...]) -> tuple:
     return (slice(None), *(slice(o, o + n) for o, n in zip(plan.offset, shape)))
+
+
+def _runs(positions: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Sorted positions as maximal ``[first, stop)`` runs."""
+    runs: list[list[int]] = []
+    for p in positions:
+        if runs and runs[-1][1] == p:
+            runs[-1][1] = p + 1
+        else:
+            runs.append([p, p + 1])
+    return [(a, b) for a, b in runs]
+
+
+def extended(x: torch.Tensor, plan: RankPlan) -> torch.Tensor:
+    """``x``'s extended grid before the halo lands: the shard in place, and zeros where the exchange
+    writes nothing (windows of owned queries never reach there, but a key tile loads them, and a
+    non-finite value would poison the products)."""
+    slabs = plan.unwritten
+    shape = (x.shape[0], *plan.extended, *x.shape[-2:])
+    ext = x.new_zeros(shape) if slabs is None else x.new_empty(shape)
+    for axis, positions in enumerate(slabs or ()):
+        for first, stop in _runs(positions):
+            ext[(slice(None),) * (1 + axis) + (slice(first, stop),)] = 0
+    ext[_owned(plan, x.shape[1:-2])] = x
+    return ext
 
 
 def _block_shape(shape, t: Transfer) -> tuple[int, ...]:
@@ -87,9 +112,7 @@ class HaloExchange(torch.autograd.Function):
         shapes = [x.shape for x in xs]
         recvs = [(t.peer, ref.new_empty(_message_numel(shapes, t))) for t in plan.recv]
         pending = _post(sends, recvs, group)
-        exts = [x.new_zeros((x.shape[0], *plan.extended, *x.shape[-2:])) for x in xs]
-        for x, ext in zip(xs, exts):
-            ext[_owned(plan, x.shape[1:-2])] = x
+        exts = [extended(x, plan) for x in xs]
         for req in pending:
             req.wait()
         for t, (_, buf) in zip(plan.recv, recvs):

@@ -227,6 +227,22 @@ class RankPlan:
         return tuple(a.start - a.lo for a in self.axes)
 
     @property
+    def unwritten(self) -> tuple[tuple[int, ...], ...] | None:
+        """Per axis, the extended grid's positions holding neither a needed key nor an owned one. The
+        exchange writes the rank's shard and every needed key (the owners tile the grid), so when those
+        sites form the product of the per-axis sets these slabs are all it leaves unwritten, and only
+        they need zeros; None where they do not (the whole grid is zeroed first)."""
+        covered, needed, owned, both = [], 1, 1, 1
+        for a in self.axes:
+            need = {j - a.lo for j in a.needed}
+            own = set(range(a.start - a.lo, a.stop - a.lo))
+            covered.append(need | own)
+            needed, owned, both = needed * len(need), owned * len(own), both * len(need & own)
+        if needed + owned - both != math.prod(len(c) for c in covered):
+            return None
+        return tuple(tuple(p for p in range(a.hi - a.lo) if p not in c) for a, c in zip(self.axes, covered))
+
+    @property
     def recv_sites(self) -> int:
         return sum(t.sites for t in self.recv)
 
