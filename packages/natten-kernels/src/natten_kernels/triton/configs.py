@@ -47,14 +47,14 @@ def smem_limit(device_index: int) -> int:
 
 
 def parse_config(
-    config, head_dim, dtype, problem=None, backward=False, device=None, groups=True
+    config, head_dim, dtype, problem=None, backward=False, device=None, queries=None
 ) -> ForwardConfig | BackwardConfig:
     """A :class:`ForwardConfig`, or a :class:`BackwardConfig` (its dq pass's own ``block_q, block_k,
     num_warps, num_stages, tma`` last). ``[]`` is the default of the problem ``problem = (spatial,
     kernel_size, dilation, stride, is_causal)``; in a given config, ``0`` block, warp or stage entries
     take that default's value and a missing variant or register cap is 0; a backward config without
     the dq entries runs its dq pass with its own first four. ``device``: shrink to its shared memory;
-    ``groups=False``: the default is never the whole-group forward (a query box)."""
+    ``queries``: a box of queries (tiling.choose_config)."""
     lengths = (0, 4, 5, 9, 10) if backward else (0, 4, 5, 6)
     if len(config) not in lengths or any(int(c) < 0 for c in config):
         what = "[block_q, block_k, num_warps, num_stages(, variant(, maxnreg))]"
@@ -64,7 +64,7 @@ def parse_config(
             )
         raise ValueError(f"triton config must be {what}, got {list(config)}")
     if backward and len(config) > 5:
-        main = parse_config(list(config[:5]), head_dim, dtype, problem, True, device, groups)[:5]
+        main = parse_config(list(config[:5]), head_dim, dtype, problem, True, device, queries)[:5]
         return BackwardConfig(*main, *_dq_part(config[5:], main, head_dim, dtype, device))
     cfg = [int(c) for c in config] if config else [0, 0, 0, 0]
     if not config:
@@ -78,7 +78,7 @@ def parse_config(
     dq_default = ()
     if 0 in cfg[:4] or variant is None:
         geo = tuple(tuple(x) for x in problem) if problem is not None else ((1,), (1,), (1,), (1,), (False,))
-        default = choose_config(head_dim, elem, *geo, backward=backward, kv_parallel=bool(variant), groups=groups)
+        default = choose_config(head_dim, elem, *geo, backward=backward, kv_parallel=bool(variant), queries=queries)
         cfg = [c or dflt for c, dflt in zip(cfg[:4], default)]
         variant = default[4] if variant is None else variant
         if maxnreg is None:
@@ -112,13 +112,14 @@ def _dq_part(dq_config, main, head_dim, dtype, device):
     return tuple(cfg)
 
 
-def launch_params(q, k3, rank, kernel_size, dilation, stride, is_causal, config, d, dv, backward, sub=False):
+def launch_params(q, k3, rank, kernel_size, dilation, stride, is_causal, config, d, dv, backward, queries=None):
     """Geometry (of the key grid ``k3``), the resolved config and the constexprs of one launch (query
     and key boxes excepted: :func:`boxes` adds them, as the backward's two passes swap the blocks'
-    roles). ``sub``: the queries are a box of that grid (never the whole-group forward)."""
+    roles). ``queries``: the queries are that box of the grid (``(offset, extent)``, rank 3)."""
     ks, dl, st, cz, L, nmax = geometry(k3, kernel_size, dilation, stride, is_causal)
     problem = (tuple(k3.shape[4 - rank : 4]), kernel_size, dilation, stride, is_causal)
-    cfg = parse_config(config, max(d, dv), q.dtype, problem, backward, q.device, not sub)
+    box = None if queries is None else tuple(tuple(x[3 - rank :]) for x in queries)
+    cfg = parse_config(config, max(d, dv), q.dtype, problem, backward, q.device, box)
     constexprs = dict(
         RANK=rank,
         C=tuple(cz),

@@ -122,7 +122,9 @@ def _launch_backward(
     dk3, dv3 = as3(dk, rank), as3(dv, rank)
     l3, de3 = as3_lse(lse, rank), as3_lse(delta, rank)
     sub, qbox = query_box(q3, k3, query_offset, rank)
-    geo, cfg, cx = launch_params(q, k3, rank, kernel_size, dilation, stride, is_causal, config, d, dvd, True, sub)
+    geo, cfg, cx = launch_params(
+        q, k3, rank, kernel_size, dilation, stride, is_causal, config, d, dvd, True, qbox if sub else None
+    )
     (resident, streamed, _w, _s, kv_parallel), (dq_bq, dq_bk, dq_warps, dq_stages, dq_tma) = cfg[:5], cfg[5:]
     ks, dl, st, L, nmax, _cz = geo
     # backward blocks are [resident, streamed]: the dk/dv pass keeps a key tile and streams queries;

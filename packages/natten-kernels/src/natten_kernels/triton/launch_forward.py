@@ -154,7 +154,7 @@ def _forward_plan(
     o3, l3 = as3(out, rank), as3_lse(lse, rank)
     sub, qbox = query_box(q3, k3, query_offset, rank)
     geo, (bq, bk, _w, _s, variant, _maxnreg), cx = launch_params(
-        q, k3, rank, kernel_size, dilation, stride, is_causal, config, d, dv, False, sub
+        q, k3, rank, kernel_size, dilation, stride, is_causal, config, d, dv, False, qbox if sub else None
     )
     if variant == GROUP_VARIANT:
         if sub:

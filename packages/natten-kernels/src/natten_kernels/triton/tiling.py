@@ -229,24 +229,26 @@ def choose_config(
     is_causal,
     backward=False,
     kv_parallel=False,
-    groups=True,
+    queries=None,
 ):
     """The default ``[block_q, block_k, num_warps, num_stages, variant]`` of one problem (all tuples):
-    the largest relative rate x tile efficiency (``kv_parallel``: among the KV-parallel backwards).
+    the largest relative rate x tile efficiency (``kv_parallel``: among the KV-parallel backwards;
+    ``queries = (offset, extent)``: the efficiency of that box of queries, see tile_shapes).
     A deterministic backward may add its dq pass's own five entries (:data:`_DQ_PASS`). A forward
-    whose windows are whole dilation groups gets the group-wise kernel (:func:`group_config`) unless
-    ``groups`` is False."""
-    tokens = (
-        0 if backward or not groups else whole_groups(spatial, kernel_size, dilation, is_causal, head_dim, dtype_bytes)
-    )
+    whose windows are whole dilation groups gets the group-wise kernel (:func:`group_config`), unless
+    its queries are a box."""
+    whole = backward or queries is not None
+    tokens = 0 if whole else whole_groups(spatial, kernel_size, dilation, is_causal, head_dim, dtype_bytes)
     if tokens:
         return group_config(tokens, head_dim, dtype_bytes)
     host_tma = all(d == 1 for d in dilation) and head_dim == max(16, pow2_at_least(head_dim))
     rates = _rates(_bucket(head_dim), backward, kv_parallel, host_tma)
     best, best_score = None, -1.0
     for cfg, rate in rates.items():
-        qbox, kbox = tile_shapes(kernel_size, dilation, stride, spatial, cfg[0], cfg[1], is_causal, not backward)
-        score = rate * tile_efficiency(spatial, kernel_size, dilation, stride, is_causal, qbox, kbox)
+        qbox, kbox = tile_shapes(
+            kernel_size, dilation, stride, spatial, cfg[0], cfg[1], is_causal, not backward, queries
+        )
+        score = rate * tile_efficiency(spatial, kernel_size, dilation, stride, is_causal, qbox, kbox, queries)
         if score > best_score:
             best, best_score = cfg, score
     cfg = fit_shared_memory(list(best), head_dim, dtype_bytes, backward)

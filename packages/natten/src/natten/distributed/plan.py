@@ -226,7 +226,7 @@ class RankPlan:
         """Where the owned shard starts inside the extended grid."""
         return tuple(a.start - a.lo for a in self.axes)
 
-    @property
+    @functools.cached_property  # read by every exchange; the plan itself is cached (rank_plan)
     def unwritten(self) -> tuple[tuple[int, ...], ...] | None:
         """Per axis, the extended grid's positions holding neither a needed key nor an owned one. The
         exchange writes the rank's shard and every needed key (the owners tile the grid), so when those
