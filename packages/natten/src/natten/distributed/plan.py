@@ -2,9 +2,10 @@
 
 One axis (:func:`axis_plan`): a rank owns global positions ``[start, stop)``. Its queries attend the
 keys in ``needed`` (the union of their windows; not contiguous with dilation and thin shards). The
-rank runs the ordinary local op on the *extended* range ``[lo, hi)`` and keeps the owned queries'
-results. That is exact iff the window rule applied to the extended axis (length ``hi - lo``, positions
-shifted by ``lo``) gives every owned query its global window, which holds when
+rank runs the local op on the *extended* key range ``[lo, hi)`` with its queries as the box
+``[start, stop)`` of it (the op's ``query_offset``). That is exact iff the window rule applied to the
+extended axis (length ``hi - lo``, positions shifted by ``lo``) gives every owned query its global
+window, which holds when
 
 * ``lo <= min(needed)`` and, with a stride, ``lo`` is a multiple of ``dilation * stride`` (every
   dilation group's local index is then its global index shifted by a multiple of the stride, so the
@@ -15,8 +16,8 @@ shifted by ``lo``) gives every owned query its global window, which holds when
 
 :func:`axis_plan` picks the smallest such range, then checks every owned query against the global
 rule and widens until they all match (never needed in the tests; ``AxisPlan.widened`` counts it).
-Only ``needed`` keys are moved; the rest of the extended range is zero-filled, since no owned query
-attends it.
+Only ``needed`` keys are moved; the rest of the extended range is zero-filled (``RankPlan.unwritten``),
+since no owned query attends it.
 
 Several axes (:func:`rank_plan`): ranks form a row-major grid over the sharded axes; a rank's needed
 keys are the product of its per-axis needed sets (its queries form a box and windows are products),
