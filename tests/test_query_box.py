@@ -136,3 +136,22 @@ def test_box_flops_count_the_box_queries(causal):
     k = torch.empty(2, *grid, 4, 16, device="meta")
     args = (q, k, k, None, None, None, list(ks), list(dl), list(st), [causal] * 2, 1.0)
     assert macs("na_fused_forward", *args, [], list(offset)) == 2 * 4 * brute * 32
+
+
+def test_query_pieces_cut_only_partial_stride_blocks():
+    """The Triton forward runs a box in pieces where its edges cut a stride block (each piece's tiles
+    then meet one block's window at a time); a box on block edges, or at the grid's end, stays whole."""
+    from natten_kernels.triton.layout import query_pieces
+
+    def offsets(extent, offset, grid, dilation, stride):
+        return [o for _, o in query_pieces(extent, offset, grid, dilation, stride)]
+
+    assert offsets((15,), [15], (30,), [1], [16]) == [[15], [16]]  # frame 15 ends block [0, 16)
+    assert offsets((15,), [0], (30,), [1], [16]) == [[0]]  # one partial block at the grid's start
+    assert offsets((14,), [16], (30,), [1], [16]) == [[16]]  # ends at the grid's end
+    assert offsets((10,), [5], (20,), [1], [8]) == [[5], [8]]
+    assert offsets((9,), [7], (20,), [3], [2]) == [[7]]  # dilation: blocks interleave, no cut
+    assert offsets((4, 20), [2, 20], (9, 44), [1, 1], [1, 8]) == [[2, 20], [2, 24]]
+    pieces = query_pieces((30, 24, 20), [0, 0, 20], (30, 48, 60), [1, 1, 1], [16, 8, 8])  # S6-s, 4 shards of 20
+    assert [o for _, o in pieces] == [[0, 0, 20], [0, 0, 24]]
+    assert [p[3] for p, _ in pieces] == [slice(0, 4), slice(4, 20)]

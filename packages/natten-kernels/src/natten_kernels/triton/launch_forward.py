@@ -25,6 +25,7 @@ from natten_kernels.triton.layout import (
     dim_block,
     precision,
     query_box,
+    query_pieces,
     rel64,
     rpb3,
     strides5,
@@ -57,7 +58,9 @@ def na_fused_forward(
     lse = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
     if q.numel() > 0 and out.numel() > 0:
         geometry = (kernel_size, dilation, stride, is_causal)
-        _launch_forward(q, k, v, rpb, out, lse, rank, hq, hkv, d, dv, *geometry, float(scale), config, query_offset)
+        for box, offset in query_pieces(q.shape[1:-2], query_offset, k.shape[1:-2], dilation, stride):
+            qp, op, lp = q[box], out[box], lse[box]
+            _launch_forward(qp, k, v, rpb, op, lp, rank, hq, hkv, d, dv, *geometry, float(scale), config, offset)
     if has_add:
         out, lse = additional_kv.merge(out, lse, q, additional_keys, additional_values, float(scale))
     return out, lse

@@ -3,6 +3,8 @@ tensors, strides, per-axis geometry, the dot precision, int64-offset checks, the
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from natten_kernels.precision import tf32_enabled
@@ -89,3 +91,27 @@ def query_box(q3: torch.Tensor, k3: torch.Tensor, query_offset, rank: int):
             f"grid {k_ext[3 - rank :]}, one offset per spatial axis"
         )
     return True, (offset, q_ext)
+
+
+def query_pieces(extent, query_offset, grid, dilation, stride) -> list[tuple[tuple, list[int]]]:
+    """The query box (``extent`` at ``query_offset`` of the key grid ``grid``) cut where its edges cut a
+    stride block (axes without dilation), as ``(index into the box's tensors, the piece's
+    query_offset)``; one piece, the box, when they cut none. A piece then holds whole blocks or part of
+    one, so its tiles meet one block's window at a time: a tile across a cut block would visit both
+    blocks' windows (S6-s split mid-block: 1.1x the pairs in one launch)."""
+    whole = (slice(None),) * (len(extent) + 1)
+    if not query_offset:
+        return [(whole, list(query_offset))]
+    cuts = []
+    for o, n, m, d, s in zip(query_offset, extent, grid, dilation, stride):
+        inner = set()
+        if d == 1 and s > 1:
+            if o % s and -(-o // s) * s < o + n:  # the first block is partial
+                inner.add(-(-o // s) * s)
+            if (o + n) % s and o + n < m and (o + n) // s * s > o:  # so is the last (not the grid's end)
+                inner.add((o + n) // s * s)
+        cuts.append(list(itertools.pairwise([o, *sorted(inner), o + n])))
+    return [
+        ((slice(None), *(slice(a - o, b - o) for (a, b), o in zip(piece, query_offset))), [a for a, _ in piece])
+        for piece in itertools.product(*cuts)
+    ]
