@@ -96,12 +96,11 @@ def query_box(q3: torch.Tensor, k3: torch.Tensor, query_offset, rank: int):
 def query_pieces(extent, query_offset, grid, dilation, stride) -> list[tuple[tuple, list[int]]]:
     """The query box (``extent`` at ``query_offset`` of the key grid ``grid``) cut where its edges cut a
     stride block (axes without dilation), as ``(index into the box's tensors, the piece's
-    query_offset)``; one piece, the box, when they cut none. A piece then holds whole blocks or part of
-    one, so its tiles meet one block's window at a time: a tile across a cut block would visit both
-    blocks' windows (S6-s split mid-block: 1.1x the pairs in one launch)."""
-    whole = (slice(None),) * (len(extent) + 1)
+    query_offset)``: one piece, the box, when they cut none; none without a box. A piece holds whole
+    blocks or part of one, so its tiles meet one block's window at a time: a tile across a cut block
+    would visit both blocks' windows (S6-s split mid-block: 1.1x the pairs in one launch)."""
     if not query_offset:
-        return [(whole, list(query_offset))]
+        return []  # no box: the launcher runs the grid as it is
     cuts = []
     for o, n, m, d, s in zip(query_offset, extent, grid, dilation, stride):
         inner = set()
