@@ -71,8 +71,8 @@ def _na(
         out, lse = fn.apply(*tensors, *op_args, forward_config, box, backward_configs, backend)
     elif _needs_function(problem):
         out, lse = FusedNeighborhoodAttention.apply(*tensors, *op_args, forward_config, box, backward_configs, backend)
-    else:
-        out, lse = backend.op("na_fused_forward")(*tensors, *op_args, forward_config, box)
+    else:  # inference: the op alone, without an empty query_offset to parse on every call
+        out, lse = backend.op("na_fused_forward")(*tensors, *op_args, forward_config, *([box] if box else []))
     return (out, lse) if return_lse else out
 
 
