@@ -105,3 +105,20 @@ def check_box(bc: BoxCase, device: str, runner, seed: int = 0) -> None:
             rg, eager = rg[box], eager[box]
         assert got.shape == rg.shape, name
         assert_close_to_reference(got, rg, eager=eager, name=f"d{name}")
+
+
+def check_piece_after_box(device: str, config=(16, 16, 4, 1)) -> None:
+    """A box whose edges cut stride blocks runs in pieces that write views of its output; one piece's
+    queries then launched as a box of their own (the same q view, offset and key grid) write a fresh
+    output. The forward's cached launch plans must tell the two apart: they once shared a key, and the
+    second call wrote with the first's output strides (out of bounds on the GPU)."""
+    from natten_kernels.triton.launch_forward import na_fused_forward
+
+    c = Case((6, 12), (3, 5), (1, 1), (1, 4), (False, False), batch=1, dtype=F32)
+    t = make_inputs(c, device, c.dtype, 0)
+    geo = (list(c.kernel_size), list(c.dilation), list(c.stride), list(c.is_causal), c.head_dim**-0.5, list(config))
+    q = t["q"][:, :, 2:10].contiguous()  # columns 2-9: stride blocks cut at 4 and 8, three pieces
+    out, lse = na_fused_forward(q, t["k"], t["v"], None, None, None, *geo, [0, 2])
+    piece = q[:, :, 2:6]  # columns 4-7, a view with the box's strides, as the middle piece's launch saw it
+    out_p, lse_p = na_fused_forward(piece, t["k"], t["v"], None, None, None, *geo, [0, 4])
+    assert torch.equal(out_p, out[:, :, 2:6]) and torch.equal(lse_p, lse[:, :, 2:6])

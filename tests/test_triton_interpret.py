@@ -21,7 +21,7 @@ pytest.importorskip("triton")
 from cases import Case
 from gpu.naref import check, run_launchers
 from interpret import run_checks
-from query_box import BOX_CASES, check_box, launcher_runner
+from query_box import BOX_CASES, check_box, check_piece_after_box, launcher_runner
 
 F32, F16 = torch.float32, torch.float16
 
@@ -91,10 +91,14 @@ def run_all() -> dict:
         for name, case, fwd, bwd in RUNS
     ]
     runs += [(name, partial(check_box, bc, "cpu", launcher_runner(fwd, bwd))) for name, bc, fwd, bwd in BOX_RUNS]
+    runs += [(PIECE_RUN, partial(check_piece_after_box, "cpu"))]
     return run_checks(runs)
 
 
-@pytest.mark.parametrize("name", [r[0] for r in RUNS + BOX_RUNS])
+PIECE_RUN = "box-piece-after-box"  # the forward's plan cache and a box's pieces (query_box.check_piece_after_box)
+
+
+@pytest.mark.parametrize("name", [r[0] for r in RUNS + BOX_RUNS] + [PIECE_RUN])
 def test_triton_interpreted_matches_reference(name, interpreted):
     assert interpreted[name] is None, interpreted[name]
 

@@ -21,7 +21,7 @@ from natten_legacy.testing import assert_close_to_reference
 from cases import Case
 from natten.distributed.plan import make_layout, rank_plan
 from natten.functional.fused import _na
-from query_box import BOX_CASES, BoxCase, api_runner, check_box, launcher_runner
+from query_box import BOX_CASES, BoxCase, api_runner, check_box, check_piece_after_box, launcher_runner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from suite_gpu import DT, PROBLEMS
@@ -34,6 +34,11 @@ SMALL = ([16, 16, 4, 1], [16, 16, 4, 1])
 @pytest.mark.parametrize("tiles", ["small", "default"])
 def test_box_launchers(bc, tiles):
     check_box(bc, "cuda", launcher_runner(*(SMALL if tiles == "small" else ([], []))))
+
+
+@pytest.mark.parametrize("tiles", ["small", "default"])
+def test_piece_after_box(tiles):
+    check_piece_after_box("cuda", SMALL[0] if tiles == "small" else ())
 
 
 @pytest.mark.parametrize("bc", BOX_CASES, ids=lambda bc: bc.id)

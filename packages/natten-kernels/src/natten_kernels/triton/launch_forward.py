@@ -119,6 +119,8 @@ def _launch_forward(
         k.stride(),
         v.shape,
         v.stride(),
+        out.stride(),  # a box's pieces write views of its output: same q, other output strides
+        lse.stride(),
         q.dtype,
         q.device,
         None if rpb is None else rpb.shape,
