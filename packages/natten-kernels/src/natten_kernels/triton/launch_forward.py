@@ -30,7 +30,7 @@ from natten_kernels.triton.layout import (
     rpb3,
     strides5,
 )
-from natten_kernels.triton.tiling import GROUP_VARIANT, pow2_at_least, whole_groups
+from natten_kernels.triton.tiling import GROUP_VARIANT, pow2_at_least, remainder_cuts, whole_groups
 
 
 def na_fused_forward(
@@ -60,9 +60,15 @@ def na_fused_forward(
         geometry = (kernel_size, dilation, stride, is_causal)
         if not query_offset:  # no views: indexing costs host time that small problems feel
             _launch_forward(q, k, v, rpb, out, lse, rank, hq, hkv, d, dv, *geometry, float(scale), config, ())
-        for box, offset in query_pieces(q.shape[1:-2], query_offset, k.shape[1:-2], dilation, stride):
-            qp, op, lp = q[box], out[box], lse[box]
-            _launch_forward(qp, k, v, rpb, op, lp, rank, hq, hkv, d, dv, *geometry, float(scale), config, offset)
+        else:
+            grid, cz = tuple(k.shape[1:-2]), tuple(bool(c) for c in is_causal)
+            # with the default tiles, pieces are cut again where those leave a costly remainder
+            refine = (
+                None if config else functools.partial(remainder_cuts, max(d, dv), grid, *map(tuple, geometry[:3]), cz)
+            )
+            for box, offset in query_pieces(q.shape[1:-2], query_offset, grid, dilation, stride, refine):
+                qp, op, lp = q[box], out[box], lse[box]
+                _launch_forward(qp, k, v, rpb, op, lp, rank, hq, hkv, d, dv, *geometry, float(scale), config, offset)
     if has_add:
         out, lse = additional_kv.merge(out, lse, q, additional_keys, additional_values, float(scale))
     return out, lse

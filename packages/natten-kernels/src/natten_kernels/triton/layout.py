@@ -93,12 +93,13 @@ def query_box(q3: torch.Tensor, k3: torch.Tensor, query_offset, rank: int):
     return True, (offset, q_ext)
 
 
-def query_pieces(extent, query_offset, grid, dilation, stride) -> list[tuple[tuple, list[int]]]:
+def query_pieces(extent, query_offset, grid, dilation, stride, refine=None) -> list[tuple[tuple, list[int]]]:
     """The query box (``extent`` at ``query_offset`` of the key grid ``grid``) cut where its edges cut a
     stride block (axes without dilation), as ``(index into the box's tensors, the piece's
     query_offset)``: one piece, the box, when they cut none; none without a box. A piece holds whole
     blocks or part of one, so its tiles meet one block's window at a time: a tile across a cut block
-    would visit both blocks' windows (S6-s split mid-block: 1.1x the pairs in one launch)."""
+    would visit both blocks' windows (S6-s split mid-block: 1.1x the pairs in one launch).
+    ``refine((offset, extent))``: the boxes a piece is cut into next (tiling.remainder_cuts)."""
     if not query_offset:
         return []  # no box: the launcher runs the grid as it is
     cuts = []
@@ -110,7 +111,10 @@ def query_pieces(extent, query_offset, grid, dilation, stride) -> list[tuple[tup
             if (o + n) % s and o + n < m and (o + n) // s * s > o:  # so is the last (not the grid's end)
                 inner.add((o + n) // s * s)
         cuts.append(list(itertools.pairwise([o, *sorted(inner), o + n])))
+    boxes = [(tuple(a for a, _ in p), tuple(b - a for a, b in p)) for p in itertools.product(*cuts)]
+    if refine is not None:
+        boxes = [sub for box in boxes for sub in refine(box)]
     return [
-        ((slice(None), *(slice(a - o, b - o) for (a, b), o in zip(piece, query_offset))), [a for a, _ in piece])
-        for piece in itertools.product(*cuts)
+        ((slice(None), *(slice(a - o, a - o + n) for a, n, o in zip(*box, query_offset))), list(box[0]))
+        for box in boxes
     ]

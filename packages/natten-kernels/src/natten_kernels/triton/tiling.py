@@ -241,6 +241,18 @@ def choose_config(
     tokens = 0 if whole else whole_groups(spatial, kernel_size, dilation, is_causal, head_dim, dtype_bytes)
     if tokens:
         return group_config(tokens, head_dim, dtype_bytes)
+    best, _score = _best_rated(
+        head_dim, spatial, kernel_size, dilation, stride, is_causal, backward, kv_parallel, queries
+    )
+    cfg = fit_shared_memory(list(best), head_dim, dtype_bytes, backward)
+    dq = _DQ_PASS.get(_bucket(head_dim)) if backward and not kv_parallel else None
+    if dq is not None:
+        cfg += fit_shared_memory(list(dq), head_dim, dtype_bytes, True)
+    return cfg
+
+
+def _best_rated(head_dim, spatial, kernel_size, dilation, stride, is_causal, backward, kv_parallel, queries):
+    """The measured config of the largest rate x tile efficiency, and that score."""
     host_tma = all(d == 1 for d in dilation) and head_dim == max(16, pow2_at_least(head_dim))
     rates = _rates(_bucket(head_dim), backward, kv_parallel, host_tma)
     best, best_score = None, -1.0
@@ -251,11 +263,44 @@ def choose_config(
         score = rate * tile_efficiency(spatial, kernel_size, dilation, stride, is_causal, qbox, kbox, queries)
         if score > best_score:
             best, best_score = cfg, score
-    cfg = fit_shared_memory(list(best), head_dim, dtype_bytes, backward)
-    dq = _DQ_PASS.get(_bucket(head_dim)) if backward and not kv_parallel else None
-    if dq is not None:
-        cfg += fit_shared_memory(list(dq), head_dim, dtype_bytes, True)
-    return cfg
+    return best, best_score
+
+
+# a cut must save this share of a box's modelled time: each piece is one more launch, with its own tail
+CUT_GAIN = 0.02
+
+
+@functools.lru_cache(maxsize=1024)
+def remainder_cuts(head_dim, spatial, kernel_size, dilation, stride, is_causal, queries):
+    """A forward query box ``queries = (offset, extent)`` as one or two boxes: cut across one axis where
+    whole tiles end (``extent // t * t`` for a power of two ``t``) when the two boxes' best configs
+    compute the box in ``CUT_GAIN`` less modelled time (pairs computed / rate) than one launch.
+    A 7-frame shard of S6-s (stride 16 x 8 x 8) runs 1-frame tiles across two stride blocks (0.90 of
+    its pairs useful); cut 6 + 1, the six take 2-frame tiles that fit the blocks (1.00)."""
+
+    def time(box) -> float:
+        _cfg, score = _best_rated(head_dim, spatial, kernel_size, dilation, stride, is_causal, False, False, box)
+        useful = math.prod(
+            axis_pairs(n, k, d, s, c, (o, o + e))
+            for n, k, d, s, c, o, e in zip(spatial, kernel_size, dilation, stride, is_causal, *box)
+        )
+        return useful / score
+
+    offset, extent = queries
+    best, best_time = [queries], time(queries) * (1 - CUT_GAIN)
+    for a, n in enumerate(extent):
+        t = 2
+        while t < n:
+            cut = n // t * t
+            if cut < n:
+                head = (offset, tuple(cut if x == a else e for x, e in enumerate(extent)))
+                tail = (tuple(o + cut if x == a else o for x, o in enumerate(offset)),
+                        tuple(n - cut if x == a else e for x, e in enumerate(extent)))  # fmt: skip
+                t_cut = time(head) + time(tail)
+                if t_cut < best_time:
+                    best, best_time = [head, tail], t_cut
+            t *= 2
+    return best
 
 
 def candidates(head_dim: int, backward: bool = False, kv_parallel: bool = False) -> list[list[int]]:
