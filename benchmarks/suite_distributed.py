@@ -38,7 +38,7 @@ import torch.distributed as dist
 import natten
 import natten.distributed as nd
 from common import Recorder
-from natten.distributed.halo import extended, selector
+from natten.distributed.halo import assign, extended, selector
 from natten.distributed.launch import backend_for, spawn
 from natten.distributed.plan import grid_coords, make_layout, rank_plan
 from natten.functional.fused import _na as fused_na
@@ -448,7 +448,7 @@ def _copy_halo(x, plan, ext) -> None:
     lo = [a.lo for a in plan.axes]
     for t in plan.recv:
         src = selector(tuple(tuple(j + o for j in ix) for ix, o in zip(t.index, lo)), x.device)
-        ext[selector(t.index, x.device)] = x[src]
+        assign(ext, selector(t.index, x.device), x[src])
 
 
 def _box(layout, rank: int) -> tuple:

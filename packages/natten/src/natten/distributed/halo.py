@@ -38,6 +38,40 @@ def _mesh(index: tuple[tuple[int, ...], ...], device: torch.device) -> tuple[tor
     return tuple(mesh)
 
 
+def _words(x: torch.Tensor) -> torch.Tensor:
+    """``x`` viewed as 8-byte integers where its channels and strides allow it (else ``x``): torch
+    copies a strided block element by element, and moved bf16 shards into an extended grid in 2-byte
+    steps at half the speed of 8-byte ones (S6 cut 2 x 1 on an H200: 1.68 -> 0.80 ms, the probe
+    probe_halo_copies.py). ``view`` checks the layout itself: a failed view costs an exception, a
+    successful one a microsecond (these copies are issued per block, host time counts)."""
+    if x.element_size() >= 8:
+        return x
+    try:
+        return x.view(torch.int64)
+    except RuntimeError:
+        return x
+
+
+def assign(dst: torch.Tensor, index: tuple, src: torch.Tensor) -> None:
+    """``dst[index] = src`` as a bitwise copy of 8-byte words where both tensors allow it (``index``
+    addresses the batch and spatial axes only)."""
+    wide_dst, wide_src = _words(dst), _words(src)
+    if wide_dst.dtype == wide_src.dtype:
+        wide_dst[index] = wide_src
+    else:
+        dst[index] = src
+
+
+def take(x: torch.Tensor, index: tuple, copy: bool = False) -> torch.Tensor:
+    """``x[index]`` (a new contiguous tensor with ``copy``), gathered in 8-byte words where ``x``'s
+    channels allow it."""
+    wide = _words(x)
+    out = wide[index]
+    if copy:
+        out = out.clone(memory_format=torch.contiguous_format)
+    return out if wide is x else out.view(x.dtype)
+
+
 def _owned(plan: RankPlan, shape: tuple[int, ...]) -> tuple:
     return (slice(None), *(slice(o, o + n) for o, n in zip(plan.offset, shape)))
 
@@ -63,7 +97,7 @@ def extended(x: torch.Tensor, plan: RankPlan) -> torch.Tensor:
     for axis, positions in enumerate(slabs or ()):
         for first, stop in _runs(positions):
             ext[(slice(None),) * (1 + axis) + (slice(first, stop),)] = 0
-    ext[_owned(plan, x.shape[1:-2])] = x
+    assign(ext, _owned(plan, x.shape[1:-2]), x)
     return ext
 
 
@@ -74,7 +108,7 @@ def _block_shape(shape, t: Transfer) -> tuple[int, ...]:
 
 def _pack(xs, t: Transfer) -> torch.Tensor:
     """One message: the block ``t`` of every tensor of ``xs``, flattened and concatenated."""
-    return torch.cat([x[selector(t.index, x.device)].reshape(-1) for x in xs])
+    return torch.cat([take(x, selector(t.index, x.device), copy=True).view(-1) for x in xs])
 
 
 def _unpack(buf: torch.Tensor, shapes, t: Transfer):
@@ -117,7 +151,7 @@ class HaloExchange(torch.autograd.Function):
             req.wait()
         for t, (_, buf) in zip(plan.recv, recvs):
             for ext, block in zip(exts, _unpack(buf, shapes, t)):
-                ext[selector(t.index, ext.device)] = block
+                assign(ext, selector(t.index, ext.device), block)
         _account("forward", plan, sends, recvs)
         ctx.plan, ctx.group, ctx.local = plan, group, [tuple(x.shape) for x in xs]
         return tuple(exts)
@@ -130,7 +164,7 @@ class HaloExchange(torch.autograd.Function):
         sends = [(t.peer, _pack(grad_exts, t)) for t in plan.recv]
         recvs = [(t.peer, ref.new_empty(_message_numel(ctx.local, t))) for t in plan.send]
         pending = _post(sends, recvs, group)
-        grads = [g[_owned(plan, shape[1:-2])].clone() for g, shape in zip(grad_exts, ctx.local)]
+        grads = [take(g, _owned(plan, shape[1:-2]), copy=True) for g, shape in zip(grad_exts, ctx.local)]
         for req in pending:
             req.wait()
         for t, (_, buf) in zip(plan.send, recvs):
