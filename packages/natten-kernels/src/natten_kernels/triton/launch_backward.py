@@ -21,7 +21,17 @@ from natten_kernels.triton.fused_backward import (
     na_bwd_dq_kernel,
     na_bwd_drpb_kernel,
 )
-from natten_kernels.triton.layout import LOG2E, as3, as3_lse, dim_block, query_box, rel64, rpb3, strides5
+from natten_kernels.triton.layout import (
+    LOG2E,
+    as3,
+    as3_lse,
+    box_pieces,
+    dim_block,
+    query_box,
+    rel64,
+    rpb3,
+    strides5,
+)
 from natten_kernels.triton.tiling import pow2_at_least
 
 
@@ -93,6 +103,49 @@ def _delta(grad_out, out, grad_lse):
     return delta
 
 
+def _dq_pass(q3, do3, l3, de3, dq3, k3, v3, rs, rp, geo, dq_cfg, cx, offset, rank, hq, hkv, scale):
+    """One launch of the dq pass: the queries of ``q3`` (views of one piece of a box at ``offset`` of the
+    key grid, or the whole grid without one), their tiles chosen for them."""
+    dq_bq, dq_bk, dq_warps, dq_stages, dq_tma = dq_cfg
+    ks, dl, st, L, _nmax, _cz = geo
+    d, dvd = q3.shape[-1], v3.shape[-1]
+    sub, qbox = query_box(q3, k3, offset, rank)
+    tq, tk, dq_boxes = boxes(geo, dq_bq, dq_bk, queries=qbox if sub else None)
+    wide = cx["REL64"] or rel64((q3, k3, v3, do3), (tq, tk), dl, dim_block(max(d, dvd)))
+    want = bool(dq_tma) and not wide and tma.streamed_tiles_ok(dq_bq, dq_bk, d, dvd)
+    k_arg, v_arg, loads = tma.operands(k3, v3, tk, d, dvd, dl, want)
+    res_ok = loads == "host" and tma.resident_tiles_ok(tq, dq_bk, d, dvd)
+    q_res, do_res, res = tma.operands(q3, do3, tq, d, dvd, dl, res_ok, device_ok=False)
+    dq_cx = dict(cx, REL64=wide, num_warps=dq_warps, num_stages=dq_stages, TMA=loads == "device")
+    dq_cx.update(TMA_HOST=loads == "host", RES_TMA=res == "host")
+    per_group = [-(-qbox[1][a] // dl[a]) for a in range(3)]  # queries of a dilation group, at most
+    nt = [-(-per_group[a] // tq[a]) for a in range(3)]
+    G = dl[0] * dl[1] * dl[2]
+    na_bwd_dq_kernel[(nt[0] * nt[1] * nt[2] * G, hq, q3.shape[0])](
+        q_res,
+        k_arg,
+        v_arg,
+        do_res,
+        l3,
+        de3,
+        dq3,
+        rp,
+        *(strides5(x) for x in (q3, k3, v3, do3, l3)),
+        rs,
+        (tuple(L), tuple(ks), tuple(dl), tuple(st)),
+        nt[1],
+        nt[2],
+        G,
+        hq // hkv,
+        scale * LOG2E,
+        scale,
+        qbox,
+        SUB=sub,
+        **dq_boxes,
+        **dq_cx,
+    )
+
+
 def _launch_backward(
     do,
     q,
@@ -125,12 +178,12 @@ def _launch_backward(
     geo, cfg, cx = launch_params(
         q, k3, rank, kernel_size, dilation, stride, is_causal, config, d, dvd, True, qbox if sub else None
     )
-    (resident, streamed, _w, _s, kv_parallel), (dq_bq, dq_bk, dq_warps, dq_stages, dq_tma) = cfg[:5], cfg[5:]
+    (resident, streamed, _w, _s, kv_parallel), (dq_bq, dq_bk) = cfg[:5], cfg[5:7]
     ks, dl, st, L, nmax, _cz = geo
     # backward blocks are [resident, streamed]: the dk/dv pass keeps a key tile and streams queries;
     # the dq pass (its own config) keeps a query tile and streams keys
     queries = qbox if sub else None
-    tq, tk, dq_boxes = boxes(geo, dq_bq, dq_bk, queries=queries)
+    tq, tk, _ = boxes(geo, dq_bq, dq_bk, queries=queries)  # the whole box's dq tiles: REL64 below
     tq2, tk2, dkdv_boxes = boxes(geo, streamed, resident, search=False, queries=queries)
     G = dl[0] * dl[1] * dl[2]
     r3, rs = rpb3(rpb, hq, rank)
@@ -142,46 +195,24 @@ def _launch_backward(
         if kv_parallel
         else dq
     )
+    if q.stride() != dq_acc.stride():  # q and dq share strides in the kernels (dq is contiguous)
+        q = q.contiguous()
+        q3 = as3(q, rank)
     dq3 = as3(dq_acc, rank)
-    if q3.stride() != dq3.stride():  # q and dq share strides in the kernels (dq is contiguous)
-        q3 = q3.contiguous()
     cx["REL64"] = rel64((q3, k3, v3, do3), (tq, tk, tq2, tk2), dl, dim_block(max(d, dvd)))
     cx["HAS_RPB"] = r3 is not None
     cx["SCALE_FIRST"] = r3 is not None or scale <= 0  # else folded into the exp2's argument (needs > 0)
-    strides = (*(strides5(x) for x in (q3, k3, v3, do3, l3)), rs)
     if kv_parallel:
         dq_acc.zero_()
     else:
-        want = bool(dq_tma) and not cx["REL64"] and tma.streamed_tiles_ok(dq_bq, dq_bk, d, dvd)
-        k_arg, v_arg, loads = tma.operands(k3, v3, tk, d, dvd, dl, want)
-        res_ok = loads == "host" and tma.resident_tiles_ok(tq, dq_bk, d, dvd)
-        q_res, do_res, res = tma.operands(q3, do3, tq, d, dvd, dl, res_ok, device_ok=False)
-        dq_cx = dict(cx, num_warps=dq_warps, num_stages=dq_stages, TMA=loads == "device", TMA_HOST=loads == "host")
-        dq_cx["RES_TMA"] = res == "host"
-        per_group = [-(-qbox[1][a] // dl[a]) for a in range(3)]  # queries of a dilation group, at most
-        nt = [-(-per_group[a] // tq[a]) for a in range(3)]
-        na_bwd_dq_kernel[(nt[0] * nt[1] * nt[2] * G, hq, q.shape[0])](
-            q_res,
-            k_arg,
-            v_arg,
-            do_res,
-            l3,
-            de3,
-            dq3,
-            rp,
-            *strides,
-            sizes,
-            nt[1],
-            nt[2],
-            G,
-            hq // hkv,
-            scale * LOG2E,
-            scale,
-            qbox,
-            SUB=sub,
-            **dq_boxes,
-            **dq_cx,
-        )
+        # a box runs in the forward's pieces (launch_forward): its tiles then fit the stride blocks
+        geometry = (kernel_size, dilation, stride, is_causal)
+        pieces = box_pieces(q.shape[1:-2], query_offset, k.shape[1:-2], max(d, dvd), *geometry, config)
+        if not pieces:  # no box: the tensors as given
+            _dq_pass(q3, do3, l3, de3, dq3, k3, v3, rs, rp, geo, cfg[5:], cx, (), rank, hq, hkv, scale)
+        for ix, offset in pieces:
+            views = (as3(q[ix], rank), as3(do[ix], rank), as3_lse(lse[ix], rank), as3_lse(delta[ix], rank))
+            _dq_pass(*views, as3(dq_acc[ix], rank), k3, v3, rs, rp, geo, cfg[5:], cx, offset, rank, hq, hkv, scale)
     if k3.stride() != dk3.stride():
         k3 = k3.contiguous()
     if v3.stride() != dv3.stride():

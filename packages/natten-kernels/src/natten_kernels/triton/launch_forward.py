@@ -22,15 +22,15 @@ from natten_kernels.triton.layout import (
     LOG2E,
     as3,
     as3_lse,
+    box_pieces,
     dim_block,
     precision,
     query_box,
-    query_pieces,
     rel64,
     rpb3,
     strides5,
 )
-from natten_kernels.triton.tiling import GROUP_VARIANT, pow2_at_least, remainder_cuts, whole_groups
+from natten_kernels.triton.tiling import GROUP_VARIANT, pow2_at_least, whole_groups
 
 
 def na_fused_forward(
@@ -61,12 +61,8 @@ def na_fused_forward(
         if not query_offset:  # no views: indexing costs host time that small problems feel
             _launch_forward(q, k, v, rpb, out, lse, rank, hq, hkv, d, dv, *geometry, float(scale), config, ())
         else:
-            grid, cz = tuple(k.shape[1:-2]), tuple(bool(c) for c in is_causal)
-            # with the default tiles, pieces are cut again where those leave a costly remainder
-            refine = (
-                None if config else functools.partial(remainder_cuts, max(d, dv), grid, *map(tuple, geometry[:3]), cz)
-            )
-            for box, offset in query_pieces(q.shape[1:-2], query_offset, grid, dilation, stride, refine):
+            pieces = box_pieces(q.shape[1:-2], query_offset, k.shape[1:-2], max(d, dv), *geometry, config)
+            for box, offset in pieces:
                 qp, op, lp = q[box], out[box], lse[box]
                 _launch_forward(qp, k, v, rpb, op, lp, rank, hq, hkv, d, dv, *geometry, float(scale), config, offset)
     if has_add:

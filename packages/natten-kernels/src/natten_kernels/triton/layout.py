@@ -3,12 +3,13 @@ tensors, strides, per-axis geometry, the dot precision, int64-offset checks, the
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import torch
 
 from natten_kernels.precision import tf32_enabled
-from natten_kernels.triton.tiling import pow2_at_least
+from natten_kernels.triton.tiling import pow2_at_least, remainder_cuts
 
 LOG2E = 1.4426950408889634
 INT32_MAX = 2**31 - 1
@@ -118,3 +119,13 @@ def query_pieces(extent, query_offset, grid, dilation, stride, refine=None) -> l
         ((slice(None), *(slice(a - o, a - o + n) for a, n, o in zip(*box, query_offset))), list(box[0]))
         for box in boxes
     ]
+
+
+def box_pieces(extent, query_offset, grid, head_dim, kernel_size, dilation, stride, is_causal, config) -> list:
+    """What a launcher runs a query box in (:func:`query_pieces`); with the default tiles (``config``
+    empty) cut again where those leave a costly remainder (tiling.remainder_cuts)."""
+    refine = None
+    if query_offset and not config:
+        geometry = (*(tuple(x) for x in (kernel_size, dilation, stride)), tuple(bool(c) for c in is_causal))
+        refine = functools.partial(remainder_cuts, head_dim, tuple(grid), *geometry)
+    return query_pieces(extent, query_offset, grid, dilation, stride, refine)
