@@ -4,7 +4,7 @@ per split, every rank's kernel pieces run serially (as natten runs them today) a
 assembly by part (zeroed slabs, the shard copied in, the halo blocks), against a contiguous copy of
 the same bytes. Medians of ``--iters`` runs; ratios against the unsharded kernel of the same run.
 
-    python benchmarks/probes/probe_distributed_parts.py [--problem S6-s] [--iters 10]
+    python benchmarks/probes/probe_distributed_parts.py [--problem S6-s] [--iters 10] [--backward]
 """
 
 # ruff: noqa: B023  (closures are timed within the loop iteration that defines them)
@@ -57,11 +57,57 @@ def halo(plans, exts, kv) -> None:
             sd._copy_halo(x, pl, e)
 
 
+def backward(spec, q, k, v, iters: int) -> None:
+    """Forward + backward, every rank in turn (each rank's q box and extended k/v, as natten.distributed
+    runs them), against the unsharded op; the dq pass in the forward's pieces, and in one launch per
+    box (as before it had pieces)."""
+    import natten_kernels.triton.launch_backward as lb
+
+    ks, dl, st, cz = sd._params(spec)
+    op, kw = sd._op(spec), sd._kwargs(spec)
+    leaves = [x.detach().requires_grad_(True) for x in (q, k, v)]
+    grad = torch.randn_like(q)
+    base = timed(lambda: torch.autograd.grad(op(*leaves, **kw), leaves, grad), iters)
+    print(f"{spec['id']}: unsharded forward + backward {base:.2f} ms")
+    pieces = lb.box_pieces
+    for world in (2, 4, 8):
+        for axes, grid in sd._splits(spec["id"], world):
+            layout = sd._layout(spec["spatial"], axes, grid)
+            plans = [rank_plan(layout, sd._params(spec), r) for r in range(layout.world)]
+            ranks = []
+            for pl in plans:
+                box = sd._box(layout, pl.rank)
+                ext = [sd._assemble(x, layout, pl).requires_grad_(True) for x in (k, v)]
+                ranks.append((q[box].detach().requires_grad_(True), ext, pl, grad[box].contiguous()))
+
+            def run():
+                for qq, ext, pl, g in ranks:
+                    out = sd.fused_na(3, qq, *ext, ks, dl, cz, None, None, None, None, st, False, pl.offset)
+                    torch.autograd.grad(out, [qq, *ext], g)  # no .grad to accumulate into
+
+            lb.box_pieces = lambda extent, offset, *a: [((slice(None),), list(offset))]
+            whole = timed(run, iters)
+            lb.box_pieces = pieces
+            cut = timed(run, iters)
+            name = f"{sd._split_name(axes, grid)} P={world}"
+            print(
+                f"  {name:18s} dq in pieces {cut:8.2f} ms = {cut / base:.3f}x; "
+                f"one dq launch per box {whole:8.2f} ms = {whole / base:.3f}x"
+            )
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--problem", default="S6-s")
     p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--backward", action="store_true", help="time forward + backward instead")
     args = p.parse_args()
+    if args.backward:
+        spec = sd._spec(sd._problem(args.problem))
+        g = torch.Generator("cuda").manual_seed(0)
+        shape = (spec["batch"], *spec["spatial"], spec["heads"], spec["head_dim"])
+        qkv = [torch.randn(shape, generator=g, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
+        return backward(spec, *qkv, args.iters)
     spec = sd._spec(sd._problem(args.problem))
     ks, dl, st, cz = sd._params(spec)
     g = torch.Generator("cuda").manual_seed(0)
