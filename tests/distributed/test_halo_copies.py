@@ -34,6 +34,7 @@ def test_block_copies_are_bitwise(dtype, channels, index):
     sel = selector(index, x.device)
     block = take(x, sel, copy=True)
     assert block.is_contiguous() and torch.equal(_bits(block), _bits(x[sel]))
+    assert torch.equal(_bits(take(x, sel, flat=True)), _bits(x[sel].reshape(-1)))
     dst = torch.zeros_like(x)
     assign(dst, sel, block)
     want = torch.zeros_like(x)
@@ -50,3 +51,11 @@ def test_copies_keep_a_block_apart_from_its_source():
     block = take(x, selector(RUNS, x.device), copy=True)
     block.zero_()
     assert _bits(x[:, 1:4, 0:4]).any()
+
+
+def test_a_contiguous_block_flattens_without_a_copy():
+    """A message packs each block flattened; a contiguous one (whole frames) is a view, copied once
+    by the concatenation."""
+    x = _grid(torch.bfloat16, 8)[:1].clone()  # one batch: frames 1-2 are one run of memory
+    flat = take(x, (slice(None), slice(1, 3)), flat=True)
+    assert flat.data_ptr() == x[:, 1:3].data_ptr() and flat.dtype == x.dtype

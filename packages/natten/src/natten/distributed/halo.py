@@ -62,13 +62,15 @@ def assign(dst: torch.Tensor, index: tuple, src: torch.Tensor) -> None:
         dst[index] = src
 
 
-def take(x: torch.Tensor, index: tuple, copy: bool = False) -> torch.Tensor:
-    """``x[index]`` (a new contiguous tensor with ``copy``), gathered in 8-byte words where ``x``'s
-    channels allow it."""
+def take(x: torch.Tensor, index: tuple, copy: bool = False, flat: bool = False) -> torch.Tensor:
+    """``x[index]``, gathered in 8-byte words where ``x``'s channels allow it: with ``copy`` a new
+    contiguous tensor; with ``flat`` flattened (a view where the block is contiguous in ``x``)."""
     wide = _words(x)
     out = wide[index]
     if copy:
         out = out.clone(memory_format=torch.contiguous_format)
+    if flat:
+        out = out.reshape(-1)
     return out if wide is x else out.view(x.dtype)
 
 
@@ -108,7 +110,7 @@ def _block_shape(shape, t: Transfer) -> tuple[int, ...]:
 
 def _pack(xs, t: Transfer) -> torch.Tensor:
     """One message: the block ``t`` of every tensor of ``xs``, flattened and concatenated."""
-    return torch.cat([take(x, selector(t.index, x.device), copy=True).view(-1) for x in xs])
+    return torch.cat([take(x, selector(t.index, x.device), flat=True) for x in xs])
 
 
 def _unpack(buf: torch.Tensor, shapes, t: Transfer):
