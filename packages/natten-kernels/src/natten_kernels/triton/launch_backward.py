@@ -28,6 +28,7 @@ from natten_kernels.triton.layout import (
     box_pieces,
     dim_block,
     query_box,
+    query_tiles,
     rel64,
     rpb3,
     strides5,
@@ -118,9 +119,7 @@ def _dq_pass(q3, do3, l3, de3, dq3, k3, v3, rs, rp, geo, dq_cfg, cx, offset, ran
     q_res, do_res, res = tma.operands(q3, do3, tq, d, dvd, dl, res_ok, device_ok=False)
     dq_cx = dict(cx, REL64=wide, num_warps=dq_warps, num_stages=dq_stages, TMA=loads == "device")
     dq_cx.update(TMA_HOST=loads == "host", RES_TMA=res == "host")
-    per_group = [-(-qbox[1][a] // dl[a]) for a in range(3)]  # queries of a dilation group, at most
-    nt = [-(-per_group[a] // tq[a]) for a in range(3)]
-    G = dl[0] * dl[1] * dl[2]
+    nt, G = query_tiles(qbox, dl, tq)
     na_bwd_dq_kernel[(nt[0] * nt[1] * nt[2] * G, hq, q3.shape[0])](
         q_res,
         k_arg,

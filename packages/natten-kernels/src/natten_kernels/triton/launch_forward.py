@@ -26,6 +26,7 @@ from natten_kernels.triton.layout import (
     dim_block,
     precision,
     query_box,
+    query_tiles,
     rel64,
     rpb3,
     strides5,
@@ -176,9 +177,7 @@ def _forward_plan(
     k_spec, v_spec, loads = tma.specs(k3, v3, tk, d, dv, dl, want)
     q_ok = loads == "host" and tma.resident_tiles_ok(tq, bk, d, dv)
     q_spec = tma.descriptor_spec(q3, d, tq, dl) if q_ok else None
-    per_group = [-(-qbox[1][a] // dl[a]) for a in range(3)]  # queries of a dilation group, at most
-    nt = [-(-per_group[a] // tq[a]) for a in range(3)]
-    G = dl[0] * dl[1] * dl[2]
+    nt, G = query_tiles(qbox, dl, tq)
     r3, rs = rpb3(rpb, hq, rank)
     grid = (nt[0] * nt[1] * nt[2] * G, hq, q.shape[0])
     scalars = (

@@ -94,6 +94,13 @@ def query_box(q3: torch.Tensor, k3: torch.Tensor, query_offset, rank: int):
     return True, (offset, q_ext)
 
 
+def query_tiles(qbox, dilation, tile) -> tuple[list[int], int]:
+    """``(tiles per axis, dilation groups)`` of a query-major launch (forward, dq pass): each group's
+    queries of the box ``qbox = (offset, extent)`` in tiles of ``tile``, at most."""
+    per_group = [-(-qbox[1][a] // dilation[a]) for a in range(3)]
+    return [-(-per_group[a] // tile[a]) for a in range(3)], dilation[0] * dilation[1] * dilation[2]
+
+
 def query_pieces(extent, query_offset, grid, dilation, stride, refine=None) -> list[tuple[tuple, list[int]]]:
     """The query box (``extent`` at ``query_offset`` of the key grid ``grid``) cut where its edges cut a
     stride block (axes without dilation), as ``(index into the box's tensors, the piece's
