@@ -383,6 +383,7 @@ BAD_CALLS = {
     "one rank's dtype": lambda r, w, dev: nd.na1d(
         *_qkv((1, 6), dev)[:2], _qkv((1, 6), dev, dtype=torch.float32 if r else torch.float64)[2], 3
     ),
+    "dtype differs": lambda r, w, dev: nd.na1d(*_qkv((1, 6), dev, dtype=torch.float32 if r else torch.float64), 3),
     "grid too small for the window": lambda r, w, dev: nd.na1d(*_qkv((1, 2), dev), 5),
     "group type": lambda r, w, dev: nd.na1d(*_qkv((1, 6), dev), 3, group="world"),
     "rpb on one rank": lambda r, w, dev: nd.na1d(

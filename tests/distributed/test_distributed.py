@@ -201,8 +201,21 @@ BAD = {
     "heads not divisible": ("ValueError", "needs heads (3) and kv_heads (3) divisible by the group's size (2)"),
     "empty shard": ("ValueError", "every rank must hold at least 1 token along sharded axis 0"),
     "unsharded axis differs": ("ValueError", "unsharded spatial axis 1 must have one size on every rank; got [5, 6]"),
-    "kernel differs": ("ValueError", "kernel_size must be the same on every rank of the group; got rank 0: (3, 0, 0)"),
-    "grid too small for the window": ("ValueError", "kernel_size * dilation must not exceed the input size"),
+    "kernel differs": (
+        "ValueError",
+        "kernel_size must be the same on every rank of the group; got rank 0: (3,), rank 1: (5,)",
+    ),
+    "dtype differs": (
+        "ValueError",
+        "dtype (of query, key and value) must be the same on every rank of the group; "
+        "got rank 0: torch.float64, rank 1: torch.float32",
+    ),
+    "grid too small for the window": (
+        "ValueError",
+        "= 5 > 4 in query of shape (1, 4, 2, 4) (expected layout [batch, length, heads, head_dim]; if a heads axis "
+        "sits where a spatial axis belongs, permute the tensor) [checked on the grid the shards assemble: "
+        "spatial (4,), from local shards rank 0: (2,), rank 1: (2,)]",
+    ),
     "group type": ("TypeError", "group must be a torch.distributed.ProcessGroup or None; got str"),
     "rpb on one rank": ("ValueError", "rpb must be the same on every rank of the group"),
     "query and key shards differ": ("ValueError", "query, key and value shards must share batch and spatial axes"),

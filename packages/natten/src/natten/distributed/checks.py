@@ -23,6 +23,7 @@ from natten.functional.validation import FLOAT_DTYPES, FusedShapes, NAParams, ch
 
 METHODS = ("halo", "heads", "auto")
 _AXES = 3  # per-axis fields are padded to the largest spatial rank
+_GRADS = "requires_grad of query, key, value, rpb, additional_keys and torch.is_grad_enabled()"
 
 
 def resolve_group(group):
@@ -127,7 +128,7 @@ def _pad(values, fill=0) -> tuple[int, ...]:
 
 
 def _shared_fields(params, query, key, value, rpb, scale, additional_keys, sharded_axes, grid, method, return_lse):
-    """What every rank must agree on, as named int tuples of fixed widths."""
+    """What every rank must agree on, as named int tuples of fixed widths (``_shown`` reads them back)."""
     grads = [t is not None and t.requires_grad for t in (query, key, value, rpb, additional_keys)]
     return [
         ("spatial rank", (params.rank,)),
@@ -145,13 +146,40 @@ def _shared_fields(params, query, key, value, rpb, scale, additional_keys, shard
         ("scale", (scale is None, struct.unpack("<q", struct.pack("<d", scale or 0.0))[0])),
         ("rpb", (rpb is not None,)),
         ("additional_keys", (-1 if additional_keys is None else additional_keys.shape[1],)),
-        ("requires_grad of query, key, value, rpb, additional_keys", (*grads, torch.is_grad_enabled())),
+        (_GRADS, (*grads, torch.is_grad_enabled())),
         ("return_lse", (return_lse,)),
     ]
 
 
 _WIDTHS = [1, 1, 2, 2, 1, _AXES, _AXES, _AXES, _AXES, _AXES, _AXES, 1, 2, 1, 1, 6, 1]
 _LENGTH = 1 + sum(_WIDTHS) + _AXES  # error flag, shared fields, local spatial shape
+
+
+def _bools(values, rank_dims=None):
+    return tuple(bool(v) for v in values[:rank_dims])
+
+
+# How a gathered field reads as the user passed it (dtype names, unpadded axes, the scale as a float).
+_READ = {
+    "dtype": lambda v, n: str(FLOAT_DTYPES[v[0]]),
+    "method": lambda v, n: METHODS[v[0]],
+    "scale": lambda v, n: None if v[0] else struct.unpack("<d", struct.pack("<q", v[1]))[0],
+    "sharded_axes": lambda v, n: tuple(a for a in v if a >= 0),  # padded with -1
+    "grid": lambda v, n: tuple(g for g in v if g > 0),  # padded with 0
+    "kernel_size": lambda v, n: v[:n],
+    "dilation": lambda v, n: v[:n],
+    "stride": lambda v, n: v[:n],
+    "is_causal": _bools,
+    "rpb": lambda v, n: "a tensor" if v[0] else None,
+    "additional_keys": lambda v, n: None if v[0] < 0 else f"{v[0]} tokens",
+    _GRADS: lambda v, n: _bools(v),
+    "return_lse": lambda v, n: bool(v[0]),
+}
+
+
+def _shown(name: str, values: tuple[int, ...], rank_dims: int):
+    read = _READ.get(name)
+    return read(values, rank_dims) if read else values[0] if len(values) == 1 else values
 
 
 def _gather_device(group, query) -> torch.device:
@@ -198,8 +226,9 @@ def gather_setup(local_error, group, params, tensors: dict, scale, sharded_axes,
     for (name, _), width in zip(fields, _WIDTHS):
         values = [tuple(row[pos : pos + width]) for row in table]
         if len(set(values)) > 1:
-            shown = ", ".join(f"rank {r}: {v[0] if width == 1 else v}" for r, v in enumerate(values))
-            raise ValueError(f"{name} must be the same on every rank of the group; got {shown}")
+            shown = ", ".join(f"rank {r}: {_shown(name, v, params.rank)}" for r, v in enumerate(values))
+            what = "dtype (of query, key and value)" if name == "dtype" else name
+            raise ValueError(f"{what} must be the same on every rank of the group; got {shown}")
         pos += width
     locals_ = [tuple(row[pos : pos + params.rank]) for row in table]
     layout, why = make_layout(locals_, sharded_axes, grid)
@@ -211,5 +240,11 @@ def gather_setup(local_error, group, params, tensors: dict, scale, sharded_axes,
     global_shape = [query.shape[0], *layout.spatial]
     metas = [torch.empty((*global_shape, *t.shape[-2:]), dtype=t.dtype, device="meta") for t in (query, key, value)]
     extra = [_meta(tensors[n]) for n in ("rpb", "additional_keys", "additional_values")]
-    shapes = check_fused(*metas, params, extra[0], scale, *extra[1:])
+    try:
+        shapes = check_fused(*metas, params, extra[0], scale, *extra[1:])
+    except (ValueError, TypeError) as error:  # its shapes are the assembled grid's, which no rank passed
+        raise type(error)(
+            f"{error} [checked on the grid the shards assemble: spatial {tuple(layout.spatial)}, from "
+            f"local shards {', '.join(f'rank {r}: {s}' for r, s in enumerate(locals_))}]"
+        ) from None
     return Setup(layout, me, method, shapes)
